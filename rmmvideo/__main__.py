@@ -1,0 +1,5 @@
+import sys
+
+from rmmvideo.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""Model configuration. It travels with the weights (safetensors metadata), so loading never
+guesses an architecture.
+
+A config fixes:
+- ``size``: side of the square crop (pixels). The low-quality crop is resized to it; X_MR and
+  X̂_HR have this size.
+- ``unet_channels``: U-Net widths per level, full resolution first. ``len == n_rm3``; the U-Net
+  has ``n_rm3 - 1`` downsamplings and its decoder feature at level i is z_S for RM3 block i.
+- ``decoder_channels``: widths of the RM3 decoder blocks, lowest resolution first. RM3 block i
+  runs at ``size / 2**(n_rm3 - 1 - i)``.
+- ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
+  crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rmmvideo.errors import UserError
+
+# The widely used 5-point template of 512x512 face crops (FFHQ-style alignment), normalised.
+FFHQ_TEMPLATE: tuple[tuple[float, float], ...] = tuple(
+    (x / 512.0, y / 512.0)
+    for x, y in (
+        (192.98, 239.95),
+        (318.90, 240.19),
+        (256.63, 314.02),
+        (201.26, 371.41),
+        (313.09, 371.15),
+    )
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an RMM model (see module docstring)."""
+
+    name: str = "rmm-small"
+    size: int = 128
+    unet_channels: tuple[int, ...] = (32, 64, 128, 128, 128)
+    decoder_channels: tuple[int, ...] = (128, 128, 64, 32, 32)
+    z_n_dim: int = 512
+    mapping_layers: int = 4
+    mapping_dim: int = 512
+    wavelet_levels: int = 4
+    memory_size: int = 982
+    key_dim: int = 128
+    key_width: int = 64
+    template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
+    template_name: str = "ffhq"
+
+    def __post_init__(self) -> None:
+        n = len(self.decoder_channels)
+        if n < 1:
+            raise UserError("config: decoder_channels must list at least one RM3 block")
+        if len(self.unet_channels) != n:
+            raise UserError(
+                f"config: unet_channels has {len(self.unet_channels)} levels, "
+                f"expected {n} (one per RM3 block)"
+            )
+        for what, div in (("n_rm3 - 1", 2 ** (n - 1)), ("wavelet_levels", 2**self.wavelet_levels)):
+            if self.size % div:
+                raise UserError(f"config: size {self.size} is not divisible by 2**({what}) = {div}")
+        if len(self.template) != 5:
+            raise UserError(f"config: template needs 5 points, got {len(self.template)}")
+
+    @property
+    def n_rm3(self) -> int:
+        """Number of RM3 blocks in the decoder."""
+        return len(self.decoder_channels)
+
+    @property
+    def z_w_dim(self) -> int:
+        """Wavelet style code size: 3 colour channels x (4**levels - 1) high-frequency bands."""
+        return 3 * (4**self.wavelet_levels - 1)
+
+    def block_resolutions(self) -> list[int]:
+        """Spatial side of each RM3 block, lowest first."""
+        n = self.n_rm3
+        return [self.size // 2 ** (n - 1 - i) for i in range(n)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["unet_channels"] = list(self.unet_channels)
+        d["decoder_channels"] = list(self.decoder_channels)
+        d["template"] = [list(p) for p in self.template]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"config: unknown keys {sorted(unknown)}")
+        kw = dict(d)
+        for key in ("unet_channels", "decoder_channels"):
+            if key in kw:
+                kw[key] = tuple(int(c) for c in kw[key])
+        if "template" in kw:
+            kw["template"] = tuple((float(x), float(y)) for x, y in kw["template"])
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ModelConfig":
+        """Read a model config YAML (the whole file, or its ``model:`` section)."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        data = yaml.safe_load(p.read_text())
+        if not isinstance(data, dict):
+            raise UserError(f"config file {p} does not hold a mapping")
+        if "model" in data and isinstance(data["model"], dict):
+            data = data["model"]
+        return cls.from_dict(data)
