@@ -1,0 +1,306 @@
+"""The paper's degradation model (eq. 16), one seeded module for training, evaluation and
+test-clip synthesis::
+
+    X_LR = ((X_HR ⊛ {k_G, k_M})↓r + n_σ)_JPEG_q
+
+Primary type: a torch tensor ``(3, H, W)`` float in [0, 1] (what the trainer and the evaluator
+use). ``degrade``/``degrade_tb``/``degrade_td`` also accept a numpy ``(H, W, 3)`` image (float in
+[0, 1] or uint8) and then return a numpy ``(h, w, 3)`` float32 image.
+
+Steps, each randomly on or off per image (``DegradationConfig`` gives the probabilities):
+
+1. optional grayscale (old film): luminance (BT.601) copied to the 3 channels;
+2. blur with a Gaussian kernel (σ in [1, 5] px) or a motion kernel (a line of random length and
+   angle), or no blur;
+3. downsampling by r in [2, 12] (bicubic with antialiasing, output side ``round(H / r)``);
+4. additive Gaussian noise, σ in [1, 15] on the 0-255 scale (one noise map shared by the 3
+   channels when grayscale);
+5. JPEG compression with Pillow, quality in [40, 80].
+
+Pixel sizes (σ, motion length) are in pixels of the input ``hq`` image, as in the paper (512
+crops). The model input is the LQ image resized back to the crop size: ``resize_to(lq, size)``.
+
+Determinism: ``sample_params(rng, cfg)`` draws every parameter (and a noise seed) from the numpy
+``Generator`` in a fixed order, and ``apply_params`` is a pure function of the image and the
+parameters, so the same seed gives the same output on any device.
+
+Example::
+
+    rng = np.random.default_rng(0)
+    lq = degrade(hq, rng, DegradationConfig())        # (3, h, w), low resolution
+    x_lq = resize_to(lq, hq.shape[-1])                 # (3, S, S), model input
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rmmvideo.errors import UserError
+
+Img = TypeVar("Img", torch.Tensor, np.ndarray)
+BlurKind = Literal["none", "gaussian", "motion"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Ranges and probabilities of the random degradation (defaults: the paper's ranges).
+
+    Ranges are closed intervals ``(low, high)``; ``scale`` is the downsampling factor r.
+    ``motion_prob`` is the share of *blurred* images that get a motion kernel instead of a
+    Gaussian one. ``grayscale_prob`` makes the LQ grayscale (old film).
+    """
+
+    blur_prob: float = 0.8
+    motion_prob: float = 0.3
+    gaussian_sigma: tuple[float, float] = (1.0, 5.0)
+    motion_length: tuple[int, int] = (3, 21)
+    scale: tuple[float, float] = (2.0, 12.0)
+    noise_prob: float = 0.8
+    noise_sigma: tuple[float, float] = (1.0, 15.0)
+    jpeg_prob: float = 0.8
+    jpeg_quality: tuple[int, int] = (40, 80)
+    grayscale_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("blur_prob", "motion_prob", "noise_prob", "jpeg_prob", "grayscale_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise UserError(f"degradation: {name} must be in [0, 1], got {v}")
+        for name in ("gaussian_sigma", "motion_length", "scale", "noise_sigma", "jpeg_quality"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise UserError(f"degradation: {name} range ({lo}, {hi}) has low > high")
+        if self.gaussian_sigma[0] <= 0 or self.motion_length[0] < 1:
+            raise UserError("degradation: blur sizes must be positive")
+        if self.scale[0] < 1:
+            raise UserError(f"degradation: scale must be >= 1, got {self.scale}")
+        if self.noise_sigma[0] < 0:
+            raise UserError("degradation: noise_sigma must be >= 0")
+        if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
+            raise UserError(f"degradation: jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+    @classmethod
+    def tb(cls, scale: float, grayscale_prob: float = 0.0) -> "DegradationConfig":
+        """The paper's "-TB" test protocol at a fixed scale: blur (Gaussian or motion), noise and
+        JPEG always on, downsampling fixed to ``scale``."""
+        return cls(blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0, scale=(float(scale), float(scale)),
+                   grayscale_prob=grayscale_prob)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
+        """Build from a YAML/JSON mapping (lists become tuples); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"degradation: unknown keys {sorted(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class DegradationParams:
+    """One concrete draw of the degradation. ``noise_sigma`` is on 0-255 (0: no noise);
+    ``jpeg_quality`` None: no JPEG; ``noise_seed`` seeds the noise map."""
+
+    grayscale: bool
+    blur: BlurKind
+    sigma: float
+    motion_length: int
+    motion_angle: float
+    scale: float
+    noise_sigma: float
+    jpeg_quality: int | None
+    noise_seed: int
+
+
+def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> DegradationParams:
+    """Draw one set of parameters. Always consumes the same number of draws from ``rng``."""
+    u = rng.random(5)  # grayscale, blur on, motion vs gaussian, noise on, jpeg on
+    sigma = float(rng.uniform(*cfg.gaussian_sigma))
+    length = int(rng.integers(cfg.motion_length[0], cfg.motion_length[1] + 1))
+    angle = float(rng.uniform(0.0, 180.0))
+    scale = float(rng.uniform(*cfg.scale))
+    noise = float(rng.uniform(*cfg.noise_sigma))
+    quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    noise_seed = int(rng.integers(0, 2**62))
+    blur: BlurKind = "none"
+    if u[1] < cfg.blur_prob:
+        blur = "motion" if u[2] < cfg.motion_prob else "gaussian"
+    return DegradationParams(
+        grayscale=bool(u[0] < cfg.grayscale_prob),
+        blur=blur,
+        sigma=sigma,
+        motion_length=length,
+        motion_angle=angle,
+        scale=scale,
+        noise_sigma=noise if u[3] < cfg.noise_prob else 0.0,
+        jpeg_quality=quality if u[4] < cfg.jpeg_prob else None,
+        noise_seed=noise_seed,
+    )
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 2-D Gaussian kernel ``(k, k)``, k = 2*ceil(3σ)+1, float32."""
+    r = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    k = torch.outer(g, g)
+    return (k / k.sum()).float()
+
+
+def motion_kernel(length: int, angle_deg: float) -> torch.Tensor:
+    """Normalised linear motion kernel ``(k, k)``: a segment of ``length`` px through the centre
+    at ``angle_deg`` (0 = horizontal), rasterised with bilinear splatting; k is odd."""
+    k = length + 1 + (length % 2)  # odd, >= length + 1
+    c = (k - 1) / 2.0
+    ker = np.zeros((k, k), dtype=np.float64)
+    a = math.radians(angle_deg)
+    n = max(2, 4 * length)
+    for t in np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, n):
+        x, y = c + t * math.cos(a), c - t * math.sin(a)
+        x0, y0 = int(math.floor(x)), int(math.floor(y))
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < k and 0 <= x0 + dx < k:
+                    ker[y0 + dy, x0 + dx] += wx * wy
+    return torch.from_numpy(ker / ker.sum()).float()
+
+
+def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise 2-D filter of ``x`` (C, H, W) with replicate padding."""
+    k = kernel.to(x.dtype)
+    p = k.shape[-1] // 2
+    c = x.shape[0]
+    y = F.pad(x[None], (p, p, p, p), mode="replicate")
+    return F.conv2d(y, k.expand(c, 1, *k.shape), groups=c)[0]
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luminance copied to 3 channels: ``(3, H, W) -> (3, H, W)`` (also ``(B, 3, H, W)``)."""
+    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    y = (x * w).sum(dim=-3, keepdim=True)
+    return y.expand_as(x).contiguous()
+
+
+def resize_to(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize (antialiased when shrinking) of ``(3, h, w)`` or ``(B, 3, h, w)`` to
+    ``size`` (int: square), clamped to [0, 1]. Used to bring an LQ image back to the model size."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    batched = x.dim() == 4
+    y = x if batched else x[None]
+    if tuple(y.shape[-2:]) != hw:
+        y = F.interpolate(y, size=hw, mode="bicubic", align_corners=False, antialias=True)
+    y = y.clamp(0.0, 1.0)
+    return y if batched else y[0]
+
+
+def downsample(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bicubic antialiased downsampling by ``scale``: side ``max(1, round(H / scale))``."""
+    h, w = x.shape[-2:]
+    return resize_to(x, (max(1, round(h / scale)), max(1, round(w / scale))))
+
+
+def jpeg(x: torch.Tensor, quality: int, grayscale: bool = False) -> torch.Tensor:
+    """JPEG round trip through Pillow of ``(3, H, W)`` in [0, 1] at ``quality``."""
+    arr = (x.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr[..., 0], "L") if grayscale else Image.fromarray(arr, "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    out = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(out).permute(2, 0, 1).to(device=x.device, dtype=x.dtype)
+
+
+def apply_params(hq: torch.Tensor, p: DegradationParams) -> torch.Tensor:
+    """Degrade ``hq`` (3, H, W) in [0, 1] with the fixed parameters ``p``; returns the LQ image
+    ``(3, h, w)`` at low resolution, in [0, 1]."""
+    _check_chw(hq)
+    x = hq.float() if hq.dtype not in (torch.float32, torch.float64) else hq
+    if p.grayscale:
+        x = to_grayscale(x)
+    if p.blur == "gaussian":
+        x = _filter(x, gaussian_kernel(p.sigma).to(x.device))
+    elif p.blur == "motion":
+        x = _filter(x, motion_kernel(p.motion_length, p.motion_angle).to(x.device))
+    x = downsample(x, p.scale)
+    if p.noise_sigma > 0:
+        g = np.random.default_rng(p.noise_seed)
+        shape = (1 if p.grayscale else 3, *x.shape[-2:])
+        n = g.standard_normal(shape, dtype=np.float32) * (p.noise_sigma / 255.0)
+        x = (x + torch.from_numpy(n).to(device=x.device, dtype=x.dtype)).clamp(0.0, 1.0)
+    if p.jpeg_quality is not None:
+        x = jpeg(x, p.jpeg_quality, grayscale=p.grayscale)
+    return x.clamp(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+def degrade(hq: Img, rng: np.random.Generator, cfg: DegradationConfig | None = None) -> Img:
+    """Random degradation (eq. 16) of one image.
+
+    Args:
+        hq: ``(3, H, W)`` torch float in [0, 1], or numpy ``(H, W, 3)`` float [0, 1] / uint8.
+        rng: numpy Generator; the output is a deterministic function of its state.
+        cfg: ranges and probabilities (default: the paper's ranges).
+    Returns:
+        The LQ image at low resolution, same kind as ``hq`` (numpy: float32 ``(h, w, 3)``).
+    """
+    params = sample_params(rng, cfg or DegradationConfig())
+    return _wrap(hq, lambda x: apply_params(x, params))
+
+
+def degrade_tb(hq: Img, scale: float, rng: np.random.Generator, grayscale: bool = False) -> Img:
+    """The paper's "-TB" protocol: blur + downsampling by ``scale`` + noise + JPEG."""
+    cfg = DegradationConfig.tb(scale, grayscale_prob=1.0 if grayscale else 0.0)
+    return degrade(hq, rng, cfg)
+
+
+def degrade_td(hq: Img, scale: float) -> Img:
+    """The paper's "-TD" protocol: plain bicubic (antialiased) downsampling by ``scale``."""
+    return _wrap(hq, lambda x: downsample(_as_float(x), scale))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _check_chw(x: torch.Tensor) -> None:
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected an image of shape (3, H, W), got {tuple(x.shape)}")
+
+
+def _wrap(hq: Img, fn) -> Img:  # type: ignore[no-untyped-def]
+    if isinstance(hq, np.ndarray):
+        if hq.ndim != 3 or hq.shape[2] != 3:
+            raise ValueError(f"expected a numpy image of shape (H, W, 3), got {hq.shape}")
+        arr = hq.astype(np.float32) / 255.0 if hq.dtype == np.uint8 else hq.astype(np.float32)
+        out = fn(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
+        return out.permute(1, 2, 0).numpy()
+    if not isinstance(hq, torch.Tensor):
+        raise TypeError(f"expected a torch tensor or numpy array, got {type(hq).__name__}")
+    _check_chw(hq)
+    return fn(hq)
