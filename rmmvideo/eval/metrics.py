@@ -69,20 +69,19 @@ def _gauss_window(size: int, sigma: float, dtype: torch.dtype, device: torch.dev
 
 
 def _ssim_terms(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean SSIM and mean contrast-structure per image and channel: ``(B, C)`` each."""
+    """Mean SSIM and mean contrast-structure per image and channel: ``(B, C)`` each.
+    The five local statistics are filtered in one separable depthwise convolution."""
     c = x.shape[1]
     k = win.numel()
-    wx = win.view(1, 1, 1, k).expand(c, 1, 1, k)
-    wy = win.view(1, 1, k, 1).expand(c, 1, k, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(t, wx, groups=c), wy, groups=c)
-
+    stats = torch.cat([x, y, x * x, y * y, x * y], 1)  # (B, 5C, H, W)
+    wx = win.view(1, 1, 1, k).expand(5 * c, 1, 1, k)
+    wy = win.view(1, 1, k, 1).expand(5 * c, 1, k, 1)
+    f = F.conv2d(F.conv2d(stats, wx, groups=5 * c), wy, groups=5 * c)
+    mx, my, xx, yy, xy = f.split(c, 1)
     c1, c2 = 0.01**2, 0.03**2
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
+    sxx = xx - mx * mx
+    syy = yy - my * my
+    sxy = xy - mx * my
     cs = (2 * sxy + c2) / (sxx + syy + c2)
     lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
     return (lum * cs).flatten(2).mean(2), cs.flatten(2).mean(2)
