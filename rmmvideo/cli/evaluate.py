@@ -14,7 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tb: blur+noise+JPEG at --scale; tdN: plain downsampling by N")
     p.add_argument("--scale", type=float, default=4.0, help="downsampling factor of the tb protocol")
     p.add_argument("--weights", default=None,
-                   help="model weights (.safetensors); omitted: bicubic baseline only")
+                   help="model weights (.safetensors); omitted: the bundled default weights, "
+                   "or the bicubic baseline only when there are none")
+    p.add_argument("--bicubic-only", action="store_true", help="score bicubic upsampling only")
     p.add_argument("--size", type=int, default=128, help="crop size when no --weights (else the model's)")
     p.add_argument("--split", choices=["val", "all"], default="val",
                    help="val: the hashed validation split (as in training); all: every image")
@@ -40,17 +42,24 @@ def run(args: argparse.Namespace) -> int:
     from rmmvideo.train.data import FaceFolderDataset
 
     restore_fn, size, template, name = None, int(args.size), FFHQ_TEMPLATE, "rmm"
-    if args.weights:
-        if not Path(args.weights).is_file():
-            raise UserError(f"weights not found: {args.weights}")
+    weights: Path | None = None
+    if args.weights and not args.bicubic_only:
+        weights = Path(args.weights)
+        if not weights.is_file():
+            raise UserError(f"weights not found: {weights}")
+    elif not args.bicubic_only:
+        from rmmvideo.models.weights import default_weights_path
+
+        weights = default_weights_path() if default_weights_path().is_file() else None
+    if weights is not None:
         from rmmvideo.models.weights import from_pretrained
 
-        model = from_pretrained(args.weights).to(args.device)
+        model = from_pretrained(weights, device=args.device)
         size, template = model.config.size, model.config.template
-        name = f"rmm ({Path(args.weights).name})"
+        name = f"rmm ({weights.name})"
         restore_fn = model_restore_fn(model, args.device, args.seed)
     elif args.align:
-        raise UserError("--align needs --weights (the template comes with the model)")
+        raise UserError("--align needs model weights (the template comes with the model)")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     ds = FaceFolderDataset(
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if restore_fn is None:
-        report.notes.append("no --weights given: bicubic baseline only")
+        report.notes.append("no model weights: bicubic baseline only")
     md = report.to_markdown()
     print(md, end="")
     if args.json:

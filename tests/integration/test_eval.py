@@ -37,7 +37,7 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_writes_json_and_markdown_with_bicubic_rows(faces: Path, tmp_path: Path) -> None:
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     rc = main(["eval", str(faces), "--protocol", "tb", "--scale", "4", "--split", "all", "--limit", "3",
-               "--size", "64", "--json", str(out_json), "--md", str(out_md), "--quiet"])
+               "--size", "64", "--bicubic-only", "--json", str(out_json), "--md", str(out_md), "--quiet"])
     assert rc == 0
     rep = json.loads(out_json.read_text())
     assert rep["protocol"] == "tb" and rep["scale"] == 4.0 and rep["n_images"] == 3
@@ -56,7 +56,7 @@ def test_cli_is_deterministic_and_protocols_order(faces: Path, tmp_path: Path) -
     for proto in ("td4", "td16", "td4"):
         out = tmp_path / f"{proto}.json"
         assert main(["eval", str(faces), "--protocol", proto, "--split", "all", "--size", "64",
-                     "--no-face-metrics", "--json", str(out), "--quiet"]) == 0
+                     "--no-face-metrics", "--bicubic-only", "--json", str(out), "--quiet"]) == 0
         p = json.loads(out.read_text())["methods"]["bicubic"]["psnr"]
         if proto in psnrs:
             assert p == psnrs[proto]
@@ -66,8 +66,25 @@ def test_cli_is_deterministic_and_protocols_order(faces: Path, tmp_path: Path) -
 
 def test_cli_user_errors(faces: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(faces), "--weights", str(faces / "missing.safetensors")]) == 2
-    assert main(["eval", str(faces), "--align"]) == 2
+    assert main(["eval", str(faces), "--align", "--bicubic-only"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_cli_with_tiny_random_weights(faces: Path, tmp_path: Path) -> None:
+    weights = pytest.importorskip("rmmvideo.models.weights", reason="weights module not built yet")
+    from rmmvideo.models.rmm import RMM
+
+    torch.manual_seed(0)
+    path = weights.save_pretrained(RMM(TINY), tmp_path / "tiny.safetensors")
+    out = tmp_path / "r.json"
+    rc = main(["eval", str(faces), "--protocol", "td4", "--split", "all", "--weights", str(path),
+               "--batch-size", "2", "--json", str(out), "--md", str(tmp_path / "r.md"), "--quiet"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["size"] == TINY.size and rep["n_images"] == 4
+    assert set(rep["methods"]) == {"bicubic", "rmm (tiny.safetensors)"}
+    assert rep["timing"]["restore"] > 0.0
+    assert "| rmm (tiny.safetensors) |" in (tmp_path / "r.md").read_text()
 
 
 def test_evaluate_with_tiny_random_rmm(faces: Path) -> None:
