@@ -1,0 +1,91 @@
+"""Execution backends: where tasks run. Both hand back concurrent.futures.Future objects.
+
+LocalBackend: a ProcessPoolExecutor (spawn) with `jobs` workers, each limited to
+`threads` = cores // jobs threads, so --jobs 1 and --jobs 2 use the same cores.
+RayBackend (ray_backend.py): one Ray task per unit of work, same Future interface.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Protocol
+
+from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task
+
+
+def cpu_cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(jobs: int, cores: int | None = None) -> int:
+    return max(1, (cores or cpu_cores()) // max(1, jobs))
+
+
+class Backend(Protocol):
+    name: str
+    capacity: int  # tasks the coordinator keeps in flight
+
+    def submit(self, spec: TaskSpec) -> Future: ...
+    def progress(self) -> list[tuple]: ...  # messages from workers since the last call
+    def restart(self) -> None: ...  # after a worker died
+    def shutdown(self) -> None: ...
+
+
+class LocalBackend:
+    """Worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, jobs: int, threads: int | None = None) -> None:
+        self.jobs = max(1, jobs)
+        self.capacity = self.jobs
+        self.threads = threads or threads_per_worker(self.jobs)
+        self._ctx = mp.get_context("spawn")
+        self._sink = self._ctx.Queue()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.jobs,
+            mp_context=self._ctx,
+            initializer=init_worker,
+            initargs=(self.threads, self._sink),
+        )
+
+    def submit(self, spec: TaskSpec) -> Future:
+        return self._pool.submit(run_task, spec)
+
+    def progress(self) -> list[tuple]:
+        out = []
+        while True:
+            try:
+                out.append(self._sink.get_nowait())
+            except queue.Empty:
+                return out
+            except (OSError, ValueError, EOFError):
+                return out
+
+    def restart(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._sink.close()
+        self._sink.join_thread()
+
+
+def make_backend(jobs: int, ray: str | None, options: dict[str, Any]) -> Backend:
+    """LocalBackend, or RayBackend when `ray` is "auto" or an address."""
+    if ray:
+        from rmmvideo.batch.ray_backend import RayBackend
+
+        return RayBackend(ray, jobs or None, options)
+    return LocalBackend(jobs or 1)

@@ -1,0 +1,167 @@
+"""Turn the batch's INPUTS (files, folders, manifests) into jobs with mirrored output names.
+
+- A folder is walked recursively; every file that PyAV can open as video is a job (found by
+  probing, not by extension); other files are ignored silently. Hidden files/folders and the
+  output folder itself are skipped.
+- A file named explicitly (on the command line or in a manifest) is a job even when it is not a
+  video: the job is then failed with the reason, so the user sees it in the report.
+- A manifest is a `.txt` (one path per line, `#` comments) or a `.csv` with a `path` column and
+  optional per-file option columns (scale, crf, ...). Relative paths are relative to the
+  manifest's folder. Manifest entries may be files or folders.
+
+Output names: DIR / <path relative to the folder given, or the file name for files> with the
+extension chosen by `output_suffix`. Inputs are never written: an output that would land on an
+input is a UserError.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmmvideo.batch.engine import OPTION_TYPES
+from rmmvideo.errors import UserError
+
+MANIFEST_SUFFIXES = (".txt", ".csv")
+# containers the output keeps; anything else is written as .mp4 (webm is Matroska: .mkv)
+KEEP_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+
+
+@dataclass
+class Job:
+    """One input file and where its output goes.
+
+    key: the output path relative to DIR (POSIX), unique in a batch; used as the state key.
+    options: per-file option overrides (from a CSV manifest), already typed.
+    error: set when the input is known bad before any work (not a video, missing).
+    """
+
+    input: Path
+    output: Path
+    key: str
+    options: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def output_suffix(input_path: Path) -> str:
+    """Output container: the input's for mp4/mov/m4v/mkv, .mkv for webm, else .mp4."""
+    s = input_path.suffix.lower()
+    if s in KEEP_SUFFIXES:
+        return s
+    if s == ".webm":
+        return ".mkv"
+    return ".mp4"
+
+
+def is_video(path: Path) -> str | None:
+    """None if `path` is a video PyAV can decode, else a one-line reason."""
+    from rmmvideo.video.probe import probe
+
+    try:
+        probe(path)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def parse_option(name: str, value: str, where: str) -> Any:
+    """Typed value of a per-file option from a manifest cell."""
+    if name not in OPTION_TYPES:
+        raise UserError(f"{where}: unknown option column {name!r} (known: path, {', '.join(OPTION_TYPES)})")
+    try:
+        return OPTION_TYPES[name](value)
+    except ValueError:
+        raise UserError(f"{where}: bad value {value!r} for {name}") from None
+
+
+def read_manifest(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Entries of a .txt or .csv manifest: (path, per-file options)."""
+    base = path.parent
+    entries: list[tuple[Path, dict[str, Any]]] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read manifest {path}: {e}") from None
+    if path.suffix.lower() == ".txt":
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append((base / Path(line).expanduser(), {}))
+        return entries
+    reader = csv.DictReader(text.splitlines())
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    if "path" not in cols:
+        raise UserError(f"manifest {path} has no 'path' column (columns: {', '.join(cols) or 'none'})")
+    for n, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        if not row.get("path"):
+            continue
+        opts = {k: parse_option(k, v, f"{path}:{n}") for k, v in row.items() if k != "path" and v != ""}
+        entries.append((base / Path(row["path"]).expanduser(), opts))
+    return entries
+
+
+def _walk(folder: Path, skip: Path) -> Iterable[Path]:
+    for root, dirs, files in os.walk(folder):
+        r = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _same(r / d, skip))
+        for f in sorted(files):
+            if not f.startswith("."):
+                yield r / f
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def discover(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Job]:
+    """Jobs for INPUTS, in the order given (folders sorted), duplicates removed.
+
+    Raises UserError for a missing path on the command line, a bad manifest, two inputs mapping
+    to the same output name, or an output that would overwrite an input.
+    """
+    out = Path(out_dir)
+    jobs: list[Job] = []
+    seen: set[Path] = set()
+
+    def add(file: Path, rel: Path, options: dict[str, Any], explicit: bool) -> None:
+        real = file.resolve()
+        if real in seen:
+            return
+        reason = is_video(file) if file.is_file() else f"input not found: {file}"
+        if reason is not None and not explicit:
+            return  # a non-video file inside a folder: ignored
+        seen.add(real)
+        rel_out = rel.with_suffix(output_suffix(file))
+        jobs.append(Job(input=file, output=out / rel_out, key=rel_out.as_posix(), options=dict(options), error=reason))
+
+    def add_path(p: Path, options: dict[str, Any], from_manifest: bool) -> None:
+        if p.is_dir():
+            for f in _walk(p, out):
+                add(f, f.relative_to(p), options, explicit=False)
+        elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file() and not from_manifest:
+            for entry, opts in read_manifest(p):
+                add_path(entry, opts, from_manifest=True)
+        elif p.exists() or from_manifest:
+            add(p, Path(p.name), options, explicit=True)
+        else:
+            raise UserError(f"input not found: {p}")
+
+    for raw in inputs:
+        add_path(Path(raw).expanduser(), {}, from_manifest=False)
+
+    by_key: dict[str, Job] = {}
+    for j in jobs:
+        if j.key in by_key:
+            raise UserError(f"two inputs map to the same output {j.key}: {by_key[j.key].input} and {j.input}")
+        by_key[j.key] = j
+        if j.output.exists() and _same(j.output, j.input):
+            raise UserError(f"output would overwrite the input: {j.input}")
+    return jobs

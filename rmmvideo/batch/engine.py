@@ -1,0 +1,159 @@
+"""What the batch runs per file or per segment: the restoration pipeline, or a plain upscale.
+
+Engines:
+    "rmm":     face restoration with `rmmvideo.video.pipeline` (analyze once, render segments
+               from the shared track table, so tracks crossing a cut keep their look).
+    "upscale": decode + resize (bicubic) + encode, no face work. For archives that only need
+               scaling, and to exercise the batch machinery quickly.
+
+All three entry points write their output through a temp file + rename and return a dict with
+"frames", "faces", "tracks".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+
+from rmmvideo.errors import UserError
+
+ENGINES = ("rmm", "upscale")
+Progress = Callable[[int], None]  # called with the number of frames written so far
+
+# restoration options every engine accepts (CLI flags of `rmmvideo run` / `batch`)
+OPTION_TYPES: dict[str, type] = {
+    "scale": float,
+    "weights": str,
+    "device": str,
+    "detector": str,
+    "seed": int,
+    "codec": str,
+    "crf": int,
+    "preset": str,
+}
+
+
+def _check(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+
+
+def _pipeline():
+    try:
+        from rmmvideo.video import pipeline
+    except ModuleNotFoundError as e:
+        if e.name == "rmmvideo.video.pipeline":
+            raise UserError("the restoration pipeline (rmmvideo.video.pipeline) is not installed") from None
+        raise
+    return pipeline
+
+
+def _restore_options(options: dict[str, Any]):
+    pipeline = _pipeline()
+    fields = getattr(pipeline.RestoreOptions, "__dataclass_fields__", {})
+    known = {k: v for k, v in options.items() if k in fields and v is not None}
+    return pipeline.RestoreOptions(**known)
+
+
+def _summary(s: Any) -> dict[str, int]:
+    return {"frames": int(s.frames), "faces": int(getattr(s, "faces", 0)), "tracks": int(getattr(s, "tracks", 0))}
+
+
+# ---------------------------------------------------------------- upscale engine
+
+def upscale_range(
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    options: dict[str, Any],
+    start_pts: int | None = None,
+    end_pts: int | None = None,
+    progress: Progress | None = None,
+    audio: bool = False,
+) -> dict[str, int]:
+    """Decode frames with start_pts <= pts < end_pts, upscale (bicubic), encode with VideoWriter.
+
+    The same decode -> `upscale_images` -> `VideoWriter` path as `transcode_upscale`, but seeking
+    to the range's keyframe first. Output keeps the input's pts and time base; with `audio`, the
+    input's audio/subtitles are copied (whole file only). Written to a temp file and renamed.
+    """
+    from rmmvideo.video.io import VideoWriter, probe
+    from rmmvideo.video.io_decode import frame_to_rgb
+    from rmmvideo.video.probe import video_stream_of
+    from rmmvideo.video.upscale import upscale_images
+
+    scale = float(options.get("scale") or 2.0)
+    device = str(options.get("device") or "cpu")
+    info = probe(input_path)
+    n = 0
+    with av.open(str(input_path)) as ic, VideoWriter.for_input(
+        info, output, scale, codec=str(options.get("codec") or "libx264"), crf=int(options.get("crf", 18)),
+        preset=str(options.get("preset") or "medium"), copy_audio=audio, copy_subtitles=audio,
+    ) as writer:
+        vs = video_stream_of(ic, Path(input_path))
+        vs.thread_type = "AUTO"
+        if start_pts is not None:
+            ic.seek(start_pts, stream=vs, backward=True, any_frame=False)
+        for frame in ic.decode(vs):
+            if frame.pts is None or (start_pts is not None and frame.pts < start_pts):
+                continue
+            if end_pts is not None and frame.pts >= end_pts:
+                break
+            writer.write(upscale_images(frame_to_rgb(frame), scale, device), frame.pts)
+            n += 1
+            if progress is not None:
+                progress(n)
+        if n == 0:
+            raise UserError(f"no frames with pts in [{start_pts}, {end_pts}) in {input_path}")
+    return {"frames": n, "faces": 0, "tracks": 0}
+
+
+# ---------------------------------------------------------------- entry points
+
+def restore_file(
+    engine: str, input_path: Path, output: Path, options: dict[str, Any], progress: Progress | None = None
+) -> dict[str, int]:
+    """Whole file in one process, audio/subtitles included."""
+    _check(engine)
+    if engine == "rmm":
+        p = _pipeline()
+        return _summary(p.restore_video(input_path, output, _restore_options(options), progress=progress))
+    return upscale_range(input_path, output, options, progress=progress, audio=True)
+
+
+def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[str, Any]) -> dict[str, int]:
+    """Pass 1 (sequential, whole file): the track table shared by all segments of the file."""
+    _check(engine)
+    if engine == "rmm":
+        p = _pipeline()
+        table = p.analyze_video(input_path, _restore_options(options))
+        tmp = table_path.with_name(f".{table_path.name}.partial")
+        table.save(tmp)
+        os.replace(tmp, table_path)
+        return {"faces": int(getattr(table, "num_faces", 0) or 0), "tracks": int(getattr(table, "num_tracks", 0) or 0)}
+    return {"faces": 0, "tracks": 0}
+
+
+def render_segment(
+    engine: str,
+    input_path: Path,
+    output: Path,
+    options: dict[str, Any],
+    table_path: Path | None,
+    start_pts: int | None,
+    end_pts: int | None,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Pass 2 for one segment: frames start_pts <= pts < end_pts, video only, input pts kept."""
+    _check(engine)
+    if engine == "rmm":
+        p = _pipeline()
+        assert table_path is not None
+        table = p.TrackTable.load(table_path)
+        s = p.render_video(input_path, output, _restore_options(options), table,
+                           start_pts=start_pts, end_pts=end_pts, audio=False)
+        return _summary(s)
+    return upscale_range(input_path, output, options, start_pts, end_pts, progress)

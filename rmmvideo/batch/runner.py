@@ -1,0 +1,350 @@
+"""The batch coordinator: discover jobs, skip verified outputs, schedule tasks, keep the state.
+
+One process (this one) owns the state file and the schedule; workers (local processes or Ray
+tasks) run `tasks.run_task`. Per file the work is a small graph:
+
+    prepare (scan, plan segments, analysis pass when segmented)
+      -> render whole file            (one segment)          -> verify -> rename to output
+      -> render segment 0..n-1 (parallel) -> join (packet copy) -> verify -> rename to output
+
+Ready tasks are served in file order (a file's segments before the next file's), so outputs
+complete early and work folders stay few. A failing task fails its file only; the batch goes on.
+
+Example:
+    cfg = BatchConfig(out_dir=Path("out"), jobs=2, engine="rmm", options={"scale": 2})
+    outcome = run_batch(["archive/"], cfg)
+    sys.exit(1 if outcome.failed else 0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from rmmvideo.batch.backends import make_backend
+from rmmvideo.batch.discover import Job, discover
+from rmmvideo.batch.media import verify_output
+from rmmvideo.batch.progress import Progress
+from rmmvideo.batch.report import FileResult, print_summary, write_report
+from rmmvideo.batch.state import STATE_NAME, WORK_DIR, BatchState, JobRecord, SegmentRecord, options_hash
+from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
+from rmmvideo.errors import UserError
+
+MAX_CRASHES = 2  # a task whose worker process died this many times fails its file
+
+
+@dataclass
+class BatchConfig:
+    """Options of one batch run (the CLI flags of `rmmvideo batch`).
+
+    out_dir: DIR; jobs: worker processes (local) or max tasks in flight (Ray; 0 = cluster capacity);
+    ray: None (local processes), "auto" or a Ray address; segment_seconds: target segment
+    length for splitting long files (<= 0: never split); engine: "rmm" | "upscale";
+    options: restoration options (scale, weights, device, detector, seed, codec, crf, preset).
+    """
+
+    out_dir: Path
+    jobs: int = 1
+    ray: str | None = None
+    segment_seconds: float = 300.0
+    engine: str = "rmm"
+    options: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
+
+
+@dataclass
+class BatchOutcome:
+    results: list[FileResult]
+    report_path: Path
+    stats: dict[str, Any]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "failed" for r in self.results)
+
+
+@dataclass
+class _Live:
+    index: int
+    job: Job
+    rec: JobRecord
+    opts: dict[str, Any]
+    work: Path
+    failed: bool = False
+    pending: set[int] = field(default_factory=set)
+    seg_faces: int = 0  # faces rendered by this run's segments
+    seconds: float = 0.0
+
+
+def error_line(e: BaseException) -> str:
+    """One line describing a task failure (the user's exception inside a Ray error)."""
+    from rmmvideo.batch.ray_backend import error_cause
+
+    e = error_cause(e)
+    if isinstance(e, UserError):
+        msg = str(e)
+    else:
+        text = str(e).strip().splitlines()
+        msg = f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return msg
+
+
+def work_dir(out_dir: Path, key: str) -> Path:
+    import hashlib
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(key).stem)[:40]
+    return out_dir / WORK_DIR / f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _clean_partials(output: Path) -> None:
+    """Remove temp files a killed run left beside `output` (they never have the final name)."""
+    if output.parent.is_dir():
+        for p in output.parent.glob(f".{output.stem}.partial*{output.suffix}"):
+            p.unlink(missing_ok=True)
+
+
+def _verified(job: Job, rec: JobRecord) -> str | None:
+    """None if job.output is a finished, valid rendering of job.input; else why not."""
+    if not job.output.is_file():
+        return "no output yet"
+    facts = rec.input_facts
+    st = job.input.stat()
+    if not facts or facts.get("size") != st.st_size or facts.get("mtime_ns") != st.st_mtime_ns:
+        facts = rec.input_facts = facts_of(job.input)
+    return verify_output(job.output, facts["frames"], facts["start"], facts["end"], facts["tol"])
+
+
+def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None) -> BatchOutcome:
+    """Run (or resume) a batch; returns per-file results. See the module docstring."""
+    out = out or sys.stdout
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = discover(inputs, out_dir)
+    if not jobs:
+        raise UserError("no video files found in the inputs")
+    state = BatchState.load(out_dir / STATE_NAME)
+    results: dict[str, FileResult] = {}
+    lives: dict[str, _Live] = {}
+
+    for i, job in enumerate(jobs):
+        opts = {**config.options, **job.options}
+        h = options_hash(config.engine, opts)
+        rec = state.job(job.key, str(job.input), str(job.output))
+        _clean_partials(job.output)
+        work = work_dir(out_dir, job.key)
+        if job.error:
+            rec.status, rec.error = "failed", job.error
+            results[job.key] = FileResult(str(job.input), str(job.output), "failed", error=job.error)
+            continue
+        if rec.options_hash == h and _verified(job, rec) is None:
+            rec.status, rec.error = "done", None
+            results[job.key] = FileResult(str(job.input), str(job.output), "skipped", rec.frames, rec.faces,
+                                          rec.tracks, round(rec.seconds, 2))
+            shutil.rmtree(work, ignore_errors=True)
+            continue
+        if rec.options_hash != h:  # other options: nothing of an earlier attempt is reusable
+            rec.segments, rec.segment_status = [], {}
+            shutil.rmtree(work, ignore_errors=True)
+        rec.options_hash, rec.status, rec.error = h, "pending", None
+        lives[job.key] = _Live(i, job, rec, opts, work)
+    state.save()
+
+    progress = Progress(len(jobs), quiet=config.quiet, out=out)
+    progress.files_done = len(results)
+    for r in results.values():
+        if r.status == "failed":
+            progress.note(f"FAILED {r.input}: {r.error}")
+    t_start = time.monotonic()
+    ready: list[tuple[int, int, TaskSpec]] = []
+    seq = 0
+    crashes: dict[str, int] = {}
+    overheads: list[float] = []
+    task_seconds: list[float] = []
+
+    def push(live: _Live, kind: str, *, segment: dict | None = None, label: str = "") -> None:
+        nonlocal seq
+        seq += 1
+        job = live.job
+        tid = f"{live.index}:{kind}:{segment['index'] if segment else ''}"
+        spec = TaskSpec(
+            task_id=tid, kind=kind, key=job.key, engine=config.engine, input=str(job.input),
+            output=str(job.output), work=str(live.work), options=live.opts,
+            segment_seconds=config.segment_seconds, segment=segment, segments=list(live.rec.segments),
+            facts=live.rec.input_facts, label=label or f"{job.key} {kind}",
+        )
+        if segment is not None:
+            progress.expect(tid, int(segment["frames"]))
+        elif kind == "render" and live.rec.input_facts:
+            progress.expect(tid, int(live.rec.input_facts["frames"]))
+        heapq.heappush(ready, (live.index, seq, spec))
+
+    def fail(live: _Live, reason: str) -> None:
+        if live.failed:
+            return
+        live.failed = True
+        rec = live.rec
+        rec.status, rec.error, rec.finished = "failed", reason, time.time()
+        rec.seconds += live.seconds
+        results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "failed",
+                                           error=reason, seconds=round(live.seconds, 2))
+        progress.file_failed(f"FAILED {live.job.input}: {reason}")
+
+    def finish(live: _Live, frames: int, faces: int, tracks: int) -> None:
+        rec = live.rec
+        rec.status, rec.error, rec.finished = "done", None, time.time()
+        rec.frames, rec.faces, rec.tracks = frames, faces, tracks
+        rec.seconds += live.seconds
+        rec.segment_status = {}
+        shutil.rmtree(live.work, ignore_errors=True)
+        results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "done", frames, faces,
+                                           tracks, round(live.seconds, 2))
+        progress.file_end(f"done {live.job.input} -> {live.job.output} ({frames} frames, {live.seconds:.1f}s)")
+
+    def on_prepared(live: _Live, res: dict[str, Any]) -> None:
+        rec = live.rec
+        rec.input_facts = res["facts"]
+        segs = res["segments"]
+        if rec.segments != segs:
+            rec.segment_status = {}
+        rec.segments = segs
+        if len(segs) > 1:
+            rec.faces, rec.tracks = int(res["faces"]), int(res["tracks"])
+        progress.add_frames_total(int(rec.input_facts["frames"]))
+        if len(segs) == 1:
+            push(live, "render", label=live.job.key)
+            return
+        suffix = live.job.output.suffix
+        for s in segs:
+            i = int(s["index"])
+            sr = rec.segment_status.get(str(i))
+            p = segment_path(live.work, i, suffix)
+            if sr is not None and sr.status == "done" and p.is_file() and _segment_ok(p, int(s["frames"])):
+                progress.frames_done += int(s["frames"])  # reused from an earlier run
+                continue
+            rec.segment_status[str(i)] = SegmentRecord()
+            live.pending.add(i)
+            push(live, "render", segment=s, label=f"{live.job.key} seg {i + 1}/{len(segs)}")
+        if not live.pending:
+            push(live, "join", label=f"{live.job.key} join")
+
+    def on_done(live: _Live, spec: TaskSpec, res: dict[str, Any]) -> None:
+        rec = live.rec
+        if spec.kind == "prepare":
+            on_prepared(live, res)
+        elif spec.kind == "render" and spec.segment is None:
+            finish(live, int(res["frames"]), int(res["faces"]), int(res["tracks"]))
+        elif spec.kind == "render":
+            i = int(spec.segment["index"])
+            rec.segment_status[str(i)] = SegmentRecord("done", int(res["frames"]), round(res["seconds"], 3))
+            live.seg_faces += int(res.get("faces", 0))
+            live.pending.discard(i)
+            if not live.pending:
+                push(live, "join", label=f"{live.job.key} join")
+        elif spec.kind == "join":
+            # faces: per-frame detections over the file (the analysis pass counts them all, reused
+            # segments included); tracks: from the analysis pass (segments would double-count)
+            finish(live, int(res["frames"]), max(rec.faces, live.seg_faces), rec.tracks)
+
+    for live in lives.values():
+        push(live, "prepare", label=f"{live.job.key} prepare")
+
+    backend = make_backend(config.jobs, config.ray, config.options) if lives else None
+    inflight: dict[Future, tuple[_Live, TaskSpec, float, int]] = {}
+    generation = 0
+    interrupted = False
+    try:
+        while backend is not None and (ready or inflight):
+            while ready and len(inflight) < backend.capacity:
+                _, _, spec = heapq.heappop(ready)
+                live = lives[spec.key]
+                if live.failed:
+                    continue
+                inflight[backend.submit(spec)] = (live, spec, time.monotonic(), generation)
+                if live.rec.status != "running":
+                    live.rec.status, live.rec.started = "running", time.time()
+                    live.rec.attempts += 1
+                    state.save()
+            if not inflight:
+                continue
+            done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+            for msg in backend.progress():
+                progress.message(msg)
+            changed = False
+            for fut in done:
+                live, spec, t_sub, gen = inflight.pop(fut)
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    if gen == generation:
+                        backend.restart()
+                        generation += 1
+                    crashes[spec.task_id] = crashes.get(spec.task_id, 0) + 1
+                    progress.task_end(spec.task_id, spec.label, 0, 0.0, ok=False)
+                    if crashes[spec.task_id] >= MAX_CRASHES:
+                        fail(live, f"worker process died while running {spec.label} (killed or out of memory)")
+                    else:
+                        heapq.heappush(ready, (live.index, 0, spec))
+                    changed = True
+                    continue
+                except Exception as e:  # noqa: BLE001 - isolate: this file fails, the batch goes on
+                    progress.task_end(spec.task_id, spec.label, 0, 0.0, ok=False)
+                    fail(live, error_line(e))
+                    changed = True
+                    continue
+                wall = time.monotonic() - t_sub
+                overheads.append(max(0.0, wall - float(res["seconds"])))
+                task_seconds.append(float(res["seconds"]))
+                live.seconds += float(res["seconds"])
+                frames = int(res.get("frames", 0)) if spec.kind == "render" else 0
+                progress.task_end(spec.task_id, spec.label, frames, float(res["seconds"]), ok=True)
+                if not live.failed:
+                    on_done(live, spec, res)
+                changed = True
+            if changed:
+                state.save()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if backend is not None:
+            if interrupted:
+                for f in inflight:
+                    f.cancel()
+            backend.shutdown()
+        state.save()
+        progress.close()
+
+    wall = time.monotonic() - t_start
+    ordered = [results[j.key] for j in jobs if j.key in results]
+    frames_done = sum(r.frames for r in ordered if r.status == "done")
+    stats = {
+        "backend": backend.name if backend is not None else "none",
+        "jobs": config.jobs,
+        "threads_per_worker": getattr(backend, "threads", None),
+        "engine": config.engine,
+        "segment_seconds": config.segment_seconds,
+        "wall_seconds": round(wall, 3),
+        "frames_per_second": round(frames_done / wall, 3) if wall > 0 else None,
+        "tasks": len(task_seconds),
+        "task_seconds": round(sum(task_seconds), 3),
+        "overhead_per_task_seconds": round(sum(overheads) / len(overheads), 4) if overheads else None,
+    }
+    report = write_report(out_dir, ordered, {"stats": stats})
+    print_summary(ordered, out)
+    return BatchOutcome(ordered, report, stats)
+
+
+def _segment_ok(path: Path, frames: int) -> bool:
+    from rmmvideo.batch.media import scan_video
+
+    try:
+        return scan_video(path).frames == frames
+    except UserError:
+        return False

@@ -1,0 +1,110 @@
+"""The batch state file: DIR/batch-state.json, one record per job, written atomically.
+
+Only the coordinating process writes it (workers return results), after every change of a
+job's status, through a temp file + fsync + rename: a kill at any moment leaves either the old
+or the new state, never a torn file.
+
+Job status: "pending" -> "running" -> "done" | "failed". A job is resumed when it is not done,
+when its options changed, or when its output no longer verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_NAME = "batch-state.json"
+WORK_DIR = ".rmmbatch"  # segments and track tables of unfinished jobs, inside DIR
+STATUSES = ("pending", "running", "done", "failed")
+
+
+def options_hash(engine: str, options: dict[str, Any]) -> str:
+    """Short stable hash of the engine and the options that shape the output."""
+    blob = json.dumps({"engine": engine, **{k: v for k, v in options.items() if v is not None}}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SegmentRecord:
+    status: str = "pending"
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class JobRecord:
+    """What the state file keeps per job (key = output path relative to DIR)."""
+
+    input: str
+    output: str
+    status: str = "pending"
+    error: str | None = None
+    options_hash: str = ""
+    frames: int = 0  # frames written (done) / expected (after planning)
+    faces: int = 0
+    tracks: int = 0
+    seconds: float = 0.0  # wall time of the work, summed over attempts
+    started: float | None = None  # unix time of the last start
+    finished: float | None = None
+    attempts: int = 0
+    input_facts: dict[str, Any] | None = None  # frames, start, end, tol, size, mtime_ns of the input
+    segments: list[dict[str, Any]] = field(default_factory=list)  # planned Segment dicts
+    segment_status: dict[str, SegmentRecord] = field(default_factory=dict)  # str(index) -> record
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "JobRecord":
+        d = dict(d)
+        seg = {k: SegmentRecord(**v) for k, v in (d.pop("segment_status", None) or {}).items()}
+        known = {k: v for k, v in d.items() if k in JobRecord.__dataclass_fields__}
+        return JobRecord(**known, segment_status=seg)
+
+
+class BatchState:
+    """In-memory state plus atomic save to `path`.
+
+    Example:
+        st = BatchState.load(out_dir / STATE_NAME)
+        rec = st.job("a/film.mp4", input="in/a/film.mp4", output="out/a/film.mp4")
+        rec.status = "running"; st.save()
+    """
+
+    def __init__(self, path: Path, jobs: dict[str, JobRecord] | None = None) -> None:
+        self.path = Path(path)
+        self.jobs: dict[str, JobRecord] = jobs or {}
+
+    @staticmethod
+    def load(path: str | os.PathLike) -> "BatchState":
+        """Read the state file; a missing file gives an empty state."""
+        p = Path(path)
+        if not p.exists():
+            return BatchState(p)
+        data = json.loads(p.read_text(encoding="utf-8"))
+        jobs = {k: JobRecord.from_dict(v) for k, v in data.get("jobs", {}).items()}
+        return BatchState(p, jobs)
+
+    def job(self, key: str, input: str, output: str) -> JobRecord:
+        """The record for `key`, created as pending if new."""
+        rec = self.jobs.get(key)
+        if rec is None:
+            rec = self.jobs[key] = JobRecord(input=input, output=output)
+        rec.input, rec.output = input, output
+        return rec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "updated": time.time(), "jobs": {k: asdict(v) for k, v in self.jobs.items()}}
+
+    def save(self) -> None:
+        """Write atomically: temp file in the same folder, fsync, rename."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

@@ -1,0 +1,182 @@
+"""Work units the batch hands to workers (local processes or Ray tasks): prepare, render, join.
+
+`run_task(spec)` is the single entry point a backend calls; it is a top-level function of a
+plain module so it pickles by name for spawn and for Ray. Workers never touch the state file:
+they write files under the job's work folder (and the final output, by rename, once verified)
+and return a small dict.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmmvideo.batch import engine as eng
+from rmmvideo.batch.media import VideoScan, frame_duration, scan_video, verify_output
+from rmmvideo.batch.segments import Segment, plan_segments
+
+TABLE_NAME = "tracks.table"
+
+# Where progress messages go in this worker: a queue-like object with put(), set by the local
+# pool's initializer or passed in by the Ray backend. None: no progress reporting.
+_SINK: Any = None
+_THREADS: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One unit of work. kind: "prepare" | "render" | "join".
+
+    prepare: scan the input, plan segments, run the analysis pass when there is more than one.
+    render:  `segment` None -> whole file with audio into `output`; else that segment, video only.
+    join:    packet-copy the job's segments + the input's audio into `output`.
+    """
+
+    task_id: str
+    kind: str
+    key: str
+    engine: str
+    input: str
+    output: str
+    work: str
+    options: dict[str, Any] = field(default_factory=dict)
+    segment_seconds: float = 0.0
+    segment: dict[str, Any] | None = None
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] | None = None
+    label: str = ""
+
+
+def init_worker(threads: int | None, sink: Any) -> None:
+    """Per-process setup: thread count for torch/BLAS/codec, progress sink."""
+    global _SINK, _THREADS
+    _SINK, _THREADS = sink, threads
+    _die_with_parent()
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RMMVIDEO_CODEC_THREADS"):
+            os.environ[var] = str(threads)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the coordinator dies (kill -9), so no orphan keeps writing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _set_threads(threads: int | None, engine: str) -> None:
+    """torch intra-op threads and (upscale engine) encoder threads for this worker."""
+    if not threads:
+        return
+    os.environ["RMMVIDEO_CODEC_THREADS"] = str(threads)
+    if engine == "rmm" or "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+class _Reporter:
+    """Throttled progress messages: ("start", id, pid, label), ("frames", id, n)."""
+
+    def __init__(self, spec: TaskSpec, sink: Any) -> None:
+        self.spec, self.sink, self.last = spec, sink, 0.0
+        self._put(("start", spec.task_id, os.getpid(), spec.label))
+
+    def _put(self, msg: tuple) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink.put_nowait(msg)
+        except Exception:  # noqa: BLE001 - progress is best effort, never fails a job
+            pass
+
+    def frames(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.5:
+            self.last = now
+            self._put(("frames", self.spec.task_id, n))
+
+
+def facts_of(path: Path, scan: VideoScan | None = None) -> dict[str, Any]:
+    """Input facts used to verify outputs (cached in the state file with the input's size/mtime)."""
+    scan = scan or scan_video(path)
+    st = path.stat()
+    return {
+        "frames": scan.frames,
+        "start": scan.start,
+        "end": scan.end,
+        "tol": max(frame_duration(scan), 1e-3),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+
+
+def segment_path(work: Path, index: int, suffix: str) -> Path:
+    return work / f"seg-{index:05d}{suffix}"
+
+
+def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> dict[str, Any]:
+    """Execute one task; returns {"seconds", "frames", "faces", "tracks", ...}. Raises on failure."""
+    _set_threads(threads or _THREADS, spec.engine)
+    rep = _Reporter(spec, sink if sink is not None else _SINK)
+    t0 = time.perf_counter()
+    work = Path(spec.work)
+    work.mkdir(parents=True, exist_ok=True)
+    inp, out = Path(spec.input), Path(spec.output)
+    res: dict[str, Any]
+    if spec.kind == "prepare":
+        scan = scan_video(inp)
+        segs = plan_segments(scan, spec.segment_seconds)
+        res = {"facts": facts_of(inp, scan), "segments": [s.to_dict() for s in segs], "frames": 0, "faces": 0, "tracks": 0}
+        if len(segs) > 1:
+            table = work / TABLE_NAME
+            a = eng.analyze_file(spec.engine, inp, table, spec.options)
+            res.update(faces=a["faces"], tracks=a["tracks"])
+    elif spec.kind == "render" and spec.segment is None:
+        tmp = work / f"whole{out.suffix}"
+        res = eng.restore_file(spec.engine, inp, tmp, spec.options, progress=rep.frames)
+        _verify_and_move(tmp, out, spec.facts)
+    elif spec.kind == "render":
+        seg = Segment.from_dict(spec.segment)
+        dst = segment_path(work, seg.index, out.suffix)
+        table = work / TABLE_NAME
+        res = eng.render_segment(spec.engine, inp, dst, spec.options, table if table.exists() else None,
+                                 seg.start_pts, seg.end_pts, progress=rep.frames)
+        got = scan_video(dst).frames
+        if got != seg.frames:
+            dst.unlink(missing_ok=True)
+            raise RuntimeError(f"segment {seg.index} has {got} frames, expected {seg.frames}")
+    elif spec.kind == "join":
+        from rmmvideo.batch.join import join_segments
+
+        paths = [segment_path(work, Segment.from_dict(s).index, out.suffix) for s in spec.segments]
+        tmp = work / f"joined{out.suffix}"
+        n = join_segments(inp, paths, tmp)
+        _verify_and_move(tmp, out, spec.facts)
+        res = {"frames": n, "faces": 0, "tracks": 0}
+    else:
+        raise ValueError(f"unknown task kind {spec.kind!r}")
+    res["seconds"] = time.perf_counter() - t0
+    res["pid"] = os.getpid()
+    return res
+
+
+def _verify_and_move(tmp: Path, final: Path, facts: dict[str, Any] | None) -> None:
+    """Check `tmp` against the input's facts, then rename it to `final` (atomic, same disk)."""
+    if facts is not None:
+        reason = verify_output(tmp, facts["frames"], facts["start"], facts["end"], facts["tol"])
+        if reason is not None:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"output check failed: {reason}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)

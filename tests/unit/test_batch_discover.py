@@ -1,0 +1,93 @@
+"""Input discovery: folders by probing, explicit files, manifests, mirrored output names."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from _batch_clips import make_clip
+
+from rmmvideo.batch.discover import discover, output_suffix
+from rmmvideo.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clip") / "c.mp4", frames=10, audio=False, preset="ultrafast")
+
+
+def test_folder_recursive_by_probing_not_extension(tmp_path, clip):
+    root = tmp_path / "in"
+    (root / "a" / "b").mkdir(parents=True)
+    shutil.copy(clip, root / "x.mp4")
+    shutil.copy(clip, root / "a" / "b" / "film.dat")  # a video with an odd extension
+    (root / "a" / "notes.mp4").write_text("not a video")  # looks like video, is not: ignored
+    (root / "readme.txt").write_text("hello")
+    shutil.copy(clip, root / "a" / ".hidden.mp4")
+    jobs = discover([root], tmp_path / "out")
+    assert [j.key for j in jobs] == ["x.mp4", "a/b/film.mp4"]
+    assert all(j.error is None for j in jobs)
+    assert jobs[1].output == tmp_path / "out" / "a" / "b" / "film.mp4"
+
+
+def test_explicit_non_video_is_a_failed_job(tmp_path, clip):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    jobs = discover([clip, bad], tmp_path / "out")
+    assert jobs[0].error is None
+    assert jobs[1].error and "bad.mp4" in jobs[1].error
+
+
+def test_missing_input_on_command_line_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="input not found"):
+        discover([tmp_path / "nope.mp4"], tmp_path / "out")
+
+
+def test_manifests_txt_and_csv_with_options(tmp_path, clip):
+    (tmp_path / "v").mkdir()
+    shutil.copy(clip, tmp_path / "v" / "one.mkv")
+    shutil.copy(clip, tmp_path / "v" / "two.mov")
+    (tmp_path / "list.txt").write_text("# reels\nv/one.mkv\n\nv/missing.mp4\n")
+    jobs = discover([tmp_path / "list.txt"], tmp_path / "out")
+    assert [j.key for j in jobs] == ["one.mkv", "missing.mp4"]
+    assert jobs[1].error is not None and "not found" in jobs[1].error
+    (tmp_path / "list.csv").write_text("path,scale,crf\nv/one.mkv,4,20\nv/two.mov,,\n")
+    jobs = discover([tmp_path / "list.csv"], tmp_path / "out")
+    assert jobs[0].options == {"scale": 4.0, "crf": 20} and jobs[1].options == {}
+    assert jobs[1].key == "two.mov"
+    (tmp_path / "bad.csv").write_text("path,colour\nv/one.mkv,red\n")
+    with pytest.raises(UserError, match="unknown option column"):
+        discover([tmp_path / "bad.csv"], tmp_path / "out")
+    (tmp_path / "nopath.csv").write_text("file\nv/one.mkv\n")
+    with pytest.raises(UserError, match="no 'path' column"):
+        discover([tmp_path / "nopath.csv"], tmp_path / "out")
+
+
+def test_out_dir_inside_input_is_skipped_and_inputs_protected(tmp_path, clip):
+    shutil.copy(clip, tmp_path / "a.mp4")
+    (tmp_path / "out").mkdir()
+    shutil.copy(clip, tmp_path / "out" / "a.mp4")  # an earlier output: not an input
+    assert [j.key for j in discover([tmp_path], tmp_path / "out")] == ["a.mp4"]
+    with pytest.raises(UserError, match="overwrite the input"):
+        discover([tmp_path / "a.mp4"], tmp_path)
+
+
+def test_collisions_and_duplicates(tmp_path, clip):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    shutil.copy(clip, tmp_path / "x" / "a.mp4")
+    shutil.copy(clip, tmp_path / "y" / "a.mp4")
+    with pytest.raises(UserError, match="same output"):
+        discover([tmp_path / "x" / "a.mp4", tmp_path / "y" / "a.mp4"], tmp_path / "out")
+    jobs = discover([tmp_path / "x" / "a.mp4", tmp_path / "x"], tmp_path / "out")
+    assert len(jobs) == 1
+
+
+def test_output_suffix_choice():
+    from pathlib import Path
+
+    assert output_suffix(Path("a.MKV")) == ".mkv"
+    assert output_suffix(Path("a.mov")) == ".mov"
+    assert output_suffix(Path("a.webm")) == ".mkv"
+    assert output_suffix(Path("a.avi")) == ".mp4"
+    assert output_suffix(Path("a")) == ".mp4"
