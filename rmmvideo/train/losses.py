@@ -232,7 +232,7 @@ class RMMObjective(nn.Module):
 
         Args:
             out: the model's ``forward_train`` dict with ``x_hr``, ``x_mr`` ``(B, 3, S, S)``
-                and ``triplet`` (scalar).
+                and ``loss_wmm`` (scalar WMM triplet loss; ``triplet`` is accepted too).
             x_hq: ground truth ``(B, 3, S, S)`` in [0, 1].
             disc: the discriminators (needed when the adversarial term is active).
 
@@ -263,8 +263,9 @@ class RMMObjective(nn.Module):
                 raise ValueError("generator_loss: the adversarial term needs the discriminators")
             terms["adv"] = adversarial_g_loss(disc, x_hr)
             total = total + w.adv * terms["adv"]
-        if w.triplet > 0 and "triplet" in out:
-            terms["triplet"] = out["triplet"].float()
+        tri = out.get("loss_wmm", out.get("triplet"))
+        if w.triplet > 0 and tri is not None:
+            terms["triplet"] = tri.float()
             total = total + w.triplet * terms["triplet"]
         terms["total"] = total
         return terms

@@ -1,0 +1,77 @@
+"""`rmmvideo train`: train an RMM model from a train config YAML (configs/train/*.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train an RMM model (checkpoints, resume, EMA export)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="train config YAML (configs/train/*.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this total step (<= config steps)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: config or torch's)")
+    p.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="load <out>/checkpoint.pt and export its EMA model, without training",
+    )
+    p.add_argument("--export-to", default=None, help="also copy the EMA export to this .safetensors path")
+    p.add_argument("--half", action="store_true", help="export float16 tensors (half the file size)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import shutil
+    from dataclasses import replace
+
+    import torch
+
+    from rmmvideo.errors import UserError
+    from rmmvideo.train.data import FaceFolderDataset
+    from rmmvideo.train.degrade import DegradationConfig
+    from rmmvideo.train.trainer import Trainer, load_train_config
+
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    cfg = load_train_config(args.config)
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    threads = args.threads or cfg.threads
+    if threads:
+        torch.set_num_threads(int(threads))
+    if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
+        raise UserError(f"data_dir not found: {cfg.data_dir}")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    deg = DegradationConfig.from_dict(cfg.degradation)
+    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
+    train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
+    val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
+    trainer = Trainer(cfg, out, train_set, val_set)
+    data_info = {
+        "data_dir": str(cfg.data_dir),
+        "train_images": len(train_set),
+        "val_fraction": cfg.val_fraction,
+        "split": "sha1(name) < val_fraction -> val",
+        "degradation": deg.to_dict(),
+    }
+    if args.export_only:
+        trainer.load_checkpoint()
+        path = trainer.export(data_info=data_info, half=args.half)
+    else:
+        trainer.fit(max_steps=args.max_steps, resume=args.resume, export=False)
+        path = trainer.export(data_info=data_info, half=args.half)
+    print(f"step {trainer.step}, EMA model: {path}")
+    if args.export_to:
+        dst = Path(args.export_to)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dst)
+        print(f"copied to {dst}")
+    return 0

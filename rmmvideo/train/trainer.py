@@ -1,0 +1,475 @@
+"""One readable RMM training loop (nanoGPT style).
+
+Per step:
+  1. draw a batch (indices from ``(seed, step)``, so a resumed run sees the same batches);
+  2. generator step: ``forward_train(x_lq, x_hq, z_n)``, generator loss (eq. 13 + triplet),
+     Adam on the generator (U-Net, mapping net, RM3 decoder and key network), grad clipping;
+  3. memory update with the detached query and wavelet code (``update_memory``);
+  4. discriminator step on real X_HR and detached X̂_HR (skipped when the adversarial weight is 0);
+  5. EMA of the generator weights (buffers, i.e. the memory, are copied); the EMA model is exported.
+
+Mixed precision (autocast, bf16 where supported, else fp16 with a grad scaler) on CUDA only.
+Checkpoints hold the train config, model config, model, EMA, discriminators, optimizers, scaler,
+step, RNG states and wall time; they are written atomically (temp file + rename) to
+``<out>/checkpoint.pt``. Losses go to ``<out>/log.jsonl``, sample grids (LQ | X_MR | X̂_HR | GT)
+to ``<out>/samples/step_XXXXXXX.png``, the EMA export to ``<out>/model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from rmmvideo.config import ModelConfig
+from rmmvideo.errors import UserError
+from rmmvideo.models.discriminator import MultiScaleDiscriminator
+from rmmvideo.models.vgg import load_vgg19
+from rmmvideo.train.losses import LossWeights, RMMObjective
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training run configuration (YAML: see ``configs/train/*.yaml``).
+
+    Paths (``data_dir``, ``vgg_path``) are kept as written; :func:`load_train_config` resolves
+    relative ones against the working directory, then against the repository root.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data_dir: str | None = None
+    val_fraction: float = 0.02
+    batch: int = 8
+    steps: int = 100_000
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss: LossWeights = field(default_factory=LossWeights)
+    disc_width: int = 64
+    disc_layers: int = 3
+    disc_scales: tuple[int, ...] = (1, 2, 4, 8)
+    disc_weights: tuple[float, ...] = (4.0, 2.0, 1.0, 1.0)
+    vgg_path: str | None = None
+    degradation: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = 10
+    ckpt_every: int = 500
+    sample_every: int = 500
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["loss"] = asdict(self.loss)
+        d["betas"] = list(self.betas)
+        d["disc_scales"] = list(self.disc_scales)
+        d["disc_weights"] = list(self.disc_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"train config: unknown keys {sorted(unknown)}")
+        kw = dict(d)
+        m = kw.get("model")
+        if isinstance(m, str):
+            p = Path(m)
+            if not p.is_absolute() and base_dir is not None:
+                p = base_dir / p
+            kw["model"] = ModelConfig.from_yaml(p)
+        elif isinstance(m, dict):
+            kw["model"] = ModelConfig.from_dict(m)
+        if isinstance(kw.get("loss"), dict):
+            lk = {f.name for f in fields(LossWeights)}
+            bad = set(kw["loss"]) - lk
+            if bad:
+                raise UserError(f"train config: unknown loss keys {sorted(bad)}")
+            kw["loss"] = LossWeights(**{k: float(v) for k, v in kw["loss"].items()})
+        for key, typ in (("betas", float), ("disc_scales", int), ("disc_weights", float)):
+            if key in kw:
+                kw[key] = tuple(typ(v) for v in kw[key])
+        for key in ("lr", "ema_decay", "grad_clip", "val_fraction"):
+            if key in kw:
+                kw[key] = float(kw[key])
+        return cls(**kw)
+
+
+def _resolve(path: str | None, config_file: Path) -> str | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return str(p)
+    repo_root = config_file.resolve().parents[2] if len(config_file.resolve().parents) > 2 else Path.cwd()
+    cand = repo_root / p
+    return str(cand) if cand.exists() else str(p)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a train config YAML. ``model`` is a path (relative to the YAML file) or a mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"train config not found: {p}")
+    data = yaml.safe_load(p.read_text())
+    if not isinstance(data, dict):
+        raise UserError(f"train config {p} does not hold a mapping")
+    cfg = TrainConfig.from_dict(data, base_dir=p.parent)
+    return replace(cfg, data_dir=_resolve(cfg.data_dir, p), vgg_path=_resolve(cfg.vgg_path, p))
+
+
+# ---------------------------------------------------------------- helpers
+class Generator(Protocol):
+    """What the trainer needs from the RMM generator (``rmmvideo.models.rmm.RMM``)."""
+
+    cfg: ModelConfig
+
+    def forward_train(self, x_lq: torch.Tensor, x_hq: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def update_memory(self, q: torch.Tensor, z_w: torch.Tensor) -> Any: ...
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for float parameters; buffers are copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_grid(path: Path, columns: Sequence[torch.Tensor]) -> None:
+    """Write a PNG grid: one row per sample, one column per tensor ``(B, 3, S, S)`` in [0, 1]."""
+    from PIL import Image
+
+    cols = [c.detach().float().clamp(0, 1).cpu() for c in columns]
+    rows = [torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])]
+    img = torch.cat(rows, dim=1)
+    arr = (img.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(arr).save(tmp)
+    os.replace(tmp, path)
+
+
+def _stack(items: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lq = torch.stack([it["lq"] for it in items])
+    hq = torch.stack([it["hq"] for it in items])
+    return lq, hq
+
+
+# ---------------------------------------------------------------- the trainer
+class Trainer:
+    """Trains an RMM generator with the full objective.
+
+    Args:
+        cfg: :class:`TrainConfig`.
+        out_dir: run folder (checkpoint, log, samples, export).
+        train_set / val_set: indexable datasets of ``dict(lq=(3, S, S), hq=(3, S, S))`` in [0, 1].
+        model: the generator; built from ``cfg.model`` with ``rmmvideo.models.rmm.RMM`` if None.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        train_set: Sequence[dict[str, torch.Tensor]],
+        val_set: Sequence[dict[str, torch.Tensor]] | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
+        if len(train_set) == 0:
+            raise UserError("training set is empty")
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.train_set = train_set
+        self.val_set = val_set if val_set is not None and len(val_set) > 0 else None
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+        if model is None:
+            from rmmvideo.models.rmm import RMM
+
+            model = RMM(cfg.model)
+        self.model = model.to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.disc = MultiScaleDiscriminator(
+            cfg.disc_scales, cfg.disc_weights, cfg.disc_width, cfg.disc_layers
+        ).to(self.device)
+        vgg = load_vgg19(cfg.vgg_path) if (cfg.loss.vgg > 0 or cfg.loss.cx > 0) else None
+        if vgg is not None:
+            vgg = vgg.to(self.device)
+        self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype: torch.dtype | None = None
+        if cuda and cfg.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.noise = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.wall = 0.0  # training seconds accumulated over runs
+        self._stop = False
+
+    # -- data
+    def batch_indices(self, step: int) -> list[int]:
+        """Indices of the batch of ``step``: a pure function of (seed, step)."""
+        rng = np.random.default_rng([self.cfg.seed, step])
+        n = len(self.train_set)
+        return rng.choice(n, size=self.cfg.batch, replace=n < self.cfg.batch).tolist()
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.train_set, "set_epoch"):  # fresh degradations each pass over the data
+            self.train_set.set_epoch(step * self.cfg.batch // len(self.train_set))
+        lq, hq = _stack([self.train_set[i] for i in self.batch_indices(step)])
+        return lq.to(self.device), hq.to(self.device)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    # -- one step
+    def train_step(self, x_lq: torch.Tensor, x_hq: torch.Tensor) -> dict[str, float]:
+        """One generator + memory + discriminator + EMA step. Returns the losses as floats."""
+        self.model.train()
+        self.disc.train()
+        z_n = torch.randn(x_lq.shape[0], self.cfg.model.z_n_dim, generator=self.noise).to(self.device)
+        use_adv = self.objective.use_adv
+
+        self.disc.requires_grad_(False)
+        with self._autocast():
+            out = self.model.forward_train(x_lq, x_hq, z_n)
+            g = self.objective.generator_loss(out, x_hq, self.disc if use_adv else None)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(g["total"]).backward()
+        self.scaler.unscale_(self.opt_g)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt_g)
+
+        with torch.no_grad():
+            self.model.update_memory(out["q"].detach().float(), out["z_w"].detach().float())
+
+        logs = {f"g_{k}": float(v.detach()) for k, v in g.items()}
+        logs["g_grad_norm"] = float(gnorm)
+        if use_adv:
+            self.disc.requires_grad_(True)
+            with self._autocast():
+                d = self.objective.discriminator_loss(self.disc, x_hq, out["x_hr"].detach())
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(d["total"]).backward()
+            self.scaler.unscale_(self.opt_d)
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.opt_d)
+            logs.update({f"d_{k}": float(v.detach()) for k, v in d.items()})
+        self.scaler.update()
+        ema_update(self.ema, self.model, self.cfg.ema_decay)
+        return logs
+
+    # -- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "train_config": self.cfg.to_dict(),
+            "model_config": self.cfg.model.to_dict(),
+            "step": self.step,
+            "wall": self.wall,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "noise": self.noise.get_state(),
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        """Atomic write: temp file in the same folder, then rename."""
+        path = path or self.ckpt_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        path = path or self.ckpt_path
+        if not path.is_file():
+            raise UserError(f"no checkpoint to resume from: {path}")
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        if ModelConfig.from_dict(st["model_config"]) != self.cfg.model:
+            raise UserError(f"{path}: checkpoint model config differs from the train config's")
+        self.model.load_state_dict(st["model"])
+        self.ema.load_state_dict(st["ema"])
+        self.disc.load_state_dict(st["disc"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.noise.set_state(st["noise"])
+        _set_rng_state(st["rng"])
+        self.step = int(st["step"])
+        self.wall = float(st["wall"])
+
+    # -- samples and export
+    @torch.no_grad()
+    def sample_grid(self, path: Path, n: int = 4) -> Path:
+        """Grid of LQ | X_MR | X̂_HR | GT from the EMA model on the first ``n`` validation (or
+        training) samples, with fixed noise."""
+        data = self.val_set if self.val_set is not None else self.train_set
+        lq, hq = _stack([data[i] for i in range(min(n, len(data)))])
+        lq, hq = lq.to(self.device), hq.to(self.device)
+        z = torch.randn(lq.shape[0], self.cfg.model.z_n_dim, generator=torch.Generator().manual_seed(0))
+        out = self.ema.forward_train(lq, hq, z.to(self.device))
+        save_grid(path, [lq, out["x_mr"], out["x_hr"], hq])
+        return path
+
+    def export(
+        self, path: Path | None = None, data_info: dict[str, Any] | None = None, half: bool = False
+    ) -> Path:
+        """Save the EMA generator with ``save_pretrained`` and training metadata.
+
+        ``half`` stores floating tensors as float16 (half the file size; ``from_pretrained``
+        loads them back into a float32 model).
+        """
+        from rmmvideo.models.weights import save_pretrained
+
+        path = path or (self.out / "model.safetensors")
+        meta = {
+            "training": {
+                "steps": self.step,
+                "wall_time_s": round(self.wall, 1),
+                "hardware": _hardware(self.device),
+                "data": data_info or {"data_dir": self.cfg.data_dir},
+                "active_losses": self.objective.active,
+                "loss_weights": asdict(self.cfg.loss),
+                "batch": self.cfg.batch,
+                "lr": self.cfg.lr,
+                "ema_decay": self.cfg.ema_decay,
+                "seed": self.cfg.seed,
+                "vgg_pretrained": bool(self.objective.vgg is not None),
+                "exported": "EMA of the generator weights; memory = the trained model's",
+                "dtype": "float16" if half else "float32",
+            }
+        }
+        ema = copy.deepcopy(self.ema).cpu()
+        if half:
+            ema = ema.half()
+        save_pretrained(ema, path, extra=meta)
+        return path
+
+    # -- the loop
+    def request_stop(self, *_: Any) -> None:
+        """Finish the current step, then checkpoint and stop (SIGTERM / SIGINT handler)."""
+        self._stop = True
+
+    def fit(self, max_steps: int | None = None, resume: bool = False, export: bool = True) -> dict[str, float]:
+        """Train until ``cfg.steps`` (or ``max_steps`` total steps, whichever is smaller).
+
+        Returns the last logged losses.
+        """
+        if resume:
+            self.load_checkpoint()
+        target = self.cfg.steps if max_steps is None else min(self.cfg.steps, max_steps)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        log.info("active losses: %s", ", ".join(self.objective.active))
+        logf = open(self.out / "log.jsonl", "a")
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+        try:
+            for s in old:
+                signal.signal(s, self.request_stop)
+        except ValueError:  # not in the main thread
+            old = {}
+        last: dict[str, float] = {}
+        try:
+            while self.step < target and not self._stop:
+                t0 = time.perf_counter()
+                x_lq, x_hq = self._batch(self.step)
+                losses = self.train_step(x_lq, x_hq)
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self.wall += dt
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise RuntimeError(f"non-finite loss at step {self.step}: {losses}")
+                last = losses
+                if self.step % self.cfg.log_every == 0 or self.step == target:
+                    rec = {"step": self.step, "s_per_step": round(dt, 4), "wall": round(self.wall, 1)}
+                    rec.update({k: round(v, 6) for k, v in losses.items()})
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    log.info("step %d %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+                if self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
+                    self.sample_grid(self.out / "samples" / f"step_{self.step:07d}.png")
+                if self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+            self.sample_grid(self.out / "samples" / f"step_{self.step:07d}.png")
+            if export:
+                self.export()
+        finally:
+            logf.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return last
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,153 @@
+"""The training loop: loss goes down, checkpoints resume exactly, logs / samples / export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rmmvideo.train.losses import LossWeights
+from rmmvideo.train.trainer import TrainConfig, Trainer, load_train_config
+
+from _train_tiny import TINY, tiny_dataset, tiny_train_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rec_on(trainer: Trainer, data) -> float:
+    lq = torch.stack([d["lq"] for d in data])
+    hq = torch.stack([d["hq"] for d in data])
+    z = torch.zeros(len(data), TINY.z_n_dim)
+    with torch.no_grad():
+        trainer.model.eval()
+        out = trainer.model.forward_train(lq, hq, z)
+    return trainer.objective.generator_loss(out, hq, None)["rec"].item()
+
+
+def test_few_steps_reduce_reconstruction_loss(tmp_path):
+    data = tiny_dataset(4)
+    cfg = tiny_train_config(steps=16, lr=3e-3, loss=LossWeights(adv=0.0, vgg=0.0, cx=0.0))
+    t = Trainer(cfg, tmp_path, data)
+    before = _rec_on(t, data)
+    t.fit(export=False)
+    after = _rec_on(t, data)
+    assert t.step == 16
+    assert after < 0.95 * before, (before, after)
+    lines = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 17))
+    assert all("g_rec" in r and "s_per_step" in r for r in lines)
+    grid = tmp_path / "samples" / "step_0000016.png"
+    from PIL import Image
+
+    with Image.open(grid) as im:  # 4 samples x (LQ | X_MR | X_HR | GT)
+        assert im.size == (4 * 32, 4 * 32)
+
+
+def _all_state(t: Trainer) -> dict[str, torch.Tensor]:
+    out = {}
+    for prefix, mod in (("model", t.model), ("ema", t.ema), ("disc", t.disc)):
+        out.update({f"{prefix}.{k}": v for k, v in mod.state_dict().items()})
+    return out
+
+
+def test_resume_gives_identical_state(tmp_path):
+    data = tiny_dataset(8)
+    cfg = tiny_train_config(steps=4)
+    torch.manual_seed(123)
+    straight = Trainer(cfg, tmp_path / "a", data)
+    straight.fit(export=False)
+
+    torch.manual_seed(123)
+    first = Trainer(cfg, tmp_path / "b", data)
+    first.fit(max_steps=2, export=False)
+    assert first.step == 2 and (tmp_path / "b" / "checkpoint.pt").is_file()
+    torch.manual_seed(999)  # a fresh process: a different global RNG state before resuming
+    second = Trainer(cfg, tmp_path / "b", data)
+    second.fit(resume=True, export=False)
+    assert second.step == 4
+
+    a, b = _all_state(straight), _all_state(second)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert straight.model.memory.n_filled > 0
+    sa, sb = straight.opt_g.state_dict()["state"], second.opt_g.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+
+def test_checkpoint_is_atomic_and_holds_config(tmp_path):
+    t = Trainer(tiny_train_config(steps=1), tmp_path, tiny_dataset(4))
+    t.fit(export=False)
+    assert not list(tmp_path.glob("*.tmp"))
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert st["step"] == 1
+    assert st["model_config"] == TINY.to_dict()
+    assert {"model", "ema", "disc", "opt_g", "opt_d", "rng", "noise"} <= set(st)
+    with pytest.raises(Exception, match="model config differs"):
+        other = tiny_train_config(model=TINY.__class__(**{**TINY.__dict__, "memory_size": 8}))
+        Trainer(other, tmp_path, tiny_dataset(4)).load_checkpoint()
+
+
+def test_export_ema_with_metadata(tmp_path):
+    weights = pytest.importorskip("rmmvideo.models.weights", reason="rmmvideo.models.weights not built yet")
+    t = Trainer(tiny_train_config(steps=2), tmp_path, tiny_dataset(4))
+    t.fit(export=True)
+    path = tmp_path / "model.safetensors"
+    assert path.is_file()
+    loaded = weights.from_pretrained(path)
+    for (k, v), (k2, v2) in zip(t.ema.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    train_meta = weights.read_metadata(path)["extra"]["training"]
+    assert train_meta["steps"] == 2
+    assert train_meta["active_losses"] == ["rec", "rec_mr", "adv", "triplet"]
+
+
+def test_shipped_train_configs_load():
+    small = load_train_config(REPO / "configs" / "train" / "utk-small.yaml")
+    assert small.model.name == "rmm-small" and small.device == "cpu"
+    assert small.loss.vgg == 0 and small.loss.cx == 0 and 0 < small.loss.adv < 0.1
+    paper = load_train_config(REPO / "configs" / "train" / "ffhq-512.yaml")
+    assert paper.model.size == 512 and paper.batch == 8 and paper.lr == 2e-4
+    assert paper.betas == (0.5, 0.999) and paper.disc_weights == (4.0, 2.0, 1.0, 1.0)
+    assert paper.loss == LossWeights()  # the paper's weights
+    with pytest.raises(Exception, match="unknown keys"):
+        TrainConfig.from_dict({"bogus": 1})
+
+
+def test_cli_train_end_to_end(tmp_path):
+    pytest.importorskip("rmmvideo.models.weights", reason="rmmvideo.models.weights not built yet")
+    import yaml
+    from PIL import Image
+
+    from rmmvideo.cli.main import main
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, d in enumerate(tiny_dataset(6)):
+        arr = (d["hq"].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        Image.fromarray(arr).save(faces / f"{i}.png")
+    cfg = {
+        "model": TINY.to_dict(),
+        "data_dir": str(faces),
+        "val_fraction": 0.3,
+        "batch": 2,
+        "steps": 3,
+        "loss": {"vgg": 0.0, "cx": 0.0, "adv": 0.01},
+        "disc_width": 8,
+        "disc_layers": 2,
+        "device": "cpu",
+        "log_every": 1,
+        "ckpt_every": 1,
+        "sample_every": 0,
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    args = ["train", "--config", str(tmp_path / "t.yaml"), "--out", str(out), "--quiet"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert main(args + ["--resume", "--export-to", str(tmp_path / "w.safetensors")]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert (tmp_path / "w.safetensors").is_file()
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
