@@ -196,7 +196,8 @@ class FaceFolderDataset(Dataset):
         template: 5 normalised points (needed when ``align``).
         fixed_degradation: draw the degradation from ``(seed, name)`` only, the same each epoch
             (default: True for "val" and "all", False for "train", where it also depends on the
-            epoch set by ``set_epoch``).
+            epoch set by ``set_epoch``; with a DataLoader, call it before creating the epoch's
+            iterator and do not use ``persistent_workers``, whose copies keep the old epoch).
         limit: keep only the first ``limit`` files of the split.
 
     Items: ``lq`` (3, S, S) float32 in [0, 1] (degraded, then bicubic back to S), ``hq``

@@ -22,7 +22,9 @@ crops). The model input is the LQ image resized back to the crop size: ``resize_
 
 Determinism: ``sample_params(rng, cfg)`` draws every parameter (and a noise seed) from the numpy
 ``Generator`` in a fixed order, and ``apply_params`` is a pure function of the image and the
-parameters, so the same seed gives the same output on any device.
+parameters, so the same seed gives the same output on any device. For a video clip, draw the
+parameters once and give each frame its own ``noise_seed`` (``dataclasses.replace``) so the
+degradation is stable over time while the noise is not frozen.
 
 Example::
 
