@@ -1,0 +1,426 @@
+"""Streaming decode and frame-accurate random access (PyAV; decord for preview seeks).
+
+Frames come out upright (the stream's rotation is applied with `np.rot90`), as RGB
+`(H, W, 3)` uint8, or uint16 (rgb48, full 16-bit scale) for >8-bit input when asked.
+Time always comes from pts (`pts * time_base`), never from index x fps, so VFR is kept exactly.
+
+Damaged input policy (`on_damage`): every frame that can be decoded is yielded first; then,
+if the file turned out truncated (fewer video packets than the container's index lists) or
+some packets failed to decode, `"error"` (default) raises a one-line UserError: a caller
+writing through `VideoWriter` then discards its output, so no silently short video is made.
+`"warn"` logs a warning instead and ends normally (a partial result the caller chose).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import av
+import numpy as np
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.probe import (
+    bit_depth_of,
+    frame_colorspace,
+    normalise_rotation,
+    open_input,
+    video_stream_of,
+)
+
+log = logging.getLogger(__name__)
+
+OnDamage = Literal["error", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    """One decoded frame. `image`: (H, W, 3) RGB, uint8 (or uint16 rgb48 when asked), upright."""
+
+    index: int  # 0-based position in presentation order
+    pts: int  # in the stream's time_base
+    time: float  # seconds: pts * time_base
+    image: np.ndarray
+
+
+def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False) -> np.ndarray:
+    """Convert a decoded frame to upright RGB: (H, W, 3) uint8, or uint16 if `high_bit_depth`
+    and the frame has more than 8 bits per component. Colour matrix: the frame's tag, else BT.601
+    (as the ffmpeg command line does)."""
+    deep = high_bit_depth and bit_depth_of(frame.format.name) > 8
+    rng = int(frame.color_range)
+    img = frame.to_ndarray(
+        format="rgb48le" if deep else "rgb24",
+        src_colorspace=frame_colorspace(frame),
+        src_color_range=rng if rng in (1, 2) else 1,
+    )
+    k = normalise_rotation(frame.rotation) // 90
+    if k:
+        img = np.ascontiguousarray(np.rot90(img, k=k))
+    return img
+
+
+class _PtsFixer:
+    """Fill in missing pts (raw streams) from the previous step; keep given pts untouched."""
+
+    def __init__(self, default_step: int) -> None:
+        self.prev: int | None = None
+        self.step = max(1, default_step)
+
+    def __call__(self, pts: int | None) -> int:
+        if pts is None:
+            pts = 0 if self.prev is None else self.prev + self.step
+        elif self.prev is not None and pts > self.prev:
+            self.step = pts - self.prev
+        self.prev = int(pts)
+        return int(pts)
+
+
+def _default_step(vs: av.video.stream.VideoStream) -> int:
+    rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+    tb = vs.time_base or Fraction(1, 90000)
+    return max(1, round(1 / (Fraction(rate) * Fraction(tb))))
+
+
+def _decode_sequential(
+    path: Path,
+    high_bit_depth: bool,
+    max_frames: int | None,
+    on_damage: OnDamage,
+) -> Iterator[DecodedFrame]:
+    with open_input(path) as container:
+        vs = video_stream_of(container, path)
+        vs.thread_type = "AUTO"
+        tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        fix = _PtsFixer(_default_step(vs))
+        reported = int(vs.frames or 0)
+        packets = 0
+        bad_packets = 0
+        index = 0
+        demux_error: str | None = None
+
+        def emit(frames: list[av.VideoFrame]) -> Iterator[DecodedFrame]:
+            nonlocal index
+            for f in frames:
+                pts = fix(f.pts)
+                yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth))
+                index += 1
+
+        try:
+            for packet in container.demux(vs):
+                if max_frames is not None and index >= max_frames:
+                    return
+                if packet.size:
+                    packets += 1
+                try:
+                    frames = vs.decode(packet)
+                except av.error.InvalidDataError:
+                    bad_packets += 1
+                    continue
+                for d in emit(frames):
+                    if max_frames is not None and d.index >= max_frames:
+                        return
+                    yield d
+        except av.error.FFmpegError as e:  # read error mid-file: flush what the decoder holds
+            demux_error = str(e)
+            try:
+                for d in emit(vs.decode(None)):
+                    if max_frames is not None and d.index >= max_frames:
+                        return
+                    yield d
+            except av.error.FFmpegError:
+                pass
+        if index == 0:
+            raise UserError(f"no decodable video frame in {path}")
+        problems = []
+        if reported and packets < reported:
+            problems.append(f"truncated: {packets} of {reported} video packets present")
+        if bad_packets:
+            problems.append(f"{bad_packets} undecodable packets")
+        if demux_error:
+            problems.append(f"read error: {demux_error}")
+        if problems:
+            msg = (
+                f"damaged input {path}: {'; '.join(problems)}; "
+                f"decoded {index} frames up to t={float(fix.prev * tb):.3f}s"
+            )
+            if on_damage == "error":
+                raise UserError(msg)
+            log.warning("%s (partial result kept)", msg)
+
+
+T = TypeVar("T")
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(make_iter: Callable[[], Iterator[T]], size: int) -> Iterator[T]:
+    """Run the iterator made by `make_iter` in a background thread, `size` items ahead.
+
+    Memory stays bounded by the queue; exceptions from the producer are re-raised in the
+    consumer, in order (after the items produced before them); closing the consumer early
+    stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, size))
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker() -> None:
+        it = make_iter()
+        try:
+            for item in it:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises
+            put(_Failure(e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=worker, name="rmmvideo-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+def decode_frames(
+    path: str | os.PathLike,
+    *,
+    high_bit_depth: bool = False,
+    max_frames: int | None = None,
+    prefetch_frames: int = 0,
+    on_damage: OnDamage = "error",
+) -> Iterator[DecodedFrame]:
+    """Stream the frames of `path` in presentation order, upright, with pts-exact times.
+
+    Args:
+        path: any file FFmpeg reads (no extension check).
+        high_bit_depth: for >8-bit input, yield uint16 rgb48 images instead of uint8.
+        max_frames: stop after this many frames (no damage check then).
+        prefetch_frames: if > 0, decode in a background thread up to this many frames ahead
+            (overlaps decode and colour conversion with the caller's compute).
+        on_damage: "error" or "warn" for truncated / partly undecodable input (module doc).
+
+    Yields:
+        DecodedFrame(index, pts, time, image (H, W, 3)).
+
+    Raises:
+        UserError: unreadable input, no video, no decodable frame, or damaged input with
+            on_damage="error" (raised after the decodable frames were yielded).
+    """
+    p = Path(path)
+    open_input(p).close()  # fail early with a clear message, before any thread starts
+
+    def make() -> Iterator[DecodedFrame]:
+        return _decode_sequential(p, high_bit_depth, max_frames, on_damage)
+
+    if prefetch_frames > 0:
+        return prefetch(make, prefetch_frames)
+    return make()
+
+
+# ----------------------------------------------------------------------------- random access
+
+
+def frame_pts_index(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
+    """Pts of every video frame in presentation order (by demuxing only, no decoding), and the
+    stream time_base. Falls back to decoding when packets carry no pts (raw streams)."""
+    p = Path(path)
+    with open_input(p) as container:
+        vs = video_stream_of(container, p)
+        tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        pts: list[int] = []
+        missing = False
+        try:
+            for packet in container.demux(vs):
+                if packet.size:
+                    if packet.pts is None:
+                        missing = True
+                        break
+                    pts.append(int(packet.pts))
+        except av.error.FFmpegError:
+            pass
+    if missing:
+        pts = [d.pts for d in _decode_sequential(p, False, None, "warn")]
+    return np.array(sorted(pts), dtype=np.int64), tb
+
+
+class RandomAccessReader:
+    """Frame-accurate random access for preview; keep one open while seeking around a file.
+
+    `backend`: "auto" (decord for 8-bit frames when its timestamps agree with PyAV's pts
+    index, else PyAV), "decord" (still falls back if decord disagrees) or "pyav".
+    Frames equal `decode_frames`' frames with the same index.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: Literal["auto", "decord", "pyav"] = "auto"):
+        self.path = Path(path)
+        self.pts, self.time_base = frame_pts_index(self.path)
+        if len(self.pts) == 0:
+            raise UserError(f"no decodable video frame in {self.path}")
+        self._container = open_input(self.path)
+        self._vs = video_stream_of(self._container, self.path)
+        self._vs.thread_type = "AUTO"
+        self._decord = None
+        self._decord_ok: dict[int, bool] = {}
+        if backend != "pyav":
+            self._decord = self._open_decord()
+
+    def _open_decord(self):  # noqa: ANN202 - decord.VideoReader | None
+        try:
+            import decord
+        except ImportError:
+            return None
+        try:
+            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+        except Exception:  # noqa: BLE001 - decord raises its own DECORDError types; PyAV takes over
+            return None
+        if len(vr) != len(self.pts):
+            return None
+        # decord bundles FFmpeg 4.1 and returns garbage for files with a display matrix
+        # (seen: 4-channel, zero-filled frames): use it only for unrotated files it decodes sanely
+        probe_frame = next(self._pyav_from(0, 1, False, raw=True))
+        if normalise_rotation(probe_frame.rotation) != 0:
+            return None
+        try:
+            first = vr[0].asnumpy()
+        except Exception:  # noqa: BLE001 - decord's own error types
+            return None
+        if first.shape != (probe_frame.height, probe_frame.width, 3):
+            return None
+        return vr
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def close(self) -> None:
+        self._container.close()
+        self._decord = None
+
+    def __enter__(self) -> RandomAccessReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def index_of_time(self, time: float) -> int:
+        """Index of the frame shown at `time` seconds (the last frame starting at or before it)."""
+        target = time / float(self.time_base)
+        i = int(np.searchsorted(self.pts, target + 1e-6, side="right")) - 1
+        return min(max(i, 0), len(self.pts) - 1)
+
+    def _check_index(self, index: int) -> int:
+        if not 0 <= index < len(self.pts):
+            raise UserError(f"frame index {index} out of range 0..{len(self.pts) - 1} in {self.path}")
+        return index
+
+    def _decord_agrees(self, index: int) -> bool:
+        """decord's timestamp of `index` matches PyAV's pts within a quarter frame (or 1 ms)."""
+        if index not in self._decord_ok:
+            start = float(self._decord.get_frame_timestamp(index)[0])
+            t = float(self.pts[index] * self.time_base)
+            if len(self.pts) > 1:
+                gaps = np.diff(self.pts)
+                tol = max(0.001, 0.25 * float(gaps[gaps > 0].min() * self.time_base)) if (gaps > 0).any() else 0.001
+            else:
+                tol = 0.001
+            self._decord_ok[index] = abs(start - t) <= tol
+        return self._decord_ok[index]
+
+    def frame_at(self, index: int | None = None, time: float | None = None, *, high_bit_depth: bool = False) -> DecodedFrame:
+        """The frame with this index, or shown at this time (exactly one of them)."""
+        if (index is None) == (time is None):
+            raise ValueError("give exactly one of index= or time=")
+        i = self.index_of_time(time) if time is not None else self._check_index(int(index))
+        pts = int(self.pts[i])
+        t = float(pts * self.time_base)
+        if self._decord is not None and not high_bit_depth and self._decord_agrees(i):
+            return DecodedFrame(i, pts, t, self._decord[i].asnumpy())  # unrotated files only
+        return next(self._pyav_from(i, 1, high_bit_depth))
+
+    def _pyav_from(self, start: int, count: int, high_bit_depth: bool, raw: bool = False):  # noqa: ANN202
+        """Seek to the keyframe at or before frame `start`, decode forward, yield `count` frames."""
+        target = int(self.pts[start])
+        first = None
+        gen = None
+        # Seek to the keyframe at or before the target; if the index was imprecise and we landed
+        # after it, decode from the start of the file instead (slow but exact).
+        for seek_to in (target, int(self.pts[0])):
+            self._container.seek(seek_to, backward=True, any_frame=False, stream=self._vs)
+            gen = self._container.decode(self._vs)
+            first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
+            if first is not None and first.pts == target:
+                break
+        else:
+            raise UserError(f"cannot seek to frame {start} (pts {target}) in {self.path}")
+        i = start
+        f = first
+        while True:
+            if raw:
+                yield f
+            else:
+                yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth))
+            i += 1
+            if i >= start + count or i >= len(self.pts):
+                return
+            f = next(gen, None)
+            if f is None:
+                return
+
+    def window(self, start_index: int, count: int, *, high_bit_depth: bool = False) -> Iterator[DecodedFrame]:
+        """`count` consecutive frames from `start_index` (fewer at the end of the file)."""
+        self._check_index(start_index)
+        if count <= 0:
+            return iter(())
+        return self._pyav_from(start_index, count, high_bit_depth)
+
+
+def read_frame_at(
+    path: str | os.PathLike,
+    index: int | None = None,
+    time: float | None = None,
+    *,
+    backend: Literal["auto", "decord", "pyav"] = "auto",
+    high_bit_depth: bool = False,
+) -> DecodedFrame:
+    """One frame by index or time, frame-accurately. For many seeks keep a RandomAccessReader."""
+    with RandomAccessReader(path, backend=backend) as reader:
+        return reader.frame_at(index=index, time=time, high_bit_depth=high_bit_depth)
+
+
+def read_window(
+    path: str | os.PathLike, start_index: int, count: int, *, high_bit_depth: bool = False
+) -> Iterator[DecodedFrame]:
+    """Iterate `count` consecutive frames from `start_index` (a short tracking window)."""
+    with RandomAccessReader(path, backend="pyav") as reader:
+        yield from reader.window(start_index, count, high_bit_depth=high_bit_depth)

@@ -1,0 +1,145 @@
+"""Shared fixtures: the ../shared/data folder, and small synthetic clips made with PyAV."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder beside the checkout (skips the test when it is absent)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_videos(shared_data: Path) -> list[Path]:
+    """The real clips in ../shared/data/videos (skips when there are none)."""
+    clips = sorted((shared_data / "videos").glob("*.mp4"))
+    if not clips:
+        pytest.skip(f"no clips in {shared_data / 'videos'}")
+    return clips
+
+
+def synthetic_image(index: int, width: int, height: int, gray: bool = False, seed: int = 0) -> np.ndarray:
+    """A smooth, moving, colourful test pattern (H, W, 3) uint8 for frame `index`.
+
+    Smooth content keeps lossy codecs close to the source, so tests can compare pixels."""
+    rng = np.random.default_rng(seed)
+    fy, fx, phase = rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0), rng.uniform(0, 2 * np.pi, 3)
+    y = np.linspace(0, 1, height)[:, None]
+    x = np.linspace(0, 1, width)[None, :]
+    t = index * 0.15
+    chans = [
+        0.5 + 0.45 * np.sin(2 * np.pi * (fx * x + 0.3 * y) + phase[c] + t + c)
+        * np.cos(2 * np.pi * fy * y + 0.5 * c)
+        for c in range(3)
+    ]
+    img = np.stack(chans, axis=-1)
+    if gray:
+        img = np.repeat(img.mean(axis=-1, keepdims=True), 3, axis=-1)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+
+
+def write_clip(
+    path: Path,
+    *,
+    width: int = 64,
+    height: int = 48,
+    frames: int = 6,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    time_base: Fraction = Fraction(1, 90000),
+    rate: int = 30,
+    pts: Sequence[int] | None = None,
+    audio: bool = False,
+    video: bool = True,
+    rotation: int = 0,
+    gray: bool = False,
+    seed: int = 0,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Write a small clip with PyAV; returns `path`.
+
+    pts: explicit video pts in `time_base` (VFR); default is a constant `rate`.
+    audio: add a 1 kHz AAC tone (44.1 kHz stereo) as long as the video.
+    video=False makes an audio-only file. rotation: display-matrix rotation (counter-clockwise
+    degrees as FFmpeg reports it; the stored frames are not rotated).
+    options: extra encoder options (e.g. {"g": "10"}); container_options: muxer options
+    (e.g. {"movflags": "faststart"} puts the mp4 index first).
+    """
+    import av
+
+    if pts is None:
+        step = int(round(1 / (rate * time_base)))
+        pts = [i * step for i in range(frames)]
+    duration = float((pts[-1] + (pts[-1] - pts[-2] if len(pts) > 1 else 1 / (rate * time_base))) * time_base)
+    with av.open(str(path), mode="w", options=container_options or {}) as out:
+        vs = None
+        if video:
+            vs = out.add_stream(codec, rate=rate)
+            vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+            vs.time_base = time_base
+            vs.codec_context.time_base = time_base
+            cc = vs.codec_context  # frames are converted with BT.709 below: say so in the stream
+            cc.colorspace = cc.color_primaries = cc.color_trc = 1
+            cc.color_range = 1
+            if codec in ("libx264", "libx265"):
+                vs.options = {"crf": "12", "preset": "ultrafast"} | (
+                    {"x265-params": "log-level=error"} if codec == "libx265" else {}
+                )
+            if options:
+                vs.options = dict(vs.options) | options
+            if rotation:
+                vs.set_display_rotation(rotation)
+        aus = None
+        if audio or not video:
+            aus = out.add_stream("aac", rate=44100)
+            aus.layout = "stereo"
+        src_fmt = "rgb24"
+        for i, p in enumerate(pts if video else []):
+            img = synthetic_image(i, width, height, gray=gray, seed=seed)
+            frame = av.VideoFrame.from_ndarray(img, format=src_fmt)
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=1, dst_color_range=1)
+            frame.pts = int(p)
+            frame.time_base = time_base
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        if vs is not None:
+            for packet in vs.encode(None):
+                out.mux(packet)
+        if aus is not None:
+            n = int(duration * 44100)
+            t = np.arange(n) / 44100
+            tone = (0.2 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+            for start in range(0, n, 1024):
+                chunk = tone[start : start + 1024]
+                planar = np.stack([chunk, chunk])  # fltp: (channels, samples)
+                af = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
+                af.sample_rate = 44100
+                af.pts = start
+                af.time_base = Fraction(1, 44100)
+                for packet in aus.encode(af):
+                    out.mux(packet)
+            for packet in aus.encode(None):
+                out.mux(packet)
+    return path
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_clip("name.mp4", **write_clip options) -> a clip in tmp_path."""
+
+    def make(name: str = "clip.mp4", **kwargs: object) -> Path:
+        return write_clip(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+
+    return make

@@ -1,0 +1,457 @@
+"""Video I/O on small synthetic clips made with PyAV (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.io import (
+    RandomAccessReader,
+    VideoWriter,
+    choose_pix_fmt,
+    decode_frames,
+    probe,
+    read_frame_at,
+    read_window,
+    transcode_upscale,
+)
+from rmmvideo.video.safe_output import atomic_output
+from rmmvideo.video.upscale import (
+    images_to_tensor,
+    scaled_size,
+    tensor_to_images,
+    upscale,
+    upscale_images,
+)
+from tests.conftest import synthetic_image
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def video_pts(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return sorted(int(p.pts) for p in c.demux(v) if p.size)
+
+
+def video_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return sorted(float(p.pts * v.time_base) for p in c.demux(v) if p.size)
+
+
+def audio_digest(path: Path) -> tuple[int, str]:
+    """(packet count, MD5 over the audio packets' bytes) of the first audio stream."""
+    h = hashlib.md5()
+    n = 0
+    with av.open(str(path)) as c:
+        for p in c.demux(c.streams.audio[0]):
+            if p.size:
+                h.update(bytes(p))
+                n += 1
+    return n, h.hexdigest()
+
+
+def assert_one_line_user_error(excinfo: pytest.ExceptionInfo) -> None:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg
+
+
+def write_frames(path: Path, frames, **kwargs) -> Path:
+    first = frames[0]
+    h, w = first.image.shape[:2]
+    with VideoWriter(path, width=w, height=h, **kwargs) as writer:
+        for f in frames:
+            writer.write(f.image, f.pts)
+    return path
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def test_probe_basic_clip(make_clip):
+    p = make_clip("a.mp4", width=64, height=48, frames=6, audio=True)
+    info = probe(p)
+    assert (info.width, info.height) == (64, 48)
+    assert (info.coded_width, info.coded_height) == (64, 48)
+    assert info.rotation == 0
+    assert info.time_base == Fraction(1, 90000)
+    assert info.average_rate == 30
+    assert info.bit_depth == 8 and info.pix_fmt == "yuv420p"
+    assert not info.is_gray
+    assert info.has_audio and not info.has_subtitles
+    assert info.duration == pytest.approx(0.2, abs=0.05)
+
+
+@pytest.mark.parametrize("rotation,expected", [(90, 90), (-90, 270), (180, 180)])
+def test_probe_rotation_swaps_displayed_size(make_clip, rotation, expected):
+    info = probe(make_clip("r.mp4", width=64, height=48, rotation=rotation))
+    assert info.rotation == expected
+    assert (info.coded_width, info.coded_height) == (64, 48)
+    if expected in (90, 270):
+        assert (info.width, info.height) == (48, 64)
+    else:
+        assert (info.width, info.height) == (64, 48)
+
+
+def test_probe_ten_bit_and_gray(make_clip):
+    assert probe(make_clip("t.mp4", pix_fmt="yuv420p10le")).bit_depth == 10
+    assert probe(make_clip("g.mp4", gray=True)).is_gray
+    assert probe(make_clip("g8.mkv", gray=True, codec="ffv1", pix_fmt="gray")).is_gray
+    assert not probe(make_clip("c.mp4")).is_gray
+
+
+def test_probe_bad_inputs(tmp_path, make_clip):
+    cases = {}
+    cases["missing"] = tmp_path / "nope.mp4"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cases["empty"] = empty
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is a text file renamed to .mp4\n" * 20)
+    cases["text"] = text
+    cases["audio-only"] = make_clip("sound.m4a", video=False)
+    cases["folder"] = tmp_path
+    expect = {"missing": "not found", "empty": "empty", "text": "not a readable media file",
+              "audio-only": "audio-only", "folder": "not a file"}
+    for name, path in cases.items():
+        with pytest.raises(UserError) as e:
+            probe(path)
+        assert_one_line_user_error(e)
+        assert expect[name] in str(e.value), (name, str(e.value))
+        with pytest.raises(UserError):
+            next(iter(decode_frames(path)))
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+def test_decode_keeps_vfr_pts_and_time(make_clip):
+    tb = Fraction(1, 15360)
+    pts = [0, 1000, 5000, 5500, 9000, 20000]
+    p = make_clip("vfr.mp4", pts=pts, time_base=tb)
+    frames = list(decode_frames(p))
+    assert [f.pts for f in frames] == pts
+    assert [f.index for f in frames] == list(range(len(pts)))
+    assert [f.time for f in frames] == [float(x * tb) for x in pts]
+    for i, f in enumerate(frames):
+        assert f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8
+        diff = np.abs(f.image.astype(int) - synthetic_image(i, 64, 48))
+        assert diff.mean() < 3.0, f"frame {i} differs from the source pattern"
+
+
+def test_decode_applies_rotation(make_clip):
+    plain = list(decode_frames(make_clip("p.mp4", width=64, height=48)))
+    for rotation, k in [(90, 1), (-90, -1), (180, 2)]:
+        rotated = list(decode_frames(make_clip(f"r{k}.mp4", width=64, height=48, rotation=rotation)))
+        for a, b in zip(plain, rotated):
+            assert np.array_equal(np.rot90(a.image, k=k), b.image)
+            assert b.image.flags["C_CONTIGUOUS"]
+
+
+def test_decode_ten_bit(make_clip):
+    p = make_clip("t.mp4", pix_fmt="yuv420p10le")
+    deep = list(decode_frames(p, high_bit_depth=True))
+    low = list(decode_frames(p))
+    assert deep[0].image.dtype == np.uint16 and low[0].image.dtype == np.uint8
+    # the 16-bit image carries the same picture with more precision (swscale's 8- and 16-bit
+    # paths upsample chroma slightly differently: a few levels at sharp colour edges)
+    diff = np.abs(deep[0].image / 257.0 - low[0].image)
+    assert diff.mean() < 2.0 and diff.max() <= 8
+    assert len(np.unique(deep[0].image & 0xFF)) > 4  # low bits are used: not an 8-bit copy
+    # high_bit_depth on 8-bit input stays uint8
+    assert next(iter(decode_frames(make_clip("e.mp4"), high_bit_depth=True))).image.dtype == np.uint8
+
+
+def test_decode_prefetch_same_frames_and_stops_thread(make_clip):
+    p = make_clip("a.mp4", frames=12)
+    plain = list(decode_frames(p))
+    pre = list(decode_frames(p, prefetch_frames=2))
+    assert [f.pts for f in plain] == [f.pts for f in pre]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, pre))
+    assert [f.index for f in decode_frames(p, max_frames=5)] == list(range(5))
+    gen = decode_frames(p, prefetch_frames=1)
+    next(gen)
+    gen.close()  # consumer stops early: the producer thread must end
+    assert not any(t.name == "rmmvideo-prefetch" for t in threading.enumerate())
+
+
+def test_truncated_file_yields_frames_then_user_error(make_clip, tmp_path):
+    p = make_clip("fs.mp4", frames=30, container_options={"movflags": "faststart"})
+    data = p.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    got = []
+    with pytest.raises(UserError) as e:
+        for f in decode_frames(cut):
+            got.append(f.pts)
+    assert_one_line_user_error(e)
+    assert "truncated" in str(e.value)
+    assert 0 < len(got) < 30
+    assert got == [i * 3000 for i in range(len(got))]
+    # "warn": the same partial frames, no error
+    assert [f.pts for f in decode_frames(cut, on_damage="warn")] == got
+    # index at the end (moov last): cut in half it cannot be opened at all
+    q = make_clip("late.mp4", frames=30)
+    half = tmp_path / "half.mp4"
+    half.write_bytes(q.read_bytes()[: q.stat().st_size // 2])
+    with pytest.raises(UserError) as e2:
+        probe(half)
+    assert_one_line_user_error(e2)
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+def test_writer_keeps_pts_vfr_and_audio(make_clip, tmp_path):
+    tb = Fraction(1, 15360)
+    pts = [0, 1000, 5000, 5500, 9000, 20000]
+    src = make_clip("vfr.mp4", pts=pts, time_base=tb, audio=True)
+    frames = list(decode_frames(src))
+    out = write_frames(tmp_path / "out.mp4", frames, time_base=tb, source=src, preset="ultrafast")
+    assert video_pts(out) == pts
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].time_base == tb
+    assert audio_digest(out) == audio_digest(src)
+    back = list(decode_frames(out))
+    assert all(np.abs(a.image.astype(int) - b.image).mean() < 2.0 for a, b in zip(frames, back))
+
+
+def test_writer_interleaves_audio(make_clip, tmp_path):
+    src = make_clip("a.mp4", frames=60, audio=True)
+    out = write_frames(tmp_path / "out.mp4", list(decode_frames(src)), time_base=Fraction(1, 90000),
+                       source=src, preset="ultrafast")
+    with av.open(str(out)) as c:
+        kinds = [p.stream.type for p in c.demux() if p.size]
+    first_audio = kinds.index("audio")
+    last_audio = len(kinds) - 1 - kinds[::-1].index("audio")
+    assert first_audio < len(kinds) // 2 and last_audio > len(kinds) // 2
+
+
+def test_writer_mkv_rescales_to_milliseconds(make_clip, tmp_path):
+    tb = Fraction(1, 15360)
+    pts = [0, 1000, 5000, 5500, 9000, 20000]
+    src = make_clip("vfr.mp4", pts=pts, time_base=tb, audio=True)
+    out = write_frames(tmp_path / "out.mkv", list(decode_frames(src)), time_base=tb, source=src, preset="ultrafast")
+    # Matroska stores milliseconds and no negative times: the muxer shifts every stream by the
+    # AAC priming (-1024 samples ~ 23 ms) together, so intervals and A/V sync are kept.
+    times = np.array(video_times(out))
+    assert np.allclose(times - times[0], [float(x * tb) for x in pts], atol=0.0011)
+    assert abs(times[0] - 1024 / 44100) < 0.0011
+    assert audio_digest(out) == audio_digest(src)
+
+
+@pytest.mark.parametrize(
+    "codec,suffix,bit_depth,expect_fmt",
+    [
+        ("libx264", ".mp4", 10, "yuv420p10le"),
+        ("libx265", ".mp4", 8, "yuv420p"),
+        ("libx265", ".mkv", 10, "yuv420p10le"),
+        ("prores", ".mov", 8, "yuv422p10le"),
+        ("ffv1", ".mkv", 8, "yuv444p"),
+    ],
+)
+def test_writer_codecs(make_clip, tmp_path, codec, suffix, bit_depth, expect_fmt):
+    src = make_clip("t.mp4", pix_fmt="yuv420p10le", frames=3)
+    frames = list(decode_frames(src, high_bit_depth=True))
+    out = write_frames(tmp_path / f"o{suffix}", frames, time_base=Fraction(1, 90000), codec=codec,
+                       bit_depth=bit_depth, preset="ultrafast")
+    info = probe(out)
+    assert info.pix_fmt == expect_fmt
+    assert (info.width, info.height) == (64, 48)
+    back = list(decode_frames(out, high_bit_depth=True))
+    assert len(back) == 3
+    assert back[0].image.dtype == (np.uint16 if info.bit_depth > 8 else np.uint8)
+    unit = 257.0 if back[0].image.dtype == np.uint8 else 1.0
+    assert np.abs(back[0].image * unit - frames[0].image).mean() < 3.0 * 257  # lossy, tiny frame
+
+
+def test_odd_size_uses_444_and_keeps_size(tmp_path):
+    assert choose_pix_fmt("libx264", 8, 853, 481) == "yuv444p"
+    assert choose_pix_fmt("libx264", 10, 853, 480) == "yuv444p10le"
+    assert choose_pix_fmt("libx264", 8, 852, 480) == "yuv420p"
+    out = tmp_path / "odd.mp4"
+    with VideoWriter(out, width=853, height=481, time_base=Fraction(1, 30), preset="ultrafast") as w:
+        for i in range(3):
+            w.write(synthetic_image(i, 853, 481), i)
+    info = probe(out)
+    assert (info.width, info.height, info.pix_fmt) == (853, 481, "yuv444p")
+    # mp4 refuses time bases coarser than 1/10000 and rescales them exactly: times are kept
+    assert video_times(out) == [0.0, 1 / 30, 2 / 30]
+
+
+def test_gray_stays_gray(make_clip, tmp_path):
+    src = make_clip("g.mp4", gray=True, frames=4)
+    frames = list(decode_frames(src))
+    grey = [f.__class__(f.index, f.pts, f.time, np.repeat(f.image[..., :1], 3, axis=-1)) for f in frames]
+    for bit_depth in (8, 10):
+        out = write_frames(tmp_path / f"g{bit_depth}.mp4", grey, time_base=Fraction(1, 90000),
+                           bit_depth=bit_depth, preset="ultrafast")
+        for f in decode_frames(out):
+            img = f.image.astype(int)
+            assert np.abs(img[..., 0] - img[..., 1]).max() <= 1 and np.abs(img[..., 1] - img[..., 2]).max() <= 1
+        assert probe(out).is_gray
+
+
+def test_writer_refuses_input_and_bad_names(make_clip, tmp_path):
+    src = make_clip("in.mp4")
+    before = md5(src)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(src)
+    for target in (src, link):
+        with pytest.raises(UserError) as e:
+            VideoWriter(target, width=64, height=48, time_base=Fraction(1, 90000), source=src)
+        assert_one_line_user_error(e)
+    for bad, kwargs in [
+        ("x.avi", {}),
+        ("x.mp4", {"codec": "prores"}),
+        ("x.mp4", {"codec": "mpeg2"}),
+        ("x.mp4", {"preset": "fastest"}),
+        ("x.mp4", {"crf": 70}),
+        ("x.mp4", {"bit_depth": 12}),
+        ("missing_dir/x.mp4", {}),
+    ]:
+        with pytest.raises(UserError) as e:
+            VideoWriter(tmp_path / bad, width=64, height=48, time_base=Fraction(1, 90000), **kwargs)
+        assert_one_line_user_error(e)
+    assert md5(src) == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4", "link.mp4"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("background", [True, False])
+def test_writer_failure_leaves_no_file(make_clip, tmp_path, exc, background):
+    src = make_clip("in.mp4", frames=6, audio=True)
+    before = md5(src)
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"old result")  # an existing target is kept as it was
+    with pytest.raises(exc):
+        with VideoWriter(target, width=64, height=48, time_base=Fraction(1, 90000), source=src,
+                         background=background, preset="ultrafast") as w:
+            for f in decode_frames(src):
+                w.write(f.image, f.pts)
+                if f.index == 3:
+                    raise exc("interrupted")
+    assert target.read_bytes() == b"old result"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+    assert md5(src) == before
+
+
+def test_writer_rejects_bad_frames(tmp_path):
+    with VideoWriter(tmp_path / "o.mp4", width=64, height=48, time_base=Fraction(1, 90000), preset="ultrafast") as w:
+        with pytest.raises(ValueError, match="expected image"):
+            w.write(np.zeros((48, 63, 3), np.uint8), 0)
+        w.write(np.zeros((48, 64, 3), np.uint8), 0)
+        with pytest.raises(ValueError, match="pts must increase"):
+            w.write(np.zeros((48, 64, 3), np.uint8), 0)
+    assert video_pts(tmp_path / "o.mp4") == [0]
+    with pytest.raises(UserError, match="no frames"):
+        with VideoWriter(tmp_path / "none.mp4", width=64, height=48, time_base=Fraction(1, 90000)):
+            pass
+    assert not (tmp_path / "none.mp4").exists()
+
+
+def test_atomic_output(tmp_path):
+    target = tmp_path / "r.txt"
+    with atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("done")
+        assert not target.exists()
+    assert target.read_text() == "done"
+    with pytest.raises(ValueError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise ValueError
+    assert target.read_text() == "done"
+    assert [x.name for x in tmp_path.iterdir()] == ["r.txt"]
+
+
+# ----------------------------------------------------------------------------- random access
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_random_access_matches_sequential(make_clip, backend):
+    # B-frames and a keyframe every 10 frames: seeks must land exactly
+    p = make_clip("ra.mp4", frames=30, options={"g": "10", "preset": "medium"}, rotation=90)
+    frames = list(decode_frames(p))
+    with RandomAccessReader(p, backend=backend) as r:
+        assert len(r) == 30
+        for i in [29, 0, 13, 10, 9, 21, 1]:
+            f = r.frame_at(i)
+            assert (f.index, f.pts) == (i, frames[i].pts)
+            assert np.array_equal(f.image, frames[i].image), f"frame {i}"
+        f = r.frame_at(time=frames[17].time + 0.001)
+        assert f.index == 17
+        assert r.frame_at(time=-1.0).index == 0
+        with pytest.raises(UserError):
+            r.frame_at(30)
+    one = read_frame_at(p, index=5, backend=backend)
+    assert np.array_equal(one.image, frames[5].image)
+    win = list(read_window(p, 25, 10))
+    assert [f.index for f in win] == list(range(25, 30))
+    assert all(np.array_equal(f.image, frames[f.index].image) for f in win)
+
+
+# ----------------------------------------------------------------------------- upscale
+
+
+def test_upscale_shapes_and_paths():
+    x = torch.rand(2, 3, 17, 31, generator=torch.Generator().manual_seed(0))
+    for s in (2, 1.5, 0.5, 3):
+        for method in ("bicubic", "lanczos"):
+            y = upscale(x, s, method)
+            assert y.shape == (2, 3, *scaled_size(17, 31, s))
+            assert y.min() >= 0 and y.max() <= 1
+    assert upscale(x, 1.0) is x
+    flat = torch.full((1, 3, 8, 8), 0.25)
+    for method in ("bicubic", "lanczos"):
+        assert torch.allclose(upscale(flat, 2.5, method), torch.full((1, 3, 20, 20), 0.25), atol=1e-5)
+    img = synthetic_image(0, 64, 48)
+    fast = upscale_images(img, 2)
+    slow = tensor_to_images(upscale(images_to_tensor(img), 2))[0]
+    assert fast.shape == slow.shape == (96, 128, 3) and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - slow).mean() < 0.5
+    with pytest.raises(ValueError):
+        upscale(x[0], 2)
+
+
+def test_tensor_conversions_round_trip():
+    rng = np.random.default_rng(0)
+    a8 = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    t = images_to_tensor(a8)
+    assert t.shape == (2, 3, 5, 7) and t.dtype == torch.float32
+    assert np.array_equal(tensor_to_images(t), a8)
+    a16 = rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    assert np.array_equal(tensor_to_images(images_to_tensor(a16), np.uint16)[0], a16)
+    with pytest.raises(ValueError):
+        images_to_tensor(np.zeros((5, 7, 4), np.uint8))
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+def test_transcode_upscale_synthetic(make_clip, tmp_path):
+    src = make_clip("a.mp4", frames=8, audio=True, width=48, height=32)
+    before = md5(src)
+    res = transcode_upscale(src, tmp_path / "up.mp4", 2, preset="ultrafast")
+    assert res.frames == 8 and (res.width, res.height) == (96, 64)
+    info = probe(res.output)
+    assert (info.width, info.height) == (96, 64)
+    assert video_pts(res.output) == video_pts(src)
+    assert audio_digest(res.output) == audio_digest(src)
+    assert md5(src) == before
+    with pytest.raises(UserError):
+        transcode_upscale(src, src, 2)
+    assert md5(src) == before
