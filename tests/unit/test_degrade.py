@@ -13,6 +13,8 @@ from rmmvideo.train.degrade import (
     degrade,
     degrade_tb,
     degrade_td,
+    _filter,
+    gaussian_blur,
     gaussian_kernel,
     motion_kernel,
     resize_to,
@@ -118,6 +120,8 @@ def test_kernels_normalised_and_centred() -> None:
         assert k.shape[0] % 2 == 1 and k.shape[0] > length
         assert abs(float(k.sum()) - 1) < 1e-6
         assert torch.allclose(k, k.flip(0).flip(1), atol=1e-6)  # symmetric segment through centre
+    x = torch.rand(3, 40, 36)
+    assert torch.allclose(gaussian_blur(x, 3.0), _filter(x, gaussian_kernel(3.0)), atol=1e-5)
     h = motion_kernel(9, 0.0)
     assert float(h[h.shape[0] // 2].sum()) > 0.99  # horizontal: all mass on the middle row
 
