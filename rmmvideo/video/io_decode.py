@@ -4,11 +4,16 @@ Frames come out upright (the stream's rotation is applied with `np.rot90`), as R
 `(H, W, 3)` uint8, or uint16 (rgb48, full 16-bit scale) for >8-bit input when asked.
 Time always comes from pts (`pts * time_base`), never from index x fps, so VFR is kept exactly.
 
-Damaged input policy (`on_damage`): every frame that can be decoded is yielded first; then,
-if the file turned out truncated (fewer video packets than the container's index lists) or
-some packets failed to decode, `"error"` (default) raises a one-line UserError: a caller
-writing through `VideoWriter` then discards its output, so no silently short video is made.
-`"warn"` logs a warning instead and ends normally (a partial result the caller chose).
+Damaged input policy (`on_damage`):
+  "error" (default): a one-line UserError. If the container's index already proves the file
+      was cut short (mp4 with its index first), it is raised before any frame, so no work is
+      wasted; otherwise (index lost, e.g. mp4 index last: unreadable, see probe; Matroska cut
+      before its cues) the decodable frames are yielded and the error is raised at the end,
+      when the stream stopped early (fewer packets than indexed, or the last frame well before
+      the announced duration) or packets failed to decode. A caller writing through
+      `VideoWriter` then discards its output: never a silently short video.
+  "warn": decode what can be decoded, log a warning, end normally (a partial result the
+      caller chose).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import numpy as np
 from rmmvideo.errors import UserError
 from rmmvideo.video.probe import (
     bit_depth_of,
+    expected_video_end,
+    index_points_past_end,
     frame_colorspace,
     normalise_rotation,
     open_input,
@@ -101,6 +108,10 @@ def _decode_sequential(
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         fix = _PtsFixer(_default_step(vs))
         reported = int(vs.frames or 0)
+        if on_damage == "error" and index_points_past_end(container, path.stat().st_size):
+            raise UserError(f"damaged input {path}: truncated (its index points past the end of the file)")
+        announced_end = expected_video_end(vs)
+        gaps: list[int] = []
         packets = 0
         bad_packets = 0
         index = 0
@@ -109,7 +120,10 @@ def _decode_sequential(
         def emit(frames: list[av.VideoFrame]) -> Iterator[DecodedFrame]:
             nonlocal index
             for f in frames:
+                prev = fix.prev
                 pts = fix(f.pts)
+                if prev is not None and pts > prev and len(gaps) < 256:
+                    gaps.append(pts - prev)
                 yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth))
                 index += 1
 
@@ -140,8 +154,12 @@ def _decode_sequential(
         if index == 0:
             raise UserError(f"no decodable video frame in {path}")
         problems = []
+        gap = float(np.median(gaps) * tb) if gaps else 0.0
+        last_end = float(fix.prev * tb) + gap
         if reported and packets < reported:
             problems.append(f"truncated: {packets} of {reported} video packets present")
+        elif announced_end is not None and last_end < announced_end - max(0.25, 3 * gap):
+            problems.append(f"truncated: video ends at {last_end:.3f}s, the file announces {announced_end:.3f}s")
         if bad_packets:
             problems.append(f"{bad_packets} undecodable packets")
         if demux_error:

@@ -45,6 +45,7 @@ class VideoInfo:
     codec: str
     start_pts: int  # pts of the first decoded frame (stream time_base)
     colorspace: int  # swscale colourspace used to convert to RGB (1 = BT.709, 5 = BT.601)
+    truncated: bool = False  # the container's own index points past the end of the file
 
 
 def check_input_file(path: str | os.PathLike) -> Path:
@@ -102,6 +103,35 @@ def frame_colorspace(frame: av.VideoFrame) -> int:
 def normalise_rotation(degrees: int | float) -> int:
     """Counter-clockwise rotation in [-180, 180] (FFmpeg's display matrix) -> 0/90/180/270."""
     return int(round(float(degrees) / 90.0)) % 4 * 90
+
+
+def index_points_past_end(container: av.container.InputContainer, size: int) -> bool:
+    """True if the container's index (mp4 moov, mkv cues) lists data beyond `size` bytes: the
+    file was cut short. Cheap: looks at the last index entries of each stream only."""
+    for s in container.streams:
+        entries = s.index_entries
+        n = len(entries)
+        for i in range(max(0, n - 64), n):
+            e = entries[i]
+            if e.pos >= 0 and e.pos + e.size > size:
+                return True
+    return False
+
+
+def expected_video_end(vs: av.video.stream.VideoStream) -> float | None:
+    """End time (s) the container announces for the video stream (stream duration, or
+    Matroska's per-stream DURATION tag), or None when it announces none."""
+    tb = Fraction(vs.time_base) if vs.time_base else None
+    if vs.duration and tb is not None:
+        return float(((vs.start_time or 0) + vs.duration) * tb)
+    tag = vs.metadata.get("DURATION") or vs.metadata.get("duration")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
 
 
 def _frame_is_gray(frame: av.VideoFrame) -> bool:
@@ -167,4 +197,5 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             codec=vs.codec_context.name,
             start_pts=int(first.pts) if first.pts is not None else 0,
             colorspace=frame_colorspace(first),
+            truncated=index_points_past_end(container, p.stat().st_size),
         )

@@ -188,21 +188,22 @@ def test_decode_prefetch_same_frames_and_stops_thread(make_clip):
     assert not any(t.name == "rmmvideo-prefetch" for t in threading.enumerate())
 
 
-def test_truncated_file_yields_frames_then_user_error(make_clip, tmp_path):
+def test_truncated_mp4_index_first(make_clip, tmp_path):
     p = make_clip("fs.mp4", frames=30, container_options={"movflags": "faststart"})
     data = p.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])
+    assert probe(cut).truncated and not probe(p).truncated
+    # "error": the index proves the cut, so it fails before any frame is decoded
     got = []
     with pytest.raises(UserError) as e:
         for f in decode_frames(cut):
             got.append(f.pts)
     assert_one_line_user_error(e)
-    assert "truncated" in str(e.value)
-    assert 0 < len(got) < 30
-    assert got == [i * 3000 for i in range(len(got))]
-    # "warn": the same partial frames, no error
-    assert [f.pts for f in decode_frames(cut, on_damage="warn")] == got
+    assert "truncated" in str(e.value) and got == []
+    # "warn": the decodable first part, no error
+    part = [f.pts for f in decode_frames(cut, on_damage="warn")]
+    assert 0 < len(part) < 30 and part == [i * 3000 for i in range(len(part))]
     # index at the end (moov last): cut in half it cannot be opened at all
     q = make_clip("late.mp4", frames=30)
     half = tmp_path / "half.mp4"
@@ -210,6 +211,23 @@ def test_truncated_file_yields_frames_then_user_error(make_clip, tmp_path):
     with pytest.raises(UserError) as e2:
         probe(half)
     assert_one_line_user_error(e2)
+
+
+def test_truncated_mkv_yields_frames_then_user_error(make_clip, tmp_path):
+    """Matroska cut before its cues: no index, the announced duration reveals the cut at the end."""
+    p = make_clip("m.mkv", frames=30)
+    assert len(list(decode_frames(p))) == 30  # the intact file passes the duration check
+    cut = tmp_path / "cut.mkv"
+    data = p.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    got = []
+    with pytest.raises(UserError) as e:
+        for f in decode_frames(cut):
+            got.append(f.index)
+    assert_one_line_user_error(e)
+    assert "truncated" in str(e.value)
+    assert 0 < len(got) < 30 and got == list(range(len(got)))
+    assert len(list(decode_frames(cut, on_damage="warn"))) == len(got)
 
 
 # ----------------------------------------------------------------------------- writer
