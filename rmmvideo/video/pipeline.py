@@ -1,0 +1,640 @@
+"""The streaming face-restoration engine: decode -> track -> align -> restore -> composite -> encode.
+
+Data flows one way, in small typed records:
+
+    DecodedFrame --(FaceTracker)--> FramePlan(frame, faces: list[FacePlan])
+        --(TrackStyler: per-track noise + pinned memory slot)-->
+        --(FaceRenderer: warp, RMM restore, masks, paste over the upscaled frame)--> VideoWriter
+
+Temporal consistency: every track gets one noise vector (seeded from the run seed and the track
+id) and one memory slot, pinned when the track first appears (top-1 retrieval on the mean query
+of its first confident crops). ``temporal="frame"`` draws fresh noise and retrieves per frame,
+for comparison.
+
+Two-pass use (segment parallelism): ``analyze_video`` runs decode + track + slot pinning over the
+whole file and returns a ``TrackTable``; ``render_video`` renders any pts range from that table.
+A frame's pixels depend only on the frame and its table entry, so segments rendered in parallel
+are identical to a single pass (``restore_video`` streams both passes together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, decode_frames, probe
+
+Temporal = Literal["track", "frame"]
+
+
+# ----------------------------------------------------------------------------- options, records
+
+
+@dataclass
+class RestoreOptions:
+    """Options shared by ``run``, ``preview``, ``batch`` (defaults = the CLI's defaults)."""
+
+    scale: float = 2.0
+    weights: str | None = None  # None = bundled default weights
+    device: str = "cpu"
+    detector: str = "auto"  # auto | fan | dlib
+    models_dir: str | None = None  # face-alignment weights folder (offline installs)
+    parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
+    temporal: Temporal = "track"
+    seed: int = 0
+    detect_every: int = 2
+    batch_size: int = 8  # frames per render batch
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    bit_depth: int | None = None  # None: 10 for >8-bit input, else 8
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0 or self.scale > 16:
+            raise UserError(f"--scale must be in (0, 16], got {self.scale}")
+        if self.temporal not in ("track", "frame"):
+            raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
+        if self.detect_every < 1:
+            raise UserError(f"--detect-every must be >= 1, got {self.detect_every}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class FacePlan:
+    """One face to restore in one frame: its track and (smoothed) landmarks in frame pixels."""
+
+    track_id: int
+    points5: np.ndarray  # (5, 2) float64
+    landmarks68: np.ndarray  # (68, 2) float64
+    detected: bool  # detected in this frame (vs propagated/interpolated)
+
+
+@dataclass
+class FramePlan:
+    frame: DecodedFrame
+    faces: list[FacePlan]
+
+
+@dataclass
+class TrackStyle:
+    """Per-track conditioning: the noise seed and the pinned memory slot (-1: none)."""
+
+    noise_seed: int
+    slot: int
+
+
+@dataclass
+class RunSummary:
+    input: str
+    output: str
+    frames: int
+    faces: int
+    tracks: int
+    seconds: float
+    detector: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        return (f"{self.frames} frames, {self.faces} faces, {self.tracks} tracks in "
+                f"{self.seconds:.1f} s ({self.fps:.2f} frames/s) -> {self.output}")
+
+
+def track_noise_seed(run_seed: int, track_id: int) -> int:
+    """Deterministic 63-bit seed for a track's noise vector."""
+    h = hashlib.sha256(f"rmmvideo-noise:{run_seed}:{track_id}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def default_output_path(input: str | os.PathLike, scale: float) -> Path:
+    """``clip.mp4`` -> ``clip.rmm-x2.mp4`` beside the input (never the input itself)."""
+    p = Path(input)
+    tag = f"{scale:g}".replace(".", "_")
+    suffix = p.suffix.lower() if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".m4v") else ".mp4"
+    return p.with_name(f"{p.stem}.rmm-x{tag}{suffix}")
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass
+class Components:
+    """What the engine needs, built once per run (or passed in by a caller that reuses them)."""
+
+    model: "torch.nn.Module"  # rmmvideo.models.rmm.RMM, eval mode, on `device`
+    detector: object  # rmmvideo.video.detect.FaceDetector
+    detector_reason: str
+    parser: "torch.nn.Module | None"
+    device: torch.device
+
+
+def build_components(options: RestoreOptions, log: Callable[[str], None] | None = None) -> Components:
+    """Load the weights, the face detector and the optional parser named by ``options``."""
+    from rmmvideo.models.weights import from_pretrained
+    from rmmvideo.video.detect import make_detector
+
+    if options.threads > 0:
+        torch.set_num_threads(options.threads)
+    device = _device(options.device)
+    model = from_pretrained(options.weights, device=device)
+    detector, reason = make_detector(options.detector, device=device, models_dir=options.models_dir)
+    if log is not None:
+        log(f"face detector: {detector.name} ({reason})")
+    parser = None
+    if options.parser:
+        from rmmvideo.models.face_parser import load_face_parser
+
+        parser = load_face_parser(options.parser).to(device).eval()
+    return Components(model, detector, reason, parser, device)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+# ----------------------------------------------------------------------------- styles
+
+
+class TrackStyler:
+    """Per-track noise vector and pinned memory slot (the temporal-consistency mechanism).
+
+    A track's slot is chosen once, from its first confident crops (up to ``pin_frames``):
+    top-1 retrieval with the mean of their queries. Later batches reuse it, so every frame of
+    a track is conditioned identically."""
+
+    def __init__(self, model: torch.nn.Module, seed: int, pin_frames: int = 3,
+                 styles: dict[int, TrackStyle] | None = None) -> None:
+        self.model = model
+        self.seed = seed
+        self.pin_frames = pin_frames
+        self.styles: dict[int, TrackStyle] = dict(styles or {})
+        self._noise: dict[int, torch.Tensor] = {}
+
+    def pin(self, track_ids: Sequence[int], crops: torch.Tensor, detected: Sequence[bool]) -> None:
+        """Give a style to every track in ``track_ids`` that has none yet.
+
+        Args:
+            track_ids: (N,) track of each crop, in frame order.
+            crops: (N, 3, S, S) aligned crops in [0, 1].
+            detected: (N,) whether the crop's landmarks come from a detection (confident).
+        """
+        new: dict[int, list[int]] = {}
+        for i, t in enumerate(track_ids):
+            if t not in self.styles:
+                new.setdefault(t, []).append(i)
+        if not new:
+            return
+        memory = self.model.memory  # type: ignore[attr-defined]
+        empty = memory.n_filled() == 0
+        for t, idx in new.items():
+            conf = [i for i in idx if detected[i]] or idx
+            slot = -1
+            if not empty:
+                with torch.no_grad():
+                    q = self.model.query(crops[conf[: self.pin_frames]])  # type: ignore[attr-defined]
+                    q = torch.nn.functional.normalize(q.mean(0, keepdim=True), dim=1)
+                    _, slots, _ = memory.retrieve(q)
+                slot = int(slots[0])
+            self.styles[t] = TrackStyle(noise_seed=track_noise_seed(self.seed, t), slot=slot)
+
+    def noise(self, track_id: int) -> torch.Tensor:
+        """(z_n_dim,) noise of a track (cached)."""
+        from rmmvideo.models.rmm import make_noise
+
+        if track_id not in self._noise:
+            dim = self.model.config.z_n_dim  # type: ignore[attr-defined]
+            self._noise[track_id] = make_noise(self.styles[track_id].noise_seed, 1, dim)[0]
+        return self._noise[track_id]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
+    """(2, 3) frame pixel -> upscaled canvas pixel (pixel-centre convention, per-axis scale)."""
+    sx, sy = ow / w, oh / h
+    return torch.tensor([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]], dtype=torch.float64)
+
+
+class FaceRenderer:
+    """Renders frame batches: upscale the frame, restore its faces, paste them back.
+
+    Args:
+        comps: model, parser, device.
+        options: scale, temporal mode, seed.
+        styler: per-track styles (shared across batches).
+        gray: the input is greyscale: restored faces are turned grey too.
+    """
+
+    def __init__(self, comps: Components, options: RestoreOptions, styler: TrackStyler,
+                 gray: bool = False, max_faces_per_call: int = 16) -> None:
+        self.comps = comps
+        self.options = options
+        self.styler = styler
+        self.gray = gray
+        self.max_faces = max_faces_per_call
+        self.faces_restored = 0
+
+    def prepare(self, plans: Sequence[FramePlan]) -> "_FaceBatch | None":
+        """Aligned crops of every face in ``plans`` (None when there is none)."""
+        from rmmvideo.video.align import align_matrices, crop_scale_ok
+        from rmmvideo.video.upscale import images_to_tensor
+
+        dev = self.comps.device
+        items = [(b, f) for b, p in enumerate(plans) for f in p.faces]
+        if not items:
+            return None
+        cfg = self.comps.model.config  # type: ignore[attr-defined]
+        pts5 = torch.as_tensor(np.stack([f.points5 for _, f in items]), dtype=torch.float64)
+        mats = align_matrices(pts5, cfg.template, cfg.size)
+        ok = crop_scale_ok(mats).cpu().numpy()
+        items = [it for it, k in zip(items, ok) if k]
+        if not items:
+            return None
+        mats = mats[torch.as_tensor(ok)].to(dev)
+        with_faces = sorted({b for b, _ in items})
+        local = {b: i for i, b in enumerate(with_faces)}
+        images = np.stack([plans[b].frame.image for b in with_faces])
+        fidx = torch.tensor([local[b] for b, _ in items], dtype=torch.long, device=dev)
+        crops = _warp(images_to_tensor(images, dev), fidx, mats, cfg.size)
+        return _FaceBatch(items, mats, crops)
+
+    @torch.inference_mode()
+    def render(self, plans: Sequence[FramePlan]) -> np.ndarray:
+        """Frames with restored faces, upscaled: (B, H', W', 3) uint8 (uint16 for deep input)."""
+        from rmmvideo.video.align import compose_affine, invert_affine
+        from rmmvideo.video.upscale import upscale_images
+
+        dev = self.comps.device
+        images = np.stack([p.frame.image for p in plans])
+        canvas = upscale_images(images, self.options.scale, dev)
+        fb = self.prepare(plans)
+        if fb is None:
+            return canvas
+        model = self.comps.model
+        noise, slots = self._conditioning(plans, fb.items, fb.crops)
+        n, k = len(fb.items), self.max_faces
+        restored = torch.cat([
+            model.restore(fb.crops[i:i + k], noise[i:i + k], slots[i:i + k]).x_hr  # type: ignore[attr-defined]
+            for i in range(0, n, k)
+        ])
+        if self.gray:
+            y = 0.299 * restored[:, 0] + 0.587 * restored[:, 1] + 0.114 * restored[:, 2]
+            restored = y.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+        masks = self._masks(restored, fb.items, fb.mats)
+        h, w = images.shape[1:3]
+        oh, ow = canvas.shape[1:3]
+        to_canvas = compose_affine(_canvas_matrix(h, w, oh, ow).to(dev), invert_affine(fb.mats))
+        _paste_rois(canvas, restored, masks, [b for b, _ in fb.items], to_canvas)
+        self.faces_restored += n
+        return canvas
+
+    def _conditioning(self, plans: Sequence[FramePlan], items: list[tuple[int, FacePlan]],
+                      crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, z_n_dim) noise and (N,) slots for the faces of a batch."""
+        from rmmvideo.models.rmm import make_noise
+
+        model = self.comps.model
+        dim = model.config.z_n_dim  # type: ignore[attr-defined]
+        dev = crops.device
+        if self.options.temporal == "frame":
+            noise = torch.stack([
+                make_noise(track_noise_seed(self.options.seed, plans[b].frame.pts * 1000 + i), 1, dim)[0]
+                for i, (b, _) in enumerate(items)
+            ])
+            return noise.to(dev, crops.dtype), torch.full((len(items),), -1, dtype=torch.long, device=dev)
+        tracks = [f.track_id for _, f in items]
+        self.styler.pin(tracks, crops, [f.detected for _, f in items])
+        noise = torch.stack([self.styler.noise(t) for t in tracks]).to(dev, crops.dtype)
+        slots = torch.tensor([self.styler.styles[t].slot for t in tracks], dtype=torch.long, device=dev)
+        return noise, slots
+
+    def _masks(self, restored: torch.Tensor, items: list[tuple[int, FacePlan]],
+               mats: torch.Tensor) -> torch.Tensor:
+        """(N, 1, S, S) soft paste masks: face parsing when a parser is loaded, else landmarks."""
+        from rmmvideo.video import composite
+
+        size = restored.shape[-1]
+        if self.comps.parser is not None:
+            return composite.parsing_masks(self.comps.parser, restored)
+        lm = torch.as_tensor(np.stack([f.landmarks68 for _, f in items]), dtype=torch.float64)
+        return composite.landmark_masks(lm, mats, size).to(restored.device, restored.dtype)
+
+
+@dataclass
+class _FaceBatch:
+    items: list[tuple[int, FacePlan]]  # (frame position in the batch, face)
+    mats: torch.Tensor  # (N, 2, 3) frame -> crop
+    crops: torch.Tensor  # (N, 3, S, S) in [0, 1]
+
+
+def _warp(frames: torch.Tensor, fidx: torch.Tensor, mats: torch.Tensor, size: int) -> torch.Tensor:
+    from rmmvideo.video.align import warp_to_crops
+
+    return warp_to_crops(frames, fidx, mats, size).clamp_(0, 1)
+
+
+def _paste_rois(canvas: np.ndarray, crops: torch.Tensor, masks: torch.Tensor, frame_of: list[int],
+                to_canvas: torch.Tensor) -> None:
+    """Paste faces into the uint8/uint16 ``canvas`` (B, H', W', 3) in place, converting only the
+    region each frame's faces cover to float (the rest of the frame stays bit-exact)."""
+    from rmmvideo.video.align import paste_back
+
+    peak = 255.0 if canvas.dtype == np.uint8 else 65535.0
+    s = crops.shape[-1]
+    dev = crops.device
+    corners = torch.tensor([[-0.5, -0.5, 1.0], [s - 0.5, -0.5, 1.0], [-0.5, s - 0.5, 1.0],
+                            [s - 0.5, s - 0.5, 1.0]], dtype=torch.float64, device=dev)
+    pts = torch.einsum("nij,kj->nki", to_canvas.to(torch.float64), corners)
+    lo = torch.floor(pts.amin(1)).cpu().numpy().astype(int) - 2
+    hi = torch.ceil(pts.amax(1)).cpu().numpy().astype(int) + 3
+    hc, wc = canvas.shape[1:3]
+    frame_of_np = np.asarray(frame_of)
+    for b in np.unique(frame_of_np):
+        sel = np.nonzero(frame_of_np == b)[0]
+        x0, y0 = max(0, int(lo[sel, 0].min())), max(0, int(lo[sel, 1].min()))
+        x1, y1 = min(wc, int(hi[sel, 0].max())), min(hc, int(hi[sel, 1].max()))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        roi_np = canvas[b, y0:y1, x0:x1]
+        roi = torch.from_numpy(roi_np.astype(np.float32)).to(dev).permute(2, 0, 1)[None] / peak
+        shift = torch.tensor([[0.0, 0.0, -x0], [0.0, 0.0, -y0]], dtype=torch.float64, device=dev)
+        m = to_canvas[sel].to(torch.float64) + shift
+        idx = torch.zeros(len(sel), dtype=torch.long, device=dev)
+        out = paste_back(roi, crops[sel], masks[sel], idx, m)
+        out_np = out[0].permute(1, 2, 0).mul(peak).round_().clamp_(0, peak).cpu().numpy()
+        canvas[b, y0:y1, x0:x1] = out_np.astype(canvas.dtype)
+
+
+# ----------------------------------------------------------------------------- tracking -> plans
+
+
+def make_tracker(detector: object, options: RestoreOptions) -> object:
+    """The face tracker the engine uses (``rmmvideo.video.track.FaceTracker``)."""
+    from rmmvideo.video.track import FaceTracker
+
+    return FaceTracker(detector, detect_every=options.detect_every)
+
+
+def _detector_image(image: np.ndarray) -> np.ndarray:
+    """Detectors take 8-bit RGB: deep (uint16) frames are reduced for them only."""
+    return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
+
+
+def plan_frames(frames: Iterable[DecodedFrame], tracker: object, chunk: int = 8) -> Iterator[FramePlan]:
+    """Run the tracker over a frame stream; yield each frame with its final faces, in order.
+
+    Memory: the frames the tracker has not finalised yet (its bounded lag) plus one chunk."""
+    pending: dict[int, DecodedFrame] = {}
+    buf: list[tuple[int, np.ndarray]] = []
+
+    def emit(done: Iterable[object]) -> Iterator[FramePlan]:
+        for ff in done:
+            frame = pending.pop(ff.index)  # type: ignore[attr-defined]
+            faces = [
+                FacePlan(int(t.track_id), np.asarray(t.points5, np.float64),
+                         np.asarray(t.landmarks68, np.float64), bool(t.detected))
+                for t in ff.faces  # type: ignore[attr-defined]
+            ]
+            yield FramePlan(frame, faces)
+
+    for f in frames:
+        pending[f.index] = f
+        buf.append((f.index, _detector_image(f.image)))
+        if len(buf) >= chunk:
+            yield from emit(tracker.push(buf))  # type: ignore[attr-defined]
+            buf = []
+    if buf:
+        yield from emit(tracker.push(buf))  # type: ignore[attr-defined]
+    yield from emit(tracker.flush())  # type: ignore[attr-defined]
+    if pending:
+        raise RuntimeError(f"tracker did not finalise frames {sorted(pending)[:5]}...")
+
+
+def _batched(it: Iterable[FramePlan], n: int) -> Iterator[list[FramePlan]]:
+    batch: list[FramePlan] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- track table
+
+
+@dataclass
+class TrackTable:
+    """Result of the analysis pass: per frame (by pts) its faces, and each track's style."""
+
+    faces: dict[int, list[FacePlan]] = field(default_factory=dict)  # pts -> faces
+    styles: dict[int, TrackStyle] = field(default_factory=dict)
+    frames: int = 0
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as .npz (atomically)."""
+        pts, track, det, lm = [], [], [], []
+        for p, faces in self.faces.items():
+            for f in faces:
+                pts.append(p)
+                track.append(f.track_id)
+                det.append(f.detected)
+                lm.append(f.landmarks68)
+        meta = {"frames": self.frames, "frame_pts": sorted(self.faces),
+                "styles": {str(t): [s.noise_seed, s.slot] for t, s in self.styles.items()}}
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp.npz")
+        np.savez_compressed(
+            tmp, pts=np.asarray(pts, np.int64), track=np.asarray(track, np.int64),
+            detected=np.asarray(det, bool),
+            landmarks=np.asarray(lm, np.float64).reshape(-1, 68, 2),
+            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        )
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrackTable":
+        from rmmvideo.video.align import five_points
+
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            table = cls(frames=int(meta["frames"]))
+            table.faces = {int(p): [] for p in meta["frame_pts"]}
+            for p, t, d, lm in zip(z["pts"], z["track"], z["detected"], z["landmarks"]):
+                table.faces[int(p)].append(FacePlan(int(t), five_points(lm), lm, bool(d)))
+        table.styles = {int(t): TrackStyle(int(a), int(b)) for t, (a, b) in meta["styles"].items()}
+        return table
+
+
+# ----------------------------------------------------------------------------- drivers
+
+
+class _Progress:
+    """tqdm bar (frames/s, ETA) on stderr, or nothing when quiet."""
+
+    def __init__(self, total: int | None, quiet: bool, desc: str) -> None:
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="frame", desc=desc, file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def update(self, n: int, faces: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(faces=faces, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _log(options: RestoreOptions) -> Callable[[str], None]:
+    return (lambda _m: None) if options.quiet else (lambda m: print(m, file=sys.stderr))
+
+
+def _bit_depth(options: RestoreOptions, info: VideoInfo) -> tuple[int, bool]:
+    """(output bit depth, decode at 16 bits)."""
+    bd = options.bit_depth or (10 if info.bit_depth > 8 else 8)
+    return bd, bd > 8 and info.bit_depth > 8
+
+
+def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = None,
+                  options: RestoreOptions | None = None, components: Components | None = None,
+                  max_frames: int | None = None) -> RunSummary:
+    """Restore the faces of a video in one streaming pass (``rmmvideo run``).
+
+    Args:
+        input: any video FFmpeg reads.
+        output: target file (None: beside the input, see ``default_output_path``). Written to a
+            temporary file and renamed on success; never the input.
+        options: see ``RestoreOptions``.
+        components: prebuilt model/detector (reused across files by ``batch``).
+        max_frames: only the first N frames (benchmarks, tests); audio is still copied.
+    Returns:
+        RunSummary (frames, faces, tracks, seconds).
+    """
+    options = options or RestoreOptions()
+    log = _log(options)
+    t0 = time.perf_counter()
+    info = probe(input)
+    target = Path(output) if output is not None else default_output_path(info.path, options.scale)
+    comps = components or build_components(options, log)
+    bit_depth, deep = _bit_depth(options, info)
+    tracker = make_tracker(comps.detector, options)
+    styler = TrackStyler(comps.model, options.seed)
+    renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
+    progress = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
+    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8)
+    n = 0
+    try:
+        with VideoWriter.for_input(info, target, options.scale, codec=options.codec, crf=options.crf,
+                                   preset=options.preset, bit_depth=bit_depth) as writer:
+            for batch in _batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+                out = renderer.render(batch)
+                for plan, image in zip(batch, out):
+                    writer.write(image, plan.frame.pts)
+                n += len(batch)
+                progress.update(len(batch), renderer.faces_restored)
+    finally:
+        progress.close()
+        frames.close()  # type: ignore[attr-defined]
+    summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
+                         len(styler.styles), time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
+    log(summary.line())
+    return summary
+
+
+def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = None,
+                  components: Components | None = None) -> TrackTable:
+    """Pass 1 of the two-pass mode: track faces over the whole file and pin each track's style."""
+    options = options or RestoreOptions()
+    info = probe(input)
+    comps = components or build_components(options, _log(options))
+    tracker = make_tracker(comps.detector, options)
+    styler = TrackStyler(comps.model, options.seed)
+    renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
+    table = TrackTable()
+    frames = decode_frames(info.path, prefetch_frames=8)
+    progress = _Progress(info.frame_count, options.quiet, "analysing")
+    try:
+        for batch in _batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+            with torch.inference_mode():
+                fb = renderer.prepare(batch)
+                if fb is not None:
+                    styler.pin([f.track_id for _, f in fb.items], fb.crops, [f.detected for _, f in fb.items])
+            for plan in batch:
+                table.faces[plan.frame.pts] = plan.faces
+            table.frames += len(batch)
+            progress.update(len(batch), 0)
+    finally:
+        progress.close()
+        frames.close()  # type: ignore[attr-defined]
+    table.styles = dict(styler.styles)
+    return table
+
+
+def render_video(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,
+                 table: TrackTable, start_pts: int | None = None, end_pts: int | None = None,
+                 audio: bool = True, components: Components | None = None) -> RunSummary:
+    """Pass 2: render frames with ``start_pts <= pts < end_pts`` from a ``TrackTable``.
+
+    With ``audio=False`` (segments) only the video stream is written; the joiner adds audio."""
+    log = _log(options)
+    t0 = time.perf_counter()
+    info = probe(input)
+    comps = components or build_components(options, log)
+    bit_depth, deep = _bit_depth(options, info)
+    styler = TrackStyler(comps.model, options.seed, styles=table.styles)
+    renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
+    frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8)
+
+    def planned() -> Iterator[FramePlan]:
+        for f in frames:
+            if start_pts is not None and f.pts < start_pts:
+                continue
+            if end_pts is not None and f.pts >= end_pts:
+                break
+            yield FramePlan(f, table.faces.get(f.pts, []))
+
+    n = 0
+    tracks: set[int] = set()
+    try:
+        with VideoWriter.for_input(info, output, options.scale, codec=options.codec, crf=options.crf,
+                                   preset=options.preset, bit_depth=bit_depth,
+                                   copy_audio=audio, copy_subtitles=audio) as writer:
+            for batch in _batched(planned(), options.batch_size):
+                out = renderer.render(batch)
+                for plan, image in zip(batch, out):
+                    writer.write(image, plan.frame.pts)
+                    tracks.update(f.track_id for f in plan.faces)
+                n += len(batch)
+    finally:
+        frames.close()  # type: ignore[attr-defined]
+    return RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored, len(tracks),
+                      time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
