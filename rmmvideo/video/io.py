@@ -88,7 +88,8 @@ def transcode_upscale(
         scale: upscale factor; output size is (round(W*s), round(H*s)).
         codec, crf, preset: encoder settings (see VideoWriter).
         bit_depth: 8 or 10; None = 10 for >8-bit input, else 8. 10-bit input is decoded at 16 bits.
-        device: torch device for the upscale.
+        device: torch device for the upscale. CPU: uint8 bicubic fast path, swscale RGB->YUV in
+            the writer thread. Other devices: float upscale and RGB->YUV on the device.
         method: "bicubic" or "lanczos".
         max_frames: only the first N frames (audio is still copied whole).
         prefetch_frames: decode-ahead queue (background thread); 0 = decode inline.
@@ -96,7 +97,9 @@ def transcode_upscale(
 
     Every output frame carries its input frame's pts; audio/subtitles are copied byte for byte.
     """
-    from rmmvideo.video.upscale import upscale_images
+    import torch
+
+    from rmmvideo.video.upscale import images_to_tensor, upscale, upscale_images
 
     info = probe(input)
     if bit_depth is None:
@@ -110,9 +113,15 @@ def transcode_upscale(
     with VideoWriter.for_input(
         info, output, scale, codec=codec, crf=crf, preset=preset, bit_depth=bit_depth
     ) as writer:
+        on_cpu = torch.device(device).type == "cpu"
         try:
             for f in frames:
-                writer.write(upscale_images(f.image, scale, device, method), f.pts)  # type: ignore[arg-type]
+                if on_cpu:  # uint8 fast path for bicubic; swscale converts to YUV in the writer thread
+                    writer.write(upscale_images(f.image, scale, device, method), f.pts)  # type: ignore[arg-type]
+                else:  # upscale and convert to YUV on the device, copy back 4:2:0 planes
+                    with torch.inference_mode():
+                        x = upscale(images_to_tensor(f.image, device), scale, method)  # type: ignore[arg-type]
+                        writer.write_tensor(x[0], f.pts)
         finally:
             frames.close()  # stops the decode thread at once if the writer failed
     return TranscodeResult(

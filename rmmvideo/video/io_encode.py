@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +35,8 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import AtomicOutput
 
 if TYPE_CHECKING:
+    import torch
+
     from rmmvideo.video.probe import VideoInfo
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -94,6 +96,19 @@ def encoder_options(codec: str, crf: int, preset: str) -> dict[str, str]:
 
 
 _END = object()
+
+
+def _frame_from_planes(planes: Sequence[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+    """A VideoFrame of `pix_fmt` filled from its planes (copied row by row past the padding)."""
+    h, w = planes[0].shape
+    frame = av.VideoFrame(w, h, pix_fmt)
+    for plane, src in zip(frame.planes, planes):
+        item = src.dtype.itemsize
+        dst = np.frombuffer(plane, dtype=src.dtype).reshape(plane.height, plane.line_size // item)
+        dst[:, : plane.width] = src
+    frame.colorspace = _BT709
+    frame.color_range = _LIMITED
+    return frame
 
 
 class VideoWriter:
@@ -244,25 +259,59 @@ class VideoWriter:
     def write(self, image: np.ndarray, pts: int) -> None:
         """Queue one RGB frame `image` (H, W, 3) uint8 or uint16 (rgb48) at `pts` (input time_base).
 
-        pts must increase strictly. Raises the worker's error if encoding failed."""
-        if self._closed:
-            raise RuntimeError("write() on a closed VideoWriter")
+        Converted to YUV by swscale (threaded) in the worker. pts must increase strictly.
+        Raises the worker's error if encoding failed."""
         if image.shape != (self.height, self.width, 3) or image.dtype not in (np.uint8, np.uint16):
             raise ValueError(
                 f"expected image (H, W, 3) = ({self.height}, {self.width}, 3) uint8/uint16, "
                 f"got {image.shape} {image.dtype}"
             )
+        self._submit(("rgb", image), pts)
+
+    def write_yuv(self, planes: Sequence[np.ndarray], pts: int) -> None:
+        """Queue one frame given as Y, U, V planes already in the writer's `pix_fmt`
+        (uint8, or uint16 codes for 10-bit formats), e.g. from `io_colour.rgb_to_yuv_planes`."""
+        fmt = av.VideoFormat(self.pix_fmt, self.width, self.height)
+        if len(planes) != 3 or any(
+            p.shape != (c.height, c.width) for p, c in zip(planes, fmt.components)
+        ):
+            want = [(c.height, c.width) for c in fmt.components]
+            raise ValueError(f"expected 3 planes of shapes {want} for {self.pix_fmt}, got {[p.shape for p in planes]}")
+        self._submit(("yuv", list(planes)), pts)
+
+    def write_tensor(self, x: torch.Tensor, pts: int) -> None:
+        """Queue one frame given as a (3, H, W) float RGB tensor in [0, 1] on any device.
+
+        For YUV pixel formats the colour conversion and chroma subsampling run on the tensor's
+        device (GPU: the CPU is left to the encoder; half the transfer); else via `write`."""
+        from rmmvideo.video.io_colour import YUV_FORMATS, rgb_to_yuv_planes
+
+        if x.ndim != 3 or tuple(x.shape) != (3, self.height, self.width):
+            raise ValueError(f"expected tensor (3, {self.height}, {self.width}), got {tuple(x.shape)}")
+        if self.pix_fmt in YUV_FORMATS:
+            planes = [p[0].cpu().numpy() for p in rgb_to_yuv_planes(x[None], self.pix_fmt)]
+            if self.pix_fmt.endswith("10le"):
+                planes = [p.astype(np.uint16) for p in planes]
+            self.write_yuv(planes, pts)
+        else:
+            from rmmvideo.video.upscale import tensor_to_images
+
+            self.write(tensor_to_images(x[None], np.uint16 if self.bit_depth > 8 else np.uint8)[0], pts)
+
+    def _submit(self, item: tuple[str, object], pts: int) -> None:
+        if self._closed:
+            raise RuntimeError("write on a closed VideoWriter")
         pts = int(pts)
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
         self._last_pts = pts
         if self._queue is None:
-            self._encode(image, pts)
+            self._encode(item, pts)
             return
         while True:
             self._raise_worker_error()
             try:
-                self._queue.put((image, pts), timeout=0.1)
+                self._queue.put((item, pts), timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -284,7 +333,11 @@ class VideoWriter:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = e
 
-    def _to_frame(self, image: np.ndarray) -> av.VideoFrame:
+    def _to_frame(self, item: tuple[str, object]) -> av.VideoFrame:
+        kind, data = item
+        if kind == "yuv":
+            return _frame_from_planes(data, self.pix_fmt)  # type: ignore[arg-type]
+        image: np.ndarray = data  # type: ignore[assignment]
         fmt = "rgb24" if image.dtype == np.uint8 else "rgb48le"
         # zero-copy wrap; `image` stays alive until reformat has made the YUV copy
         frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(image), format=fmt)
@@ -292,8 +345,8 @@ class VideoWriter:
             format=self.pix_fmt, dst_colorspace=_BT709, dst_color_range=_LIMITED, threads=self.threads
         )
 
-    def _encode(self, image: np.ndarray, pts: int) -> None:
-        frame = self._to_frame(image)
+    def _encode(self, item: tuple[str, object], pts: int) -> None:
+        frame = self._to_frame(item)
         frame.pts = pts
         frame.time_base = self.time_base
         for packet in self._vs.encode(frame):

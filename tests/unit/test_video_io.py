@@ -473,3 +473,49 @@ def test_transcode_upscale_synthetic(make_clip, tmp_path):
     with pytest.raises(UserError):
         transcode_upscale(src, src, 2)
     assert md5(src) == before
+
+
+# ----------------------------------------------------------------------------- device-side colour
+
+
+def test_rgb_to_yuv_planes_matches_swscale():
+    import torch as T
+
+    from rmmvideo.video.io_colour import rgb_to_yuv_planes
+
+    rgb = synthetic_image(3, 128, 96)
+    x = T.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    for fmt, dtype in [("yuv420p", np.uint8), ("yuv444p", np.uint8), ("yuv420p10le", np.uint16),
+                       ("yuv422p10le", np.uint16)]:
+        ours = [p[0].numpy().astype(int) for p in rgb_to_yuv_planes(x, fmt)]
+        ref = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt, dst_colorspace=1, dst_color_range=1)
+        for i, plane in enumerate(ref.planes):
+            theirs = np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)[:, : plane.width].astype(int)
+            assert ours[i].shape == theirs.shape
+            d = np.abs(ours[i] - theirs)
+            assert d.max() <= 2 and d.mean() < 0.25, (fmt, i, d.max(), d.mean())
+    grey = T.rand(1, 1, 9, 11).expand(1, 3, 9, 11)
+    for fmt, mid in [("yuv420p", 128), ("yuv420p10le", 512)]:
+        _, u, v = rgb_to_yuv_planes(grey, fmt)
+        assert (u == mid).all() and (v == mid).all()
+        assert u.shape == (1, 5, 6)  # odd sizes: chroma is ceil(H/2) x ceil(W/2)
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10])
+def test_write_tensor_equals_write(tmp_path, bit_depth):
+    frames = [synthetic_image(i, 64, 48) for i in range(4)]
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    kw = dict(width=64, height=48, time_base=Fraction(1, 90000), preset="ultrafast", bit_depth=bit_depth)
+    with VideoWriter(a, **kw) as wa, VideoWriter(b, **kw) as wb:
+        for i, img in enumerate(frames):
+            wa.write(img, i * 3000)
+            wb.write_tensor(torch.from_numpy(img).permute(2, 0, 1).float() / 255, i * 3000)
+    assert video_pts(a) == video_pts(b) == [0, 3000, 6000, 9000]
+    for fa, fb in zip(decode_frames(a), decode_frames(b)):
+        assert np.abs(fa.image.astype(int) - fb.image).mean() < 1.0
+    with VideoWriter(tmp_path / "c.mp4", **kw) as w:
+        with pytest.raises(ValueError, match="expected tensor"):
+            w.write_tensor(torch.zeros(3, 48, 63), 0)
+        with pytest.raises(ValueError, match="planes"):
+            w.write_yuv([np.zeros((48, 64), np.uint8)] * 3, 0)
+        w.write_tensor(torch.zeros(3, 48, 64), 0)
