@@ -1,0 +1,343 @@
+"""Streaming face tracker: stable ids, detection every k frames, smoothed landmarks.
+
+How it works (all decisions are delayed by a bounded ``lag`` so they can be applied to frames
+already seen, and memory stays O(lag) frames):
+
+1. **Detection** runs on every ``detect_every``-th pushed frame (k), in one batched detector
+   call per :meth:`FaceTracker.push`; :meth:`FaceTracker.flush` also detects the last frame so
+   the stream tail is covered.
+2. **Association** (per detection frame, in order): every live track predicts its box and 68
+   points at this frame with constant velocity from its last two detections; the cost of track i
+   vs detection j is ``(1 - IoU) + mean landmark distance / face size``, solved with the
+   Hungarian method (``scipy.optimize.linear_sum_assignment``); a pair is allowed only when the
+   landmark distance is under ``dist_gate`` face sizes or the IoU is at least ``iou_gate``.
+   Constant-velocity prediction keeps identities apart when two faces cross.
+3. **Birth / death**: an unmatched detection starts a tentative track; it is confirmed (gets a
+   public id, ids count up from 0) after ``min_hits`` consecutive detection-frame hits and dies on
+   its first miss before that (false positives never reach the output). A confirmed track dies
+   after ``max_gap`` consecutive missed detection frames. Frames before confirmation still get
+   the face, because they are not final yet (``lag >= (min_hits - 1) * k``).
+4. **Between detections** landmarks and boxes are linearly interpolated between the track's
+   detections (this also bridges missed detections of a live track). No extrapolation: a track
+   is present from its first to its last detection.
+5. **Smoothing**: a centred Gaussian over time (``smooth_sigma`` frames, window radius
+   ``r = ceil(2.5 sigma)``) on the interpolated landmarks and boxes, so aligned crops do not
+   jitter. Near a track's ends the window shrinks symmetrically (a one-sided window would lag
+   behind a moving face), so the first and last frames of a track are not smoothed.
+6. **Finality**: after processing detection frame T, frames up to ``T - lag`` are final and are
+   returned in order. ``lag >= (max_gap + 1) * k + r`` guarantees that neither a later detection
+   nor the smoothing window can change a returned frame.
+
+The first ``min_hits`` detections of a track (those that confirmed it) are flagged ``anchor`` and
+listed by :meth:`FaceTracker.anchor_frames`, so a pipeline can pin per-track state (e.g. the
+memory slot) from the track's first confident frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.align import five_points
+from rmmvideo.video.detect import Detection, FaceDetector
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One tracked face in one frame (smoothed values, frame pixels).
+
+    ``box`` (4,) xyxy, ``landmarks68`` (68, 2), ``points5`` (5, 2) (left eye, right eye, nose tip,
+    left / right mouth corner; "left" = image left), ``score`` (detector score, interpolated
+    between detections), ``detected`` (the detector found this face in this frame), ``anchor``
+    (one of the detections that confirmed the track)."""
+
+    track_id: int
+    box: np.ndarray
+    landmarks68: np.ndarray
+    points5: np.ndarray
+    score: float
+    detected: bool
+    anchor: bool = False
+
+
+@dataclass
+class FrameFaces:
+    """Final faces of one frame: ``index`` as pushed, ``faces`` sorted by track id, ``image``
+    the object pushed with it (passed through untouched)."""
+
+    index: int
+    faces: list[TrackedFace]
+    image: Any = None
+
+
+@dataclass
+class _Obs:
+    seq: int
+    index: int
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+
+
+@dataclass
+class _Track:
+    obs: list[_Obs] = field(default_factory=list)
+    track_id: int | None = None  # public id once confirmed
+    hits: int = 0
+    misses: int = 0
+    dead: bool = False
+    anchors: list[int] = field(default_factory=list)  # seqs of the confirming detections
+
+    @property
+    def confirmed(self) -> bool:
+        return self.track_id is not None
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+class FaceTracker:
+    """Batched streaming face tracker (see module docstring).
+
+    Args:
+        detector: a :class:`~rmmvideo.video.detect.FaceDetector`.
+        detect_every: run the detector on every k-th pushed frame (k >= 1).
+        min_hits: consecutive detection-frame hits to confirm a track.
+        max_gap: consecutive missed detection frames after which a confirmed track ends.
+        lag: frames held back before they are final; None = the minimum that keeps every
+            decision final, ``max((min_hits - 1) * k, (max_gap + 1) * k + r)``.
+        smooth_sigma: Gaussian smoothing of landmarks over time, in frames (0 = off).
+        iou_gate: a track-detection pair with IoU at least this is allowed.
+        dist_gate: a pair whose mean landmark distance is at most this many face sizes
+            (sqrt of the predicted box area) is allowed.
+
+    Example::
+
+        tracker = FaceTracker(DlibDetector(), detect_every=3)
+        for index, image in enumerate(frames):
+            for ff in tracker.push([(index, image)]):
+                use(ff.index, ff.faces)
+        for ff in tracker.flush():
+            use(ff.index, ff.faces)
+    """
+
+    def __init__(self, detector: FaceDetector, detect_every: int = 3, min_hits: int = 2,
+                 max_gap: int = 2, lag: int | None = None, smooth_sigma: float = 2.0,
+                 iou_gate: float = 0.1, dist_gate: float = 1.0) -> None:
+        if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0:
+            raise UserError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, smooth_sigma >= 0")
+        self.detector = detector
+        self.k = int(detect_every)
+        self.min_hits = int(min_hits)
+        self.max_gap = int(max_gap)
+        self.sigma = float(smooth_sigma)
+        self.radius = int(math.ceil(2.5 * self.sigma)) if self.sigma > 0 else 0
+        self.iou_gate = float(iou_gate)
+        self.dist_gate = float(dist_gate)
+        need = max((self.min_hits - 1) * self.k, (self.max_gap + 1) * self.k + self.radius)
+        if lag is None:
+            lag = need
+        if lag < need:
+            raise UserError(
+                f"tracker: lag {lag} is too short for detect_every={self.k}, min_hits={self.min_hits}, "
+                f"max_gap={self.max_gap}, smooth_sigma={self.sigma}: need at least {need}"
+            )
+        self.lag = int(lag)
+        self._seq = 0
+        self._pending: deque[tuple[int, int, Any]] = deque()  # (seq, index, image)
+        self._last_det_seq = -1
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._anchor_index: dict[int, list[int]] = {}  # public id -> frame indices
+        self.detect_seconds = 0.0
+        self.track_seconds = 0.0
+        self.frames_detected = 0
+
+    # ---------------------------------------------------------------------------- public API
+
+    def push(self, frames: Sequence[tuple[int, Any]]) -> list[FrameFaces]:
+        """Add frames ``(index, image)`` in stream order (images (H, W, 3) uint8 RGB for the
+        detector). Returns the frames that became final, in order (possibly none)."""
+        to_detect: list[tuple[int, int, Any]] = []
+        for index, image in frames:
+            seq = self._seq
+            self._seq += 1
+            self._pending.append((seq, int(index), image))
+            if seq % self.k == 0:
+                to_detect.append((seq, int(index), image))
+        self._run_detection(to_detect)
+        return self._finalise(self._last_det_seq - self.lag)
+
+    def flush(self) -> list[FrameFaces]:
+        """End of stream: detect the last frame if it was not a detection frame, then return
+        every remaining frame. Tentative tracks that never reached ``min_hits`` are dropped."""
+        if self._pending and self._pending[-1][0] > self._last_det_seq:
+            self._run_detection([self._pending[-1]])
+        for tr in self._tracks:
+            tr.dead = True
+        out = self._finalise(self._seq)
+        self._tracks = []
+        return out
+
+    def anchor_frames(self, track_id: int) -> list[int]:
+        """Frame indices of the detections that confirmed ``track_id`` (its first ``min_hits``)."""
+        return list(self._anchor_index.get(track_id, []))
+
+    @property
+    def held_frames(self) -> int:
+        """Frames pushed but not yet returned (bounded by ``lag + detect_every``)."""
+        return len(self._pending)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _run_detection(self, items: list[tuple[int, int, Any]]) -> None:
+        if not items:
+            return
+        t0 = time.perf_counter()
+        results = self.detector.detect([im for _, _, im in items])
+        if len(results) != len(items):
+            raise RuntimeError(f"detector returned {len(results)} results for {len(items)} images")
+        t1 = time.perf_counter()
+        for (seq, index, _), dets in zip(items, results):
+            self._associate(seq, index, dets)
+            self._last_det_seq = seq
+        self.frames_detected += len(items)
+        self.detect_seconds += t1 - t0
+        self.track_seconds += time.perf_counter() - t1
+
+    def _predict(self, tr: _Track, seq: int) -> tuple[np.ndarray, np.ndarray]:
+        last = tr.obs[-1]
+        if len(tr.obs) < 2:
+            return last.box, last.landmarks
+        prev = tr.obs[-2]
+        dt = min(seq - last.seq, (self.max_gap + 1) * self.k)
+        f = dt / float(last.seq - prev.seq)
+        return (last.box + f * (last.box - prev.box), last.landmarks + f * (last.landmarks - prev.landmarks))
+
+    def _associate(self, seq: int, index: int, dets: list[Detection]) -> None:
+        live = [t for t in self._tracks if not t.dead]
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        if live and dets:
+            preds = [self._predict(t, seq) for t in live]
+            pboxes = np.stack([p[0] for p in preds])
+            plms = np.stack([p[1] for p in preds])  # (T, 68, 2)
+            dboxes = np.stack([d.box for d in dets])
+            dlms = np.stack([d.landmarks for d in dets])  # (D, 68, 2)
+            iou = box_iou(pboxes, dboxes)
+            size = np.sqrt(np.clip((pboxes[:, 2] - pboxes[:, 0]) * (pboxes[:, 3] - pboxes[:, 1]), 1.0, None))
+            dist = np.linalg.norm(plms[:, None] - dlms[None], axis=-1).mean(-1) / size[:, None]
+            cost = (1.0 - iou) + dist
+            ok = (dist <= self.dist_gate) | (iou >= self.iou_gate)
+            big = 1e6
+            rows, cols = linear_sum_assignment(np.where(ok, cost, big))
+            for r, c in zip(rows, cols):
+                if ok[r, c]:
+                    matched_t.add(r)
+                    matched_d.add(c)
+                    self._hit(live[r], seq, index, dets[c])
+        for i, tr in enumerate(live):
+            if i not in matched_t:
+                tr.misses += 1
+                if not tr.confirmed or tr.misses > self.max_gap:
+                    tr.dead = True
+        # Tentative tracks that died never produce output: drop them now.
+        self._tracks = [t for t in self._tracks if t.confirmed or not t.dead]
+        for j, d in enumerate(dets):
+            if j not in matched_d:
+                tr = _Track()
+                self._hit(tr, seq, index, d)
+                self._tracks.append(tr)
+
+    def _hit(self, tr: _Track, seq: int, index: int, d: Detection) -> None:
+        tr.obs.append(_Obs(seq, index, np.asarray(d.box, np.float64), np.asarray(d.landmarks, np.float64), float(d.score)))
+        tr.hits += 1
+        tr.misses = 0
+        if not tr.confirmed and tr.hits >= self.min_hits:
+            tr.track_id = self._next_id
+            self._next_id += 1
+            tr.anchors = [o.seq for o in tr.obs[-self.min_hits:]]
+            self._anchor_index[tr.track_id] = [o.index for o in tr.obs[-self.min_hits:]]
+
+    def _raw_at(self, tr: _Track, seq: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Box, landmarks, score of a track at ``seq`` by linear interpolation of detections."""
+        seqs = [o.seq for o in tr.obs]
+        j = bisect.bisect_left(seqs, seq)
+        if j < len(seqs) and seqs[j] == seq:
+            o = tr.obs[j]
+            return o.box, o.landmarks, o.score
+        a, b = tr.obs[j - 1], tr.obs[j]
+        w = (seq - a.seq) / float(b.seq - a.seq)
+        return ((1 - w) * a.box + w * b.box, (1 - w) * a.landmarks + w * b.landmarks,
+                (1 - w) * a.score + w * b.score)
+
+    def _face_at(self, tr: _Track, seq: int) -> TrackedFace | None:
+        first, last = tr.obs[0].seq, tr.obs[-1].seq
+        if not (first <= seq <= last):
+            return None
+        # A symmetric window (shrunk near the track's ends) keeps linear motion unbiased.
+        rad = min(self.radius, seq - first, last - seq)
+        lo, hi = seq - rad, seq + rad
+        boxes, lms, wsum = 0.0, 0.0, 0.0
+        for g in range(lo, hi + 1):
+            w = math.exp(-0.5 * ((g - seq) / self.sigma) ** 2) if self.sigma > 0 else float(g == seq)
+            b, lm, _ = self._raw_at(tr, g)
+            boxes = boxes + w * b
+            lms = lms + w * lm
+            wsum += w
+        _, _, score = self._raw_at(tr, seq)
+        lm68 = np.asarray(lms / wsum, dtype=np.float64)
+        detected = any(o.seq == seq for o in tr.obs)
+        assert tr.track_id is not None
+        return TrackedFace(track_id=tr.track_id, box=np.asarray(boxes / wsum, dtype=np.float64),
+                           landmarks68=lm68, points5=five_points(lm68), score=float(score),
+                           detected=detected, anchor=seq in tr.anchors)
+
+    def _finalise(self, upto: int) -> list[FrameFaces]:
+        """Emit pending frames with seq <= upto; prune old observations and ended tracks."""
+        t0 = time.perf_counter()
+        out = []
+        while self._pending and self._pending[0][0] <= upto:
+            seq, index, image = self._pending.popleft()
+            faces = []
+            for tr in self._tracks:
+                if tr.confirmed:
+                    f = self._face_at(tr, seq)
+                    if f is not None:
+                        faces.append(f)
+            faces.sort(key=lambda f: f.track_id)
+            out.append(FrameFaces(index=index, faces=faces, image=image))
+        if out:
+            done = self._pending[0][0] - 1 if self._pending else self._seq - 1
+            keep_from = done + 1 - self.radius
+            kept = []
+            for tr in self._tracks:
+                if tr.dead and tr.obs[-1].seq <= done:
+                    continue  # every frame of this track has been returned
+                seqs = [o.seq for o in tr.obs]
+                i = bisect.bisect_left(seqs, keep_from)
+                i = max(0, min(i - 1, len(seqs) - 2))
+                tr.obs = tr.obs[i:]
+                kept.append(tr)
+            self._tracks = kept
+        self.track_seconds += time.perf_counter() - t0
+        return out
