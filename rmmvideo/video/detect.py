@@ -20,7 +20,6 @@ Coordinates are pixels of the input frame with pixel centres at integer position
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
@@ -247,7 +246,7 @@ class FanDetector:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 net.load_state_dict(state)
-            except (RuntimeError, OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
+            except Exception as e:  # any unreadable/mismatched file is a user error
                 raise UserError(f"cannot load face-alignment weights {path}: {e}") from e
             net.to(self.device, dtype=self.dtype).eval()
 
