@@ -61,6 +61,7 @@ def write_clip(
     rate: int = 30,
     pts: Sequence[int] | None = None,
     audio: bool = False,
+    subtitles: bool = False,
     video: bool = True,
     rotation: int = 0,
     gray: bool = False,
@@ -72,6 +73,7 @@ def write_clip(
 
     pts: explicit video pts in `time_base` (VFR); default is a constant `rate`.
     audio: add a 1 kHz AAC tone (44.1 kHz stereo) as long as the video.
+    subtitles: add a text subtitle stream with two cues (mov_text in mp4/mov, subrip otherwise).
     video=False makes an audio-only file. rotation: display-matrix rotation (counter-clockwise
     degrees as FFmpeg reports it; the stored frames are not rotated).
     options: extra encoder options (e.g. {"g": "10"}); container_options: muxer options
@@ -105,6 +107,17 @@ def write_clip(
         if audio or not video:
             aus = out.add_stream("aac", rate=44100)
             aus.layout = "stereo"
+        if subtitles:
+            mp4_like = path.suffix.lower() in (".mp4", ".m4v", ".mov")
+            ss = out.add_mux_stream("mov_text" if mp4_like else "subrip", time_base=Fraction(1, 1000))
+            for k, text in enumerate([b"Hello", b"World"]):
+                payload = len(text).to_bytes(2, "big") + text if mp4_like else text
+                cue = av.Packet(payload)
+                cue.stream = ss
+                cue.pts = cue.dts = int(k * duration * 500)
+                cue.duration = int(duration * 400)
+                cue.time_base = Fraction(1, 1000)
+                out.mux(cue)
         src_fmt = "rgb24"
         for i, p in enumerate(pts if video else []):
             img = synthetic_image(i, width, height, gray=gray, seed=seed)

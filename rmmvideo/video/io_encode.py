@@ -242,7 +242,12 @@ class VideoWriter:
             if copied:
                 self._src_packets = (p for p in self._src.demux(*copied) if p.size)
                 self._pending = next(self._src_packets, None)
-        out.start_encoding()
+        try:
+            out.start_encoding()
+        except (ValueError, av.error.FFmpegError) as e:
+            raise UserError(
+                f"cannot write a {self.path.suffix} file with these streams ({e}); try .mkv"
+            ) from None
 
     def _teardown(self) -> None:
         for c in (self._out, self._src):
