@@ -550,3 +550,23 @@ def test_write_tensor_equals_write(tmp_path, bit_depth):
         with pytest.raises(ValueError, match="planes"):
             w.write_yuv([np.zeros((48, 64), np.uint8)] * 3, 0)
         w.write_tensor(torch.zeros(3, 48, 64), 0)
+
+
+def test_transcode_ten_bit_odd_and_gray(make_clip, tmp_path):
+    ten = make_clip("t.mp4", pix_fmt="yuv420p10le", frames=3)
+    same = transcode_upscale(ten, tmp_path / "t10.mp4", 2, preset="ultrafast", bit_depth=None)
+    assert probe(same.output).pix_fmt == "yuv420p10le"
+    img = next(iter(decode_frames(same.output, high_bit_depth=True))).image
+    assert img.dtype == np.uint16 and len(np.unique(img & 0xFF)) > 4
+    assert probe(transcode_upscale(ten, tmp_path / "t8.mp4", 2, preset="ultrafast").output).pix_fmt == "yuv420p"
+    odd = make_clip("odd.mp4", width=853, height=481, pix_fmt="yuv444p", frames=2)
+    one = probe(transcode_upscale(odd, tmp_path / "o1.mp4", 1, preset="ultrafast").output)
+    assert (one.width, one.height, one.pix_fmt) == (853, 481, "yuv444p")
+    half = probe(transcode_upscale(odd, tmp_path / "o2.mp4", 1.5, preset="ultrafast").output)
+    assert (half.width, half.height) == (1280, 722) and half.pix_fmt == "yuv420p"  # round(481*1.5)=722
+    grey = make_clip("g.mp4", gray=True, frames=3, width=48, height=32)
+    up = transcode_upscale(grey, tmp_path / "g2.mp4", 2, preset="ultrafast")
+    assert probe(up.output).is_gray
+    for f in decode_frames(up.output):
+        img = f.image.astype(int)
+        assert np.abs(img[..., 0] - img[..., 1]).max() <= 1 and np.abs(img[..., 2] - img[..., 1]).max() <= 1
