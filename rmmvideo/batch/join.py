@@ -80,12 +80,38 @@ def _segment_pts(path: Path) -> tuple[list[int], int, Fraction, bytes]:
         return pts, delay, Fraction(vs.time_base), extradata
 
 
+def _muxer_options(path: Path, tb: Fraction) -> dict[str, str]:
+    """mp4/mov: edit lists in the video's own time units (default 1/1000 s rounds the start)."""
+    if path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        return {"movie_timescale": str(tb.denominator)}
+    return {}
+
+
+def _input_pts(input_path: str | os.PathLike, seg_pts: list[int], seg_sorted: list[int], tb: Fraction) -> list[int]:
+    """Replace the segments' pts (decode order) by the input's, matched by rank in time order."""
+    with av.open(str(input_path)) as c:
+        vs = _video_stream(c)
+        if Fraction(vs.time_base) != tb:
+            raise ValueError(f"segments have time base {tb}, the input {vs.time_base}")
+        ref = sorted(int(p.pts) for p in c.demux(vs) if p.size and p.pts is not None)
+    if len(ref) != len(seg_sorted):
+        raise ValueError(f"segments hold {len(seg_sorted)} frames, the input {len(ref)}")
+    step = min((b - a for a, b in zip(ref, ref[1:])), default=1)
+    mapping: dict[int, int] = {}
+    for got, want in zip(seg_sorted, ref):
+        if abs(got - want) >= max(1, step // 2) + 1 and abs(got - want) > 0.002 / tb:
+            raise ValueError(f"segment frame at pts {got} does not match the input's {want}")
+        mapping[got] = want
+    return [mapping[p] for p in seg_pts]
+
+
 def join_segments(
     input_path: str | os.PathLike,
     segment_paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
     audio: bool = True,
+    input_pts: bool = True,
 ) -> int:
     """Write `output` = video packets of all segments + audio/subtitles of `input_path`.
 
@@ -97,11 +123,15 @@ def join_segments(
         segment_paths: rendered segments, in time order, each with pts in the input's units.
         output: final file path.
         audio: copy the input's audio and subtitle streams.
+        input_pts: give the k-th frame (in time order) the input's k-th pts. A segment written
+            to mp4 starting mid-file gets its start through an edit list in the movie's
+            1/1000 s units, which can move its pts by a few ticks; this puts them back exactly.
     """
     segs = [Path(s) for s in segment_paths]
     if not segs:
         raise ValueError("no segments to join")
     all_pts: list[int] = []
+    seg_sorted: list[int] = []  # each segment's pts sorted, concatenated: maps onto the input's
     tb: Fraction | None = None
     delay = 0
     params: bytes | None = None
@@ -116,16 +146,20 @@ def join_segments(
                              "segments of one file must use the same encoder settings")
         tb, params = t, extra
         all_pts.extend(pts)
+        seg_sorted.extend(sorted(pts))
     assert tb is not None
+    if input_pts:
+        all_pts = _input_pts(input_path, all_pts, seg_sorted, tb)
     dts = rewrite_dts(all_pts, min_delay=delay)
 
-    target = AtomicOutput(output, [input_path, *segs])
+    out_path = Path(output)
+    target = AtomicOutput(out_path, [input_path, *segs])
     tmp = target.temp
     first = av.open(str(segs[0]))
     src = av.open(str(input_path))
     written = 0
     try:
-        with av.open(str(tmp), mode="w") as oc:
+        with av.open(str(tmp), mode="w", options=_muxer_options(out_path, tb)) as oc:
             ov = oc.add_stream_from_template(_video_stream(first))
             ov.time_base = tb
             copy: dict[int, av.stream.Stream] = {}
@@ -142,7 +176,7 @@ def join_segments(
                         for pkt in c.demux(vs):
                             if pkt.size == 0 or pkt.pts is None:
                                 continue
-                            pkt.dts = dts[i]
+                            pkt.pts, pkt.dts = all_pts[i], dts[i]
                             i += 1
                             yield float(pkt.dts * tb), 0, pkt
 

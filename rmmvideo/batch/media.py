@@ -29,6 +29,8 @@ class VideoScan:
         frames: number of non-empty video packets (= decodable frames for normal files).
         start: first presentation time, seconds.
         end: last presentation time plus its duration, seconds.
+        reported: frame count the container's index claims (0 = unknown); more than `frames`
+            means the file is truncated.
     """
 
     path: Path
@@ -38,6 +40,7 @@ class VideoScan:
     frames: int
     start: float
     end: float
+    reported: int = 0
 
     @property
     def duration(self) -> float:
@@ -70,6 +73,7 @@ def scan_video(path: str | os.PathLike) -> VideoScan:
     with container:
         vs = _video_stream(container, p)
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        reported = int(vs.frames or 0)
         pts: list[int] = []
         keys: list[int] = []
         last_end: int | None = None
@@ -95,7 +99,14 @@ def scan_video(path: str | os.PathLike) -> VideoScan:
         frames=len(pts),
         start=float(first * tb),
         end=float(last_end * tb),
+        reported=reported,
     )
+
+
+def check_complete(scan: VideoScan) -> None:
+    """UserError when the container's index lists more video frames than the file holds."""
+    if scan.reported and scan.frames < scan.reported:
+        raise UserError(f"truncated input: {scan.frames} of {scan.reported} video packets present")
 
 
 def frame_duration(scan: VideoScan) -> float:

@@ -167,6 +167,7 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
     crashes: dict[str, int] = {}
     overheads: list[float] = []
     task_seconds: list[float] = []
+    announce: list = []  # file-level lines, printed after the task's own line
 
     def push(live: _Live, kind: str, *, segment: dict | None = None, label: str = "") -> None:
         nonlocal seq
@@ -194,7 +195,8 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         rec.seconds += live.seconds
         results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "failed",
                                            error=reason, seconds=round(live.seconds, 2))
-        progress.file_failed(f"FAILED {live.job.input}: {reason}")
+        state.save()  # recorded before it is announced
+        announce.append(lambda: progress.file_failed(f"FAILED {live.job.input}: {reason}"))
 
     def finish(live: _Live, frames: int, faces: int, tracks: int) -> None:
         rec = live.rec
@@ -205,7 +207,9 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         shutil.rmtree(live.work, ignore_errors=True)
         results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "done", frames, faces,
                                            tracks, round(live.seconds, 2))
-        progress.file_end(f"done {live.job.input} -> {live.job.output} ({frames} frames, {live.seconds:.1f}s)")
+        state.save()  # recorded before it is announced
+        line = f"done {live.job.input} -> {live.job.output} ({frames} frames, {live.seconds:.1f}s)"
+        announce.append(lambda: progress.file_end(line))
 
     def on_prepared(live: _Live, res: dict[str, Any]) -> None:
         rec = live.rec
@@ -294,21 +298,23 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
                     changed = True
                     continue
                 except Exception as e:  # noqa: BLE001 - isolate: this file fails, the batch goes on
-                    progress.task_end(spec.task_id, spec.label, 0, 0.0, ok=False)
                     fail(live, error_line(e))
-                    changed = True
+                    progress.task_end(spec.task_id, spec.label, 0, 0.0, ok=False)
                     continue
                 wall = time.monotonic() - t_sub
                 overheads.append(max(0.0, wall - float(res["seconds"])))
                 task_seconds.append(float(res["seconds"]))
                 live.seconds += float(res["seconds"])
                 frames = int(res.get("frames", 0)) if spec.kind == "render" else 0
-                progress.task_end(spec.task_id, spec.label, frames, float(res["seconds"]), ok=True)
                 if not live.failed:
                     on_done(live, spec, res)
-                changed = True
+                state.save()  # recorded before it is announced
+                progress.task_end(spec.task_id, spec.label, frames, float(res["seconds"]), ok=True)
             if changed:
                 state.save()
+            for say in announce:
+                say()
+            announce.clear()
     except KeyboardInterrupt:
         interrupted = True
         raise

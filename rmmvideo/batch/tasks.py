@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rmmvideo.batch import engine as eng
-from rmmvideo.batch.media import VideoScan, frame_duration, scan_video, verify_output
+from rmmvideo.batch.media import VideoScan, check_complete, frame_duration, scan_video, verify_output
 from rmmvideo.batch.segments import Segment, plan_segments
 
 TABLE_NAME = "tracks.table"
@@ -51,26 +51,50 @@ class TaskSpec:
     label: str = ""
 
 
-def init_worker(threads: int | None, sink: Any) -> None:
-    """Per-process setup: thread count for torch/BLAS/codec, progress sink."""
+def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) -> None:
+    """Per-process setup: thread count for torch/BLAS/codec, progress sink, exit with the
+    coordinator (pid)."""
     global _SINK, _THREADS
     _SINK, _THREADS = sink, threads
-    _die_with_parent()
+    if coordinator is not None:
+        watch_coordinator(coordinator)
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RMMVIDEO_CODEC_THREADS"):
             os.environ[var] = str(threads)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the coordinator dies (kill -9), so no orphan keeps writing."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def watch_coordinator(pid: int) -> None:
+    """Exit this worker as soon as process `pid` (the coordinator) is gone, e.g. after kill -9.
 
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
+    An idle pool worker would otherwise wait for work forever (it holds its own queue's write
+    end, so it never sees end-of-file), and a busy one would keep writing files.
+    """
+    import threading
+
+    def wait_pidfd(fd: int) -> None:
+        import select
+
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        while not p.poll(None):
             pass
+        os._exit(70)
+
+    def poll_pid() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            except PermissionError:
+                pass
+
+    try:
+        target, args = wait_pidfd, (os.pidfd_open(pid),)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the coordinator is already gone
+        target, args = poll_pid, ()
+    threading.Thread(target=target, args=args, name="rmmvideo-watch", daemon=True).start()
 
 
 def _set_threads(threads: int | None, engine: str) -> None:
@@ -136,6 +160,7 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
     res: dict[str, Any]
     if spec.kind == "prepare":
         scan = scan_video(inp)
+        check_complete(scan)
         segs = plan_segments(scan, spec.segment_seconds)
         res = {"facts": facts_of(inp, scan), "segments": [s.to_dict() for s in segs], "frames": 0, "faces": 0, "tracks": 0}
         if len(segs) > 1:

@@ -1,0 +1,103 @@
+"""The coordinator with the plain upscale engine: isolation, report, resume rules, Ray absent."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+from _batch_clips import audio_packets, make_clip
+
+from rmmvideo.batch.media import scan_video
+from rmmvideo.batch.runner import BatchConfig, run_batch
+from rmmvideo.batch.state import STATE_NAME, BatchState
+from rmmvideo.errors import UserError
+
+OPTS = {"scale": 1.0, "preset": "ultrafast", "crf": 23}
+
+
+def _run(inputs, out, **kw):
+    cfg = BatchConfig(out_dir=out, engine="upscale", options=dict(OPTS), quiet=True, **kw)
+    buf = io.StringIO()
+    outcome = run_batch([str(i) for i in inputs], cfg, out=buf)
+    return outcome, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    (d / "sub").mkdir()
+    make_clip(d / "a.mp4", frames=30, gop=10)
+    make_clip(d / "sub" / "b.mkv", frames=20, gop=10, audio=False, preset="ultrafast")
+    (d / "broken.mp4").write_bytes((d / "a.mp4").read_bytes()[:3000])
+    return d
+
+
+def test_batch_isolates_failure_reports_and_resumes(tmp_path, inputs):
+    out = tmp_path / "out"
+    outcome, text = _run([inputs / "a.mp4", inputs / "sub", inputs / "broken.mp4"], out, jobs=2)
+    by = {r.input.split("/")[-1]: r for r in outcome.results}
+    assert by["broken.mp4"].status == "failed" and by["broken.mp4"].error
+    assert by["a.mp4"].status == "done" and by["a.mp4"].frames == 30
+    assert by["b.mkv"].status == "done" and by["b.mkv"].frames == 20
+    assert outcome.failed == 1
+    assert any(line.startswith("FAILED") and "broken.mp4" in line for line in text.splitlines())
+    assert "1 failed" in text
+    rep = json.loads((out / "report.json").read_text())
+    assert [r["status"] for r in rep["results"]] == ["done", "done", "failed"]
+    assert {"status", "frames", "faces", "tracks", "seconds", "error"} <= set(rep["results"][0])
+    assert scan_video(out / "a.mp4").frames == 30 and scan_video(out / "b.mkv").frames == 20
+    assert audio_packets(out / "a.mp4") == audio_packets(inputs / "a.mp4")
+    st = BatchState.load(out / STATE_NAME)
+    assert st.jobs["a.mp4"].status == "done" and st.jobs["broken.mp4"].status == "failed"
+    assert not (out / ".rmmbatch").exists() or not any((out / ".rmmbatch").iterdir())
+
+    # re-run: finished outputs verified and skipped (same inode and mtime), broken one retried
+    before = {k: ((out / k).stat().st_ino, (out / k).stat().st_mtime_ns) for k in ("a.mp4", "b.mkv")}
+    outcome2, _ = _run([inputs / "a.mp4", inputs / "sub", inputs / "broken.mp4"], out, jobs=1)
+    assert [r.status for r in outcome2.results] == ["skipped", "skipped", "failed"]
+    assert before == {k: ((out / k).stat().st_ino, (out / k).stat().st_mtime_ns) for k in ("a.mp4", "b.mkv")}
+
+    # a damaged output is redone; a leftover temp file of a killed run is removed
+    (out / "a.mp4").write_bytes((out / "a.mp4").read_bytes()[:2000])
+    (out / ".a.partial-deadbeef.mp4").write_bytes(b"junk")
+    outcome3, _ = _run([inputs / "a.mp4"], out)
+    assert outcome3.results[0].status == "done" and scan_video(out / "a.mp4").frames == 30
+    assert not (out / ".a.partial-deadbeef.mp4").exists()
+
+    # other options: redone
+    ino = (out / "a.mp4").stat().st_ino
+    cfg = BatchConfig(out_dir=out, engine="upscale", options={**OPTS, "crf": 30}, quiet=True)
+    outcome4 = run_batch([str(inputs / "a.mp4")], cfg, out=io.StringIO())
+    assert outcome4.results[0].status == "done" and (out / "a.mp4").stat().st_ino != ino
+
+
+def test_segmented_file_equals_single_pass(tmp_path, inputs):
+    """Lossless encode: the segmented + joined output decodes to the very same frames."""
+    from _batch_clips import decoded
+
+    opts = {**OPTS, "crf": 0}
+    one = run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "one", engine="upscale",
+                    options=opts, quiet=True, segment_seconds=0), out=io.StringIO())
+    seg = run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "seg", engine="upscale",
+                    options=opts, quiet=True, segment_seconds=0.4, jobs=2), out=io.StringIO())
+    assert one.results[0].status == seg.results[0].status == "done"
+    assert seg.stats["tasks"] == 1 + 3 + 1  # prepare, 3 segments (cuts at 0.4 s and 0.8 s keyframes), join
+    a, b = decoded(tmp_path / "one" / "a.mp4"), decoded(tmp_path / "seg" / "a.mp4")
+    assert [p for p, _ in a] == [p for p, _ in b] == [p for p, _ in decoded(inputs / "a.mp4")]
+    assert all((x == y).all() for (_, x), (_, y) in zip(a, b))
+    assert audio_packets(tmp_path / "seg" / "a.mp4") == audio_packets(inputs / "a.mp4")
+
+
+def test_ray_missing_gives_install_hint(tmp_path, inputs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UserError, match=r"pip install 'rmmvideo\[ray\]'"):
+        _run([inputs / "a.mp4"], tmp_path / "out", ray="auto")
+
+
+def test_no_videos_is_user_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.txt").write_text("x")
+    with pytest.raises(UserError, match="no video files"):
+        _run([tmp_path / "in"], tmp_path / "out")
