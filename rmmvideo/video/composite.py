@@ -1,0 +1,250 @@
+"""Soft face masks and compositing of restored faces into (upscaled) frames, batched on tensors.
+
+Masks, all (N, 1, S, S) in [0, 1] in crop space, feathered, zero at the crop border (no visible
+box after pasting):
+
+- :func:`parsing_mask`: from the BiSeNet face parser (when the user has its weights): keep skin,
+  brows, eyes, glasses, ears, earrings, nose, mouth and lips (optionally hair), drop background,
+  neck, necklace, cloth and hat; blur heavily (sigma = 15.6 px at 512, the usual two 11-px
+  Gaussian passes) and fade a thin border to zero.
+- :func:`landmark_mask`: without a parser: the convex hull of the 68 points plus the brows lifted
+  towards the forehead, with a smooth ramp inside the hull edge.
+- :func:`ellipse_mask`: without landmarks: an ellipse fitted to the 5-point template.
+
+:func:`composite_faces` pastes restored crops into upscaled frames (inverse similarity warp
+composed with the upscale), keeping grey frames grey.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rmmvideo.video.align import compose_affine, invert_affine, paste_back, scale_affine
+
+# CelebAMask-HQ labels kept in the paste mask (see rmmvideo.models.face_parser.LABELS).
+FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+HAIR_LABEL = 17
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflect padding (radius 3 sigma)."""
+    if sigma <= 0:
+        return x
+    r = int(math.ceil(3.0 * sigma))
+    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    y = F.pad(x, (r, r, 0, 0), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, r, r), mode="reflect")
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def border_ramp(size: int, width: float, device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(1, 1, S, S): 0 on the outermost ``width`` pixels, smooth ramp to 1 over the next
+    ``width`` pixels (smoothstep), 1 inside."""
+    i = torch.arange(size, dtype=dtype, device=device)
+    d = torch.minimum(i, size - 1 - i)  # distance to the nearest border, pixels
+    r = ((d - width) / max(width, 1e-6)).clamp(0, 1)
+    r = r * r * (3 - 2 * r)
+    return (r[:, None] * r[None, :])[None, None]
+
+
+def labels_to_mask(labels: torch.Tensor, size: int, keep_hair: bool = False,
+                   blur_sigma: float | None = None, border: float | None = None) -> torch.Tensor:
+    """Parsing labels (N, h, w) long -> soft paste mask (N, 1, S, S).
+
+    Kept classes become 1, the rest 0; resized to S (area), blurred with ``blur_sigma`` pixels
+    (default 15.6 * S / 512) and faded to zero over a border (default 10 * S / 512 px)."""
+    keep = list(FACE_LABELS) + ([HAIR_LABEL] if keep_hair else [])
+    keep_t = torch.tensor(keep, device=labels.device)
+    m = torch.isin(labels, keep_t).float()[:, None]
+    if m.shape[-1] != size or m.shape[-2] != size:
+        m = F.interpolate(m, size=(size, size), mode="area" if m.shape[-1] > size else "bilinear",
+                          align_corners=None if m.shape[-1] > size else False)
+    sigma = 11.0 * math.sqrt(2.0) * size / 512.0 if blur_sigma is None else blur_sigma
+    width = 10.0 * size / 512.0 if border is None else border
+    m = gaussian_blur(m, sigma)
+    return (m * border_ramp(size, width, m.device, m.dtype)).clamp(0, 1)
+
+
+@torch.no_grad()
+def parsing_mask(parser: torch.nn.Module, crops: torch.Tensor, keep_hair: bool = False,
+                 parse_size: int = 512) -> torch.Tensor:
+    """Soft mask from the face parser.
+
+    Args:
+        parser: a :class:`rmmvideo.models.face_parser.BiSeNet` in eval mode, on crops' device.
+        crops: (N, 3, S, S) RGB in [0, 1] (the restored faces, aligned).
+        keep_hair: also keep hair (off by default: hair often runs into the crop border).
+        parse_size: side the parser sees (its checkpoint was trained at 512).
+    Returns:
+        (N, 1, S, S) in [0, 1].
+    """
+    from rmmvideo.models.face_parser import normalize
+
+    s = crops.shape[-1]
+    x = crops.float()
+    if s != parse_size:
+        x = F.interpolate(x, size=(parse_size, parse_size), mode="bilinear", align_corners=False,
+                          antialias=s > parse_size)
+    labels = parser(normalize(x)).argmax(1)
+    return labels_to_mask(labels, s, keep_hair=keep_hair).to(crops.dtype)
+
+
+def transform_points(matrices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply (N, 2, 3) affines to (N, P, 2) points -> (N, P, 2)."""
+    m = matrices.to(torch.float64)
+    p = torch.as_tensor(points, dtype=torch.float64, device=m.device)
+    return torch.einsum("nij,npj->npi", m[:, :, :2], p) + m[:, None, :, 2]
+
+
+def _convex_hulls(points: np.ndarray) -> list[np.ndarray]:
+    from scipy.spatial import ConvexHull
+
+    hulls = []
+    for p in points:
+        h = ConvexHull(p)
+        hulls.append(p[h.vertices])  # edge normals are oriented outwards below
+    return hulls
+
+
+def _soft_convex_polygons(hulls: list[np.ndarray], size: int, feather: float,
+                          device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:
+    """(N, 1, S, S): smoothstep of the inside distance to each convex polygon's edges, 0 at the
+    edge, 1 at ``feather`` pixels inside."""
+    n_e = max(len(h) for h in hulls)
+    normals = np.zeros((len(hulls), n_e, 2))
+    offsets = np.zeros((len(hulls), n_e))
+    for i, h in enumerate(hulls):
+        c = h.mean(0)
+        for e in range(n_e):
+            a, b = h[e % len(h)], h[(e + 1) % len(h)]
+            d = b - a
+            nrm = np.array([d[1], -d[0]]) / max(np.linalg.norm(d), 1e-9)
+            if np.dot(nrm, c - a) > 0:  # make it point outwards
+                nrm = -nrm
+            normals[i, e] = nrm
+            offsets[i, e] = np.dot(nrm, a)
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=dtype, device=device),
+                            torch.arange(size, dtype=dtype, device=device), indexing="ij")
+    nt = torch.as_tensor(normals, dtype=dtype, device=device)
+    ot = torch.as_tensor(offsets, dtype=dtype, device=device)
+    # Signed distance to the polygon (exact inside, <= outside): max over edges.
+    sd = (nt[:, :, 0, None, None] * xs + nt[:, :, 1, None, None] * ys - ot[:, :, None, None]).amax(1)
+    r = (-sd / max(feather, 1e-6)).clamp(0, 1)
+    return (r * r * (3 - 2 * r))[:, None]
+
+
+def landmark_mask(landmarks_crop: torch.Tensor, size: int, forehead: float = 0.5,
+                  feather: float | None = None, border: float | None = None) -> torch.Tensor:
+    """Soft face mask from 68 landmarks already in crop pixels.
+
+    The hull is taken over the 68 points plus the 10 brow points moved up (away from the mouth)
+    by ``forehead`` x the eye-to-mouth distance; the mask ramps from 0 on the hull to 1 at
+    ``feather`` pixels inside (default 10 % of S) and fades over a crop border (default 2 %).
+
+    Args:
+        landmarks_crop: (N, 68, 2).
+    Returns:
+        (N, 1, S, S) float32 in [0, 1].
+    """
+    lm = torch.as_tensor(landmarks_crop, dtype=torch.float64)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise ValueError(f"landmark_mask: expected (N, 68, 2), got {tuple(lm.shape)}")
+    dev = lm.device
+    if lm.shape[0] == 0:
+        return torch.zeros((0, 1, size, size), device=dev)
+    eyes = lm[:, 36:48].mean(1)
+    mouth = lm[:, 48:68].mean(1)
+    up = eyes - mouth  # towards the forehead, length = eye-to-mouth distance
+    lifted = lm[:, 17:27] + forehead * up[:, None, :]
+    pts = torch.cat([lm, lifted], 1).cpu().numpy()
+    feather = 0.1 * size if feather is None else feather
+    border = 0.02 * size if border is None else border
+    m = _soft_convex_polygons(_convex_hulls(pts), size, feather, dev, torch.float32)
+    return m * border_ramp(size, border, dev, torch.float32)
+
+
+def ellipse_mask(size: int, template: Sequence[Sequence[float]], n: int = 1, feather: float = 0.4,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Elliptical face mask from a normalised 5-point template (ModelConfig.template).
+
+    The ellipse spans about one eye distance either side of the face centre and from 1.2x the
+    eye-to-mouth distance above the eyes to 0.9x below the mouth; ``feather`` is the fraction
+    of the radius over which it fades. Returns (n, 1, S, S) float32."""
+    t = np.asarray(template, dtype=np.float64) * size - 0.5
+    eye_l, eye_r, _, m_l, m_r = t
+    eyes, mouth = (eye_l + eye_r) / 2, (m_l + m_r) / 2
+    d = np.linalg.norm(mouth - eyes)
+    a = 1.0 * np.linalg.norm(eye_r - eye_l)
+    b = 1.55 * d
+    c = eyes + (mouth - eyes) / max(d, 1e-9) * 0.35 * d
+    ang = math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0])
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32, device=device),
+                            torch.arange(size, dtype=torch.float32, device=device), indexing="ij")
+    dx, dy = xs - float(c[0]), ys - float(c[1])
+    u = dx * math.cos(ang) + dy * math.sin(ang)
+    v = -dx * math.sin(ang) + dy * math.cos(ang)
+    r = torch.sqrt((u / a) ** 2 + (v / b) ** 2)
+    x = ((1.0 - r) / feather).clamp(0, 1)
+    m = x * x * (3 - 2 * x) * border_ramp(size, 0.02 * size, device)[0, 0]
+    return m[None, None].expand(n, 1, size, size).contiguous()
+
+
+def is_grey(frames: torch.Tensor, tol: float = 4.0 / 255.0, max_fraction: float = 1e-3) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B,) bool: at most ``max_fraction`` of (subsampled) pixels
+    have a channel spread above ``tol``."""
+    step = max(1, min(frames.shape[-2:]) // 256)
+    x = frames[:, :, ::step, ::step].float()
+    spread = x.amax(1) - x.amin(1)
+    return (spread > tol).float().mean((1, 2)) <= max_fraction
+
+
+def to_grey(x: torch.Tensor) -> torch.Tensor:
+    """RGB (N, 3, H, W) -> luma Y (BT.601 weights) replicated on 3 channels."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
+
+
+def composite_faces(upscaled_frames: torch.Tensor, restored_crops: torch.Tensor, masks: torch.Tensor,
+                    frame_idx: torch.Tensor, matrices: torch.Tensor, scale: float,
+                    grey: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
+    """Paste restored faces into upscaled frames.
+
+    Args:
+        upscaled_frames: (B, 3, H', W') in [0, 1], the frames resized by ``scale``
+            (``F.interpolate``-style pixel centres).
+        restored_crops: (N, 3, S, S) aligned restored faces.
+        masks: (N, 1, S, S) soft masks (see the mask functions above).
+        frame_idx: (N,) long, the frame of each face.
+        matrices: (N, 2, 3) frame -> crop affines used to align the faces (original frame
+            pixels, before upscaling); not modified.
+        scale: upscale factor H' / H.
+        grey: (B,) bool, frames to keep grey (default: detected with :func:`is_grey`); faces
+            pasted into them are converted to luma.
+        inplace: write into ``upscaled_frames``.
+    Returns:
+        (B, 3, H', W').
+    """
+    if restored_crops.shape[0] == 0:
+        return upscaled_frames if inplace else upscaled_frames.clone()
+    dev = upscaled_frames.device
+    if grey is None:
+        grey = is_grey(upscaled_frames)
+    fidx = frame_idx.to(dev)
+    crops = restored_crops.to(dev)
+    g = grey.to(dev)[fidx]
+    if bool(g.any()):
+        crops = torch.where(g[:, None, None, None], to_grey(crops), crops)
+    m = matrices.to(dev, torch.float64)
+    to_canvas = compose_affine(scale_affine(scale, torch.float64, dev)[None], invert_affine(m))
+    return paste_back(upscaled_frames, crops, masks.to(dev), fidx, to_canvas, inplace=inplace)
