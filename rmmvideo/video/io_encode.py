@@ -289,19 +289,32 @@ class VideoWriter:
 
         For YUV pixel formats the colour conversion and chroma subsampling run on the tensor's
         device (GPU: the CPU is left to the encoder; half the transfer); else via `write`."""
+        if x.ndim != 3:
+            raise ValueError(f"expected tensor (3, {self.height}, {self.width}), got {tuple(x.shape)}")
+        self.write_batch(x[None], [pts])
+
+    def write_batch(self, x: torch.Tensor, pts: Sequence[int]) -> None:
+        """Queue B frames given as a (B, 3, H, W) float RGB tensor in [0, 1] with their pts.
+
+        One colour conversion and one device->host copy for the whole batch (see write_tensor)."""
         from rmmvideo.video.io_colour import YUV_FORMATS, rgb_to_yuv_planes
 
-        if x.ndim != 3 or tuple(x.shape) != (3, self.height, self.width):
-            raise ValueError(f"expected tensor (3, {self.height}, {self.width}), got {tuple(x.shape)}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.height, self.width) or x.shape[0] != len(pts):
+            raise ValueError(
+                f"expected tensor ({len(pts)}, 3, {self.height}, {self.width}) for {len(pts)} pts, got {tuple(x.shape)}"
+            )
         if self.pix_fmt in YUV_FORMATS:
-            planes = [p[0].cpu().numpy() for p in rgb_to_yuv_planes(x[None], self.pix_fmt)]
+            planes = [p.cpu().numpy() for p in rgb_to_yuv_planes(x, self.pix_fmt)]
             if self.pix_fmt.endswith("10le"):
                 planes = [p.astype(np.uint16) for p in planes]
-            self.write_yuv(planes, pts)
+            for i, t in enumerate(pts):
+                self.write_yuv([p[i] for p in planes], t)
         else:
             from rmmvideo.video.upscale import tensor_to_images
 
-            self.write(tensor_to_images(x[None], np.uint16 if self.bit_depth > 8 else np.uint8)[0], pts)
+            images = tensor_to_images(x, np.uint16 if self.bit_depth > 8 else np.uint8)
+            for img, t in zip(images, pts):
+                self.write(img, t)
 
     def _submit(self, item: tuple[str, object], pts: int) -> None:
         if self._closed:

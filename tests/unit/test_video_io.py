@@ -544,9 +544,18 @@ def test_write_tensor_equals_write(tmp_path, bit_depth):
     assert video_pts(a) == video_pts(b) == [0, 3000, 6000, 9000]
     for fa, fb in zip(decode_frames(a), decode_frames(b)):
         assert np.abs(fa.image.astype(int) - fb.image).mean() < 1.0
-    with VideoWriter(tmp_path / "c.mp4", **kw) as w:
+    c = tmp_path / "c.mp4"
+    with VideoWriter(c, **kw) as wc:  # a batch gives the same frames as one by one
+        x = torch.stack([torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img in frames])
+        wc.write_batch(x[:3], [0, 3000, 6000])
+        wc.write_batch(x[3:], [9000])
+    assert video_pts(c) == video_pts(b)
+    assert all(np.array_equal(fb.image, fc.image) for fb, fc in zip(decode_frames(b), decode_frames(c)))
+    with VideoWriter(tmp_path / "d.mp4", **kw) as w:
         with pytest.raises(ValueError, match="expected tensor"):
             w.write_tensor(torch.zeros(3, 48, 63), 0)
+        with pytest.raises(ValueError, match="expected tensor"):
+            w.write_batch(torch.zeros(2, 3, 48, 64), [0])
         with pytest.raises(ValueError, match="planes"):
             w.write_yuv([np.zeros((48, 64), np.uint8)] * 3, 0)
         w.write_tensor(torch.zeros(3, 48, 64), 0)
