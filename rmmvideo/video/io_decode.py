@@ -75,16 +75,22 @@ def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False) -> np.ndarr
 
 
 class _PtsFixer:
-    """Fill in missing pts (raw streams) from the previous step; keep given pts untouched."""
+    """Keep pts strictly increasing: fill in missing pts (raw streams) from the previous step and
+    nudge a repeated or backwards pts (broken muxers) to previous + 1; given pts stay untouched."""
 
     def __init__(self, default_step: int) -> None:
         self.prev: int | None = None
         self.step = max(1, default_step)
+        self.fixed = 0
 
     def __call__(self, pts: int | None) -> int:
         if pts is None:
             pts = 0 if self.prev is None else self.prev + self.step
-        elif self.prev is not None and pts > self.prev:
+            self.fixed += self.prev is not None
+        elif self.prev is not None and pts <= self.prev:
+            pts = self.prev + 1
+            self.fixed += 1
+        elif self.prev is not None:
             self.step = pts - self.prev
         self.prev = int(pts)
         return int(pts)
@@ -153,6 +159,8 @@ def _decode_sequential(
                 pass
         if index == 0:
             raise UserError(f"no decodable video frame in {path}")
+        if fix.fixed:
+            log.warning("%s: %d frames had missing or non-increasing pts; made increasing", path, fix.fixed)
         problems = []
         gap = float(np.median(gaps) * tb) if gaps else 0.0
         last_end = float(fix.prev * tb) + gap

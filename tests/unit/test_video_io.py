@@ -579,3 +579,11 @@ def test_transcode_ten_bit_odd_and_gray(make_clip, tmp_path):
     for f in decode_frames(up.output):
         img = f.image.astype(int)
         assert np.abs(img[..., 0] - img[..., 1]).max() <= 1 and np.abs(img[..., 2] - img[..., 1]).max() <= 1
+
+
+def test_pts_fixer_keeps_pts_increasing():
+    from rmmvideo.video.io_decode import _PtsFixer
+
+    fix = _PtsFixer(default_step=10)
+    assert [fix(p) for p in [None, None, 30, 30, 25, None, 100]] == [0, 10, 30, 31, 32, 52, 100]
+    assert fix.fixed == 4
