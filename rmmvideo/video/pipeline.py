@@ -207,7 +207,7 @@ class TrackStyler:
         if not new:
             return
         memory = self.model.memory  # type: ignore[attr-defined]
-        empty = memory.n_filled() == 0
+        empty = int(memory.filled.sum()) == 0
         for t, idx in new.items():
             conf = [i for i in idx if detected[i]] or idx
             slot = -1
@@ -301,8 +301,9 @@ class FaceRenderer:
             for i in range(0, n, k)
         ])
         if self.gray:
-            y = 0.299 * restored[:, 0] + 0.587 * restored[:, 1] + 0.114 * restored[:, 2]
-            restored = y.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+            from rmmvideo.video.composite import to_grey
+
+            restored = to_grey(restored)
         masks = self._masks(restored, fb.items, fb.mats)
         h, w = images.shape[1:3]
         oh, ow = canvas.shape[1:3]
@@ -334,13 +335,10 @@ class FaceRenderer:
     def _masks(self, restored: torch.Tensor, items: list[tuple[int, FacePlan]],
                mats: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) soft paste masks: face parsing when a parser is loaded, else landmarks."""
-        from rmmvideo.video import composite
+        from rmmvideo.video.composite import face_masks
 
-        size = restored.shape[-1]
-        if self.comps.parser is not None:
-            return composite.parsing_masks(self.comps.parser, restored)
         lm = torch.as_tensor(np.stack([f.landmarks68 for _, f in items]), dtype=torch.float64)
-        return composite.landmark_masks(lm, mats, size).to(restored.device, restored.dtype)
+        return face_masks(restored, mats, landmarks68=lm, parser=self.comps.parser).to(restored.dtype)
 
 
 @dataclass
