@@ -8,6 +8,8 @@ A config fixes:
   has ``n_rm3 - 1`` downsamplings and its decoder feature at level i is z_S for RM3 block i.
 - ``decoder_channels``: widths of the RM3 decoder blocks, lowest resolution first. RM3 block i
   runs at ``size / 2**(n_rm3 - 1 - i)``.
+- ``rm3_kernel``: kernel size of the RM3 convolutions (z_S -> gamma/beta, attention maps);
+  3 by default (older weights files without the key were built with 3).
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
 """
@@ -49,6 +51,7 @@ class ModelConfig:
     memory_size: int = 982
     key_dim: int = 128
     key_width: int = 64
+    rm3_kernel: int = 3
     template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
     template_name: str = "ffhq"
 
@@ -64,6 +67,8 @@ class ModelConfig:
         for what, div in (("n_rm3 - 1", 2 ** (n - 1)), ("wavelet_levels", 2**self.wavelet_levels)):
             if self.size % div:
                 raise UserError(f"config: size {self.size} is not divisible by 2**({what}) = {div}")
+        if self.rm3_kernel < 1 or self.rm3_kernel % 2 != 1:
+            raise UserError(f"config: rm3_kernel must be a positive odd number, got {self.rm3_kernel}")
         if len(self.template) != 5:
             raise UserError(f"config: template needs 5 points, got {len(self.template)}")
 

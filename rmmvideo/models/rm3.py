@@ -12,8 +12,8 @@ For a decoder feature ``h`` (B, C, H, W):
 that produce them: a conv on z_S for the spatial gamma/beta maps (S), a fully connected layer on
 z_N and one on z_W for per-channel gamma/beta (N, W; broadcast over H, W).
 
-Decision: the block predicts ``gamma = 1 + delta`` (as SPADE does) so that a freshly initialised
-block starts close to plain normalisation; ``rm3_modulate`` takes the final gamma.
+Decision: the layers predicting gamma start with bias 1 and small weights, so that a freshly
+initialised block starts close to plain normalisation (as SPADE's ``1 + gamma`` does).
 """
 
 from __future__ import annotations
@@ -40,14 +40,16 @@ def layer_norm(h: Tensor, eps: float = EPS) -> Tensor:
 
 
 def _mix(hn: Tensor, affines: Sequence[Affine], att_logits: Tensor) -> Tensor:
-    """Eqs. 2-3 / 5-6: sum_X (gamma_X * hn + beta_X) * softmax(att)_X, computed as
+    """Eqs. 2-3 / 5-6: ``sum_X (gamma_X * hn + beta_X) * softmax(att)_X``, computed as
     ``hn * sum_X gamma_X m_X + sum_X beta_X m_X`` (same value, fewer full-size passes)."""
     m = torch.softmax(att_logits, dim=1)  # (B, 3, H, W)
-    g = b = None
+    g: Tensor | None = None
+    b: Tensor | None = None
     for k, (gamma, beta) in enumerate(affines):
         mk = m[:, k : k + 1]
         g = gamma * mk if g is None else torch.addcmul(g, gamma, mk)
         b = beta * mk if b is None else torch.addcmul(b, beta, mk)
+    assert g is not None and b is not None
     return torch.addcmul(b, hn, g)
 
 
@@ -89,7 +91,7 @@ def rm3_modulate(
     big_i = _mix(h_i, in_affines, F.conv2d(h_i, att_in_weight, att_in_bias, padding=pad_i))
     big_l = _mix(h_l, ln_affines, F.conv2d(h_l, att_ln_weight, att_ln_bias, padding=pad_l))
     m_o = torch.sigmoid(F.conv2d(h, ao_weight, ao_bias, padding=pad_o))
-    return big_i * m_o + big_l * (1.0 - m_o)
+    return torch.lerp(big_l, big_i, m_o)  # = H_I * M_O + H_L * (1 - M_O)
 
 
 class RM3Block(nn.Module):
@@ -118,14 +120,18 @@ class RM3Block(nn.Module):
         self.att_in = nn.Conv2d(c, 3, k, padding=p)
         self.att_ln = nn.Conv2d(c, 3, k, padding=p)
         self.att_out = nn.Conv2d(c, 1, k, padding=p)
-        for m in (self.s_affine, self.n_affine, self.w_affine):
-            nn.init.normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            for m in (self.s_affine, self.n_affine, self.w_affine):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+                m.bias[: c].fill_(1.0)  # gamma_I
+                m.bias[2 * c : 3 * c].fill_(1.0)  # gamma_L
 
     @staticmethod
     def _split(t: Tensor) -> tuple[Affine, Affine]:
+        """``(B, 4C, ...)`` -> (gamma_I, beta_I), (gamma_L, beta_L)."""
         gi, bi, gl, bl = t.chunk(4, dim=1)
-        return (1.0 + gi, bi), (1.0 + gl, bl)
+        return (gi, bi), (gl, bl)
 
     def forward(self, h: Tensor, z_s: Tensor, z_n: Tensor, z_w: Tensor) -> Tensor:
         """

@@ -8,7 +8,7 @@ Generator data flow for a crop of side S (``cfg.size``) and n = ``cfg.n_rm3`` bl
     h = conv(bottleneck = z_S^1)                                   (decision: the decoder
     for i in 1..n: h = RM3_i(h, z_S^i, z_N^i, Z_W)                 starts from the U-Net
                    h = lrelu(conv3x3(h)); h = up2x(h) if i < n     bottleneck)
-    x_hr = x_mr + to_rgb(h)                                        (decision: residual on X_MR,
+    x_hr = x_mr + to_rgb(h)  (1x1 conv)                             (decision: residual on X_MR,
                                                                     so "RM3 0" is X_MR alone)
 
 Outputs are not clamped in training ([0, 1]-ish); ``RMM.restore`` clamps to [0, 1].
@@ -50,12 +50,13 @@ class RMMGenerator(nn.Module):
         self.mapping = MappingNetwork(cfg.z_n_dim, cfg.mapping_dim, cfg.mapping_layers, n)
         self.from_bottleneck = nn.Conv2d(uc[-1], dc[0], 3, 1, 1)
         self.blocks = nn.ModuleList(
-            RM3Block(dc[i], uc[n - 1 - i], cfg.mapping_dim, cfg.z_w_dim) for i in range(n)
+            RM3Block(dc[i], uc[n - 1 - i], cfg.mapping_dim, cfg.z_w_dim, cfg.rm3_kernel)
+            for i in range(n)
         )
         self.convs = nn.ModuleList(
             nn.Conv2d(dc[i], dc[min(i + 1, n - 1)], 3, 1, 1) for i in range(n)
         )
-        self.to_rgb = nn.Conv2d(dc[-1], 3, 3, 1, 1)
+        self.to_rgb = nn.Conv2d(dc[-1], 3, 1)
         with torch.no_grad():
             self.to_rgb.weight.mul_(0.1)
             self.to_rgb.bias.zero_()

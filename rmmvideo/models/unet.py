@@ -4,8 +4,13 @@ Levels follow ``config.unet_channels`` (full resolution first, ``n = len`` level
 stride-2 downsamplings). Encoder level j runs at ``S / 2**j``; the decoder goes back up with
 skip connections; its feature at each level is z_S for the RM3 block of that resolution.
 
-Decision: X_MR = x + to_rgb(d_0) (a residual on the resized input), so the U-Net starts from
-the identity and only has to learn the refinement (it is trained with reconstruction only).
+Decisions:
+- X_MR = x + to_rgb(d_0) (a residual on the resized input), so the U-Net starts from the
+  identity and only has to learn the refinement (it is trained with reconstruction only).
+- Skips are added, not concatenated (a light, FPN-like U-Net decoder, chosen for CPU speed):
+  ``d_j = lrelu(conv3x3(up2x(conv1x1(d_{j+1})) + e_j))``; the 1x1 lateral conv runs at the
+  lower resolution, so the full-resolution conv has ``channels[0]`` inputs instead of
+  ``channels[0] + channels[1]``.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ class UNet(nn.Module):
                         nn.Conv2d(ch[j], ch[j], 3, 1, 1), _act(),
                     )
                 )
-        # dec[j] fuses up(d_{j+1}) with enc_j, for j = n-2 .. 0
+        # lat[j] maps d_{j+1} to ch[j] channels (at the low resolution); dec[j] fuses
+        # up2x(lat[j](d_{j+1})) + e_j, for j = n-2 .. 0
+        self.lat = nn.ModuleList(nn.Conv2d(ch[j + 1], ch[j], 1) for j in range(n - 1))
         self.dec = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(ch[j + 1] + ch[j], ch[j], 3, 1, 1), _act()) for j in range(n - 1)
+            nn.Sequential(nn.Conv2d(ch[j], ch[j], 3, 1, 1), _act()) for j in range(n - 1)
         )
-        self.to_rgb = nn.Conv2d(ch[0], 3, 3, 1, 1)
+        self.to_rgb = nn.Conv2d(ch[0], 3, 1)
         nn.init.zeros_(self.to_rgb.weight)
         nn.init.zeros_(self.to_rgb.bias)
 
@@ -70,7 +77,7 @@ class UNet(nn.Module):
             skips.append(h)
         feats = [h]  # bottleneck, lowest resolution
         for j in range(n - 2, -1, -1):
-            up = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = self.dec[j](torch.cat([up, skips[j]], dim=1))
+            up = F.interpolate(self.lat[j](h), scale_factor=2.0, mode="nearest")
+            h = self.dec[j](up + skips[j])
             feats.append(h)
         return x + self.to_rgb(h), feats

@@ -45,7 +45,7 @@ def _reference(block: RM3Block, h, z_s, z_n, z_w) -> np.ndarray:
         def aff(t, k):  # k: 0 gamma_I, 1 beta_I, 2 gamma_L, 3 beta_L
             v = t[k * c : (k + 1) * c]
             v = v if v.ndim == 3 else v[:, None, None]
-            return 1.0 + v if k in (0, 2) else v
+            return v
 
         S_I, N_I, W_I = (aff(t, 0) * h_i + aff(t, 1) for t in (s, n, w))  # eq. 2
         S_L, N_L, W_L = (aff(t, 2) * h_l + aff(t, 3) for t in (s, n, w))  # eq. 5
