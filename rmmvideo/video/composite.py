@@ -200,6 +200,24 @@ def ellipse_mask(size: int, template: Sequence[Sequence[float]], n: int = 1, fea
     return m[None, None].expand(n, 1, size, size).contiguous()
 
 
+def face_masks(restored_crops: torch.Tensor, matrices: torch.Tensor,
+               landmarks68: torch.Tensor | np.ndarray | None = None, parser: torch.nn.Module | None = None,
+               template: Sequence[Sequence[float]] | None = None, keep_hair: bool = False) -> torch.Tensor:
+    """Paste masks for restored crops with the best available method: the parser when given,
+    else the landmark hull when ``landmarks68`` (N, 68, 2, frame pixels) are given, else the
+    template ellipse. ``matrices`` (N, 2, 3) are the frame -> crop affines. Returns
+    (N, 1, S, S) on the crops' device."""
+    n, s = restored_crops.shape[0], restored_crops.shape[-1]
+    dev = restored_crops.device
+    if parser is not None:
+        return parsing_mask(parser, restored_crops, keep_hair=keep_hair).float()
+    if landmarks68 is not None:
+        return landmark_mask(transform_points(matrices.to(dev), landmarks68), s).to(dev)
+    if template is None:
+        raise ValueError("face_masks: need a parser, landmarks68 or a template")
+    return ellipse_mask(s, template, n=n, device=dev)
+
+
 def is_grey(frames: torch.Tensor, tol: float = 4.0 / 255.0, max_fraction: float = 1e-3) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B,) bool: at most ``max_fraction`` of (subsampled) pixels
     have a channel spread above ``tol``."""

@@ -112,9 +112,17 @@ def random_fan_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def fan_det(random_fan_dir: Path) -> FanDetector:
+    return FanDetector(device="cpu", models_dir=random_fan_dir, max_side=None)
+
+
 def test_make_detector_choices(random_fan_dir: Path, tmp_path: Path):
     det, why = make_detector("auto", models_dir=random_fan_dir)
     assert isinstance(det, FanDetector) and det.name == "fan" and "FAN" in why
+    # The weights loaded are the files' weights.
+    ref = torch.load(random_fan_dir / FAN_FILE, weights_only=True)
+    assert all(torch.equal(v, ref[k]) for k, v in det.fan.state_dict().items())
     det, why = make_detector("auto", models_dir=tmp_path)
     assert isinstance(det, DlibDetector) and "dlib" in why
     with pytest.raises(UserError, match="missing"):
@@ -128,31 +136,27 @@ def test_make_detector_choices(random_fan_dir: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_fan_batched_landmarks_match_face_alignment(random_fan_dir: Path, monkeypatch):
+def test_fan_batched_landmarks_match_face_alignment(fan_det: FanDetector, monkeypatch):
     """Our batched FAN path equals face-alignment's own get_landmarks_from_image (which truncates
-    points to integers) for the same weights and box."""
+    points to integers) for the same network and box."""
+    import types
+
     import face_alignment
     import face_alignment.utils as fa_utils
 
     # Run face-alignment's numba helpers as plain Python (same code, no 15 s JIT compile).
     monkeypatch.setattr(fa_utils, "transform_np", fa_utils.transform_np.py_func)
     monkeypatch.setattr(fa_utils, "_get_preds_fromhm", fa_utils._get_preds_fromhm.py_func)
-    hub = random_fan_dir.parent / "torch_home"
-    (hub / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for n in (S3FD_FILE, FAN_FILE):
-        dst = hub / "hub" / "checkpoints" / n
-        if not dst.exists():
-            dst.symlink_to(random_fan_dir / n)
-    monkeypatch.setenv("TORCH_HOME", str(hub))
-    fa = face_alignment.FaceAlignment(
-        face_alignment.LandmarksType.TWO_D, device="cpu", flip_input=False, compile=False,
-        face_detector_kwargs={"path_to_detector": str(random_fan_dir / S3FD_FILE)},
-    )
-    ours = FanDetector(device="cpu", models_dir=random_fan_dir)
+    # face-alignment's FaceAlignment with our loaded network (skips loading it a second time).
+    fa = face_alignment.FaceAlignment.__new__(face_alignment.FaceAlignment)
+    fa.device, fa.dtype, fa.flip_input, fa.max_batch_size = "cpu", torch.float32, False, 1
+    fa.landmarks_type = face_alignment.LandmarksType.TWO_D
+    fa.face_alignment_net = fan_det.fan
+    fa.face_detector = types.SimpleNamespace(reference_scale=fa_utils.REFERENCE_SCALE)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (180, 240, 3), dtype=np.uint8), np.zeros((50, 60, 3), np.uint8)]
     boxes = [np.array([[40.0, 30.0, 140.0, 150.0, 0.9]]), np.zeros((0, 5))]
-    got = ours.landmarks(images, boxes)
+    got = fan_det.landmarks(images, boxes)
     assert [g.shape for g in got] == [(1, 68, 2), (0, 68, 2)]
     ref = fa.get_landmarks_from_image(images[0], detected_faces=[boxes[0][0, :4].astype(np.float64)])[0]
     # face-alignment truncates points to int32 (towards zero); ours are not rounded. A few points
@@ -165,14 +169,16 @@ def test_fan_batched_landmarks_match_face_alignment(random_fan_dir: Path, monkey
 
 
 @pytest.mark.slow
-def test_fan_batched_boxes_match_face_alignment(random_fan_dir: Path):
+def test_fan_batched_boxes_match_face_alignment(fan_det: FanDetector):
     from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
-    ref_det = SFDDetector(device="cpu", path_to_detector=str(random_fan_dir / S3FD_FILE))
-    ours = FanDetector(device="cpu", models_dir=random_fan_dir, max_side=None)
+    # face-alignment's detector object around the same network (its decoding, NMS and filter).
+    ref_det = SFDDetector.__new__(SFDDetector)
+    ref_det.device, ref_det.verbose, ref_det.filter_threshold = "cpu", False, 0.5
+    ref_det.face_detector = fan_det.s3fd
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
-    got = ours.detect_boxes(images)
+    got = fan_det.detect_boxes(images)
     ref = ref_det.detect_from_batch(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float())
     for g, r in zip(got, ref):
         r = np.array(r).reshape(-1, 5)
@@ -182,14 +188,19 @@ def test_fan_batched_boxes_match_face_alignment(random_fan_dir: Path):
 
 
 @pytest.mark.slow
-def test_fan_detect_end_to_end_with_downscale(random_fan_dir: Path):
-    det = FanDetector(device="cpu", models_dir=random_fan_dir, max_side=128, threshold=0.9, fan_batch=4)
+def test_fan_detect_end_to_end_with_downscale(fan_det: FanDetector):
+    import copy
+
+    det = copy.copy(fan_det)
+    det.max_side, det.threshold, det.fan_batch = 128, 0.9, 4
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 255, (200, 300, 3), dtype=np.uint8) for _ in range(2)]
+    boxes = det.detect_boxes(images)
     res = det.detect(images)
     assert len(res) == 2
-    for im, dets in zip(images, res):
-        for d in dets:  # random weights: any boxes, but well-formed and in frame coordinates
+    for im, bx, dets in zip(images, boxes, res):
+        assert len(dets) == len(bx)
+        for d, b in zip(dets, bx):  # random weights: any boxes, but well-formed, frame coordinates
             assert d.landmarks.shape == (68, 2) and np.isfinite(d.landmarks).all()
             assert d.score > 0.9
-            assert d.box[2] < 2.0 * im.shape[1]
+            np.testing.assert_allclose(d.box, b[:4])

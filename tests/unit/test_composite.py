@@ -16,6 +16,7 @@ from rmmvideo.video.align import align_matrices, five_points, warp_to_crops
 from rmmvideo.video.composite import (
     composite_faces,
     ellipse_mask,
+    face_masks,
     gaussian_blur,
     is_grey,
     labels_to_mask,
@@ -153,3 +154,12 @@ def test_gaussian_blur_preserves_constants_and_mass():
     d[0, 0, 20, 20] = 1.0
     b = gaussian_blur(d, 2.0)
     assert abs(float(b.sum()) - 1.0) < 1e-5 and float(b.max()) < 0.05
+
+
+def test_face_masks_picks_the_method():
+    frame, lm, m = _astronaut_case()
+    crops = warp_to_crops(frame, torch.tensor([0]), m, S)
+    by_lm = face_masks(crops, m, landmarks68=lm)
+    torch.testing.assert_close(by_lm, landmark_mask(transform_points(m, lm), S))
+    by_tpl = face_masks(crops, m, template=FFHQ_TEMPLATE)
+    torch.testing.assert_close(by_tpl, ellipse_mask(S, FFHQ_TEMPLATE))
