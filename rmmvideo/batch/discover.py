@@ -5,12 +5,14 @@
   output folder itself are skipped.
 - A file named explicitly (on the command line or in a manifest) is a job even when it is not a
   video: the job is then failed with the reason, so the user sees it in the report.
-- A manifest is a `.txt` (one path per line, `#` comments) or a `.csv` with a `path` column and
-  optional per-file option columns (scale, crf, ...). Relative paths are relative to the
-  manifest's folder. Manifest entries may be files or folders.
+- A manifest is a `.txt` (one path per line, `#` comments) or a `.csv` with a `path` column,
+  optional per-file option columns (scale, crf, ...) and an optional `output` column (output
+  path relative to DIR). Relative paths are relative to the manifest's folder. Manifest entries
+  may be files or folders.
 
-Output names: DIR / <path relative to the folder given, or the file name for files> with the
-extension chosen by `output_suffix`. Inputs are never written: an output that would land on an
+Output names: DIR / <path relative to the folder given; for a manifest entry the relative path
+as written (or its `output` cell); else the file name> with the extension chosen by
+`output_suffix`. Inputs are never written: an output that would land on an
 input is a UserError.
 """
 
@@ -78,10 +80,10 @@ def parse_option(name: str, value: str, where: str) -> Any:
         raise UserError(f"{where}: bad value {value!r} for {name}") from None
 
 
-def read_manifest(path: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Entries of a .txt or .csv manifest: (path, per-file options)."""
+def read_manifest(path: Path) -> list[tuple[Path, Path | None, dict[str, Any]]]:
+    """Entries of a .txt or .csv manifest: (path, output name relative to DIR or None, options)."""
     base = path.parent
-    entries: list[tuple[Path, dict[str, Any]]] = []
+    entries: list[tuple[Path, Path | None, dict[str, Any]]] = []
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -90,7 +92,7 @@ def read_manifest(path: Path) -> list[tuple[Path, dict[str, Any]]]:
         for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                entries.append((base / Path(line).expanduser(), {}))
+                entries.append((base / Path(line).expanduser(), _mirror(Path(line)), {}))
         return entries
     reader = csv.DictReader(text.splitlines())
     cols = [c.strip() for c in (reader.fieldnames or [])]
@@ -100,9 +102,22 @@ def read_manifest(path: Path) -> list[tuple[Path, dict[str, Any]]]:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         if not row.get("path"):
             continue
-        opts = {k: parse_option(k, v, f"{path}:{n}") for k, v in row.items() if k != "path" and v != ""}
-        entries.append((base / Path(row["path"]).expanduser(), opts))
+        opts = {k: parse_option(k, v, f"{path}:{n}") for k, v in row.items()
+                if k not in ("path", "output") and v != ""}
+        rel = _mirror(Path(row["path"]))
+        if row.get("output"):
+            rel = _mirror(Path(row["output"]))
+            if rel is None:
+                raise UserError(f"{path}:{n}: output must be a relative path inside DIR, got {row['output']!r}")
+        entries.append((base / Path(row["path"]).expanduser(), rel, opts))
     return entries
+
+
+def _mirror(p: Path) -> Path | None:
+    """`p` as an output name under DIR if it is relative and stays inside, else None."""
+    if p.is_absolute() or ".." in p.parts or str(p).startswith("~"):
+        return None
+    return p
 
 
 def _walk(folder: Path, skip: Path) -> Iterable[Path]:
@@ -142,15 +157,15 @@ def discover(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
         rel_out = rel.with_suffix(output_suffix(file))
         jobs.append(Job(input=file, output=out / rel_out, key=rel_out.as_posix(), options=dict(options), error=reason))
 
-    def add_path(p: Path, options: dict[str, Any], from_manifest: bool) -> None:
+    def add_path(p: Path, options: dict[str, Any], from_manifest: bool, rel: Path | None = None) -> None:
         if p.is_dir():
             for f in _walk(p, out):
-                add(f, f.relative_to(p), options, explicit=False)
+                add(f, (rel or Path()) / f.relative_to(p), options, explicit=False)
         elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file() and not from_manifest:
-            for entry, opts in read_manifest(p):
-                add_path(entry, opts, from_manifest=True)
+            for entry, entry_rel, opts in read_manifest(p):
+                add_path(entry, opts, from_manifest=True, rel=entry_rel)
         elif p.exists() or from_manifest:
-            add(p, Path(p.name), options, explicit=True)
+            add(p, rel or Path(p.name), options, explicit=True)
         else:
             raise UserError(f"input not found: {p}")
 

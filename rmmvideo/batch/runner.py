@@ -340,7 +340,9 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         "frames_per_second": round(frames_done / wall, 3) if wall > 0 else None,
         "tasks": len(task_seconds),
         "task_seconds": round(sum(task_seconds), 3),
+        # submission -> result minus the task's own run time: scheduling, transfer, worker start-up
         "overhead_per_task_seconds": round(sum(overheads) / len(overheads), 4) if overheads else None,
+        "overhead_per_task_median_seconds": round(sorted(overheads)[len(overheads) // 2], 4) if overheads else None,
     }
     report = write_report(out_dir, ordered, {"stats": stats})
     print_summary(ordered, out)

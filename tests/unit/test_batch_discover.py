@@ -49,12 +49,15 @@ def test_manifests_txt_and_csv_with_options(tmp_path, clip):
     shutil.copy(clip, tmp_path / "v" / "two.mov")
     (tmp_path / "list.txt").write_text("# reels\nv/one.mkv\n\nv/missing.mp4\n")
     jobs = discover([tmp_path / "list.txt"], tmp_path / "out")
-    assert [j.key for j in jobs] == ["one.mkv", "missing.mp4"]
+    assert [j.key for j in jobs] == ["v/one.mkv", "v/missing.mp4"]  # relative entries mirrored
     assert jobs[1].error is not None and "not found" in jobs[1].error
-    (tmp_path / "list.csv").write_text("path,scale,crf\nv/one.mkv,4,20\nv/two.mov,,\n")
+    two = (tmp_path / "v" / "two.mov").resolve()
+    (tmp_path / "list.csv").write_text(f"path,scale,crf,output\nv/one.mkv,4,20,\n{two},,,reels/r2.mov\n")
     jobs = discover([tmp_path / "list.csv"], tmp_path / "out")
     assert jobs[0].options == {"scale": 4.0, "crf": 20} and jobs[1].options == {}
-    assert jobs[1].key == "two.mov"
+    assert [j.key for j in jobs] == ["v/one.mkv", "reels/r2.mov"]
+    (tmp_path / "abs.txt").write_text(f"{two}\n")
+    assert [j.key for j in discover([tmp_path / "abs.txt"], tmp_path / "out")] == ["two.mov"]
     (tmp_path / "bad.csv").write_text("path,colour\nv/one.mkv,red\n")
     with pytest.raises(UserError, match="unknown option column"):
         discover([tmp_path / "bad.csv"], tmp_path / "out")
