@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rmmvideo.cli.main import main
+from rmmvideo.config import ModelConfig
+from rmmvideo.models.rmm import RMM
+from rmmvideo.models.weights import save_pretrained
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
+TINY = ModelConfig(
+    name="tiny", size=32, unet_channels=(4, 8, 8), decoder_channels=(8, 8, 4), z_n_dim=8,
+    mapping_layers=2, mapping_dim=8, wavelet_levels=2, memory_size=6, key_dim=8, key_width=4,
+)
+
+
+def test_info_config_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--config", str(CONFIGS / "rmm-small.yaml"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    cfg = ModelConfig.from_yaml(CONFIGS / "rmm-small.yaml")
+    pc = RMM(cfg).parameter_counts()
+    assert info["parameters"] == pc
+    assert info["rm3_blocks"] == cfg.n_rm3 and info["z_w_dim"] == cfg.z_w_dim
+    assert info["crop_size"] == 128 and info["memory_filled"] is None
+    assert info["template_name"] == cfg.template_name
+
+
+def test_info_paper_config_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--config", str(CONFIGS / "rmm-512.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "RM3 blocks   7 at 8, 16, 32, 64, 128, 256, 512 px" in out
+    assert "Z_W          765" in out and "Z_N          512" in out
+    assert "982 slots" in out and "512x512" in out
+    assert "total" in out
+
+
+def test_info_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    m = RMM(TINY)
+    m.memory.update(torch.randn(1, 8), torch.rand(1, 45))
+    p = save_pretrained(m, tmp_path / "w.safetensors", extra={"steps": 3})
+    assert main(["info", "--weights", str(p), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["memory_filled"] == 1 and info["memory_size"] == 6
+    assert info["source"]["extra"] == {"steps": 3}
+    assert info["parameters"]["total"] == sum(t.numel() for t in m.parameters())
+    assert main(["info", "--weights", str(p)]) == 0
+    assert "1 / 6 slots filled" in capsys.readouterr().out
+
+
+def test_info_missing_file_is_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
