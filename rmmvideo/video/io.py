@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from rmmvideo.video.io_decode import (
     DecodedFrame,
     OnDamage,
@@ -116,10 +118,15 @@ def transcode_upscale(
         on_cpu = torch.device(device).type == "cpu"
         try:
             for f in frames:
-                if on_cpu:  # uint8 fast path for bicubic; swscale converts to YUV in the writer thread
-                    writer.write(upscale_images(f.image, scale, device, method), f.pts)  # type: ignore[arg-type]
-                else:  # upscale and convert to YUV on the device, copy back 4:2:0 planes
-                    with torch.inference_mode():
+                with torch.inference_mode():
+                    if on_cpu and method == "bicubic" and f.image.dtype == np.uint8:
+                        # uint8 kernel on a channels-last view; its (3, H, W) result goes to
+                        # swscale as planar RGB (no interleaving copy), converted in the writer thread
+                        x = torch.from_numpy(f.image).permute(2, 0, 1)[None]
+                        writer.write_chw(upscale(x, scale, "bicubic")[0].numpy(), f.pts)
+                    elif on_cpu:
+                        writer.write(upscale_images(f.image, scale, device, method), f.pts)  # type: ignore[arg-type]
+                    else:  # upscale and convert to YUV on the device, copy back 4:2:0 planes
                         x = upscale(images_to_tensor(f.image, device), scale, method)  # type: ignore[arg-type]
                         writer.write_tensor(x[0], f.pts)
         finally:

@@ -587,3 +587,19 @@ def test_pts_fixer_keeps_pts_increasing():
     fix = _PtsFixer(default_step=10)
     assert [fix(p) for p in [None, None, 30, 30, 25, None, 100]] == [0, 10, 30, 31, 32, 52, 100]
     assert fix.fixed == 4
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_write_chw_equals_write(tmp_path, dtype):
+    frames = [synthetic_image(i, 64, 48).astype(dtype) * (257 if dtype == np.uint16 else 1) for i in range(3)]
+    kw = dict(width=64, height=48, time_base=Fraction(1, 90000), preset="ultrafast",
+              bit_depth=10 if dtype == np.uint16 else 8)
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    with VideoWriter(a, **kw) as wa, VideoWriter(b, **kw) as wb:
+        for i, img in enumerate(frames):
+            wa.write(img, i)
+            wb.write_chw(np.ascontiguousarray(img.transpose(2, 0, 1)), i)
+        with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+            wb.write_chw(img, 10)
+    for fa, fb in zip(decode_frames(a, high_bit_depth=True), decode_frames(b, high_bit_depth=True)):
+        assert np.array_equal(fa.image, fb.image)
