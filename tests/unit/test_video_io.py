@@ -124,8 +124,21 @@ def test_probe_bad_inputs(tmp_path, make_clip):
     cases["text"] = text
     cases["audio-only"] = make_clip("sound.m4a", video=False)
     cases["folder"] = tmp_path
+    noframes = tmp_path / "noframes.mkv"  # a video stream that holds no frame, beside audio
+    with av.open(str(noframes), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        aus = out.add_stream("aac", rate=44100)
+        for start in range(0, 8192, 1024):
+            af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 44100, start
+            for packet in aus.encode(af):
+                out.mux(packet)
+        for packet in aus.encode(None):
+            out.mux(packet)
+    cases["no-frame"] = noframes
     expect = {"missing": "not found", "empty": "empty", "text": "not a readable media file",
-              "audio-only": "audio-only", "folder": "not a file"}
+              "audio-only": "audio-only", "folder": "not a file", "no-frame": "no decodable video frame"}
     for name, path in cases.items():
         with pytest.raises(UserError) as e:
             probe(path)
