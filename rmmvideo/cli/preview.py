@@ -1,0 +1,41 @@
+"""`rmmvideo preview`: one frame, restored as `run` would, side by side with the input."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "preview one frame: [input upscaled | restored] as a PNG (frame-accurate seek)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rmmvideo.cli.run import add_restore_options
+
+    p.add_argument("input", help="input video (any format FFmpeg reads)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--frame", type=int, default=None, help="0-based frame index (presentation order)")
+    where.add_argument("--at", default=None,
+                       help="time from the first frame: HH:MM:SS.mmm, MM:SS.mmm or seconds")
+    p.add_argument("-o", "--output", default=None,
+                   help="output image (default: beside the input, INPUT_STEM.frameN.png)")
+    p.add_argument("--overlay", action="store_true",
+                   help="draw track ids, crop boxes and paste-mask outlines on the restored half")
+    p.add_argument("--window", type=int, default=24,
+                   help="frames of tracking context before the frame (tracks are rebuilt over this window)")
+    add_restore_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rmmvideo.cli.run import restore_options
+    from rmmvideo.video.preview import (
+        check_output, default_preview_path, parse_timestamp, render_preview, save_preview,
+    )
+
+    at = parse_timestamp(args.at) if args.at is not None else None
+    if args.output is not None:
+        check_output(args.output, args.input)  # fail before any work
+    res = render_preview(args.input, index=args.frame, time=at, options=restore_options(args),
+                         window=args.window, keep_masks=args.overlay)
+    target = args.output or default_preview_path(args.input, res.info.index)
+    written = save_preview(target, res.side_by_side(args.overlay), input=args.input)
+    print(f"{res.info.line()} -> {written}")
+    return 0
