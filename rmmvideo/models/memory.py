@@ -9,7 +9,10 @@ Decisions (see docs/rmm-notes.md):
   floor). Why not softmax: Z_W entries are band averages of order 1e-3..1e-1, so a softmax of
   them is nearly uniform and every KL would be ~0 (everything "similar", the threshold eta =
   0.7 would never fire). The abs/sum form is scale invariant and compares the spectral shape of
-  the two codes, which is what the memory should tell apart.
+  the two codes, which is what the memory should tell apart. Measured on 100 UTKFace crops at
+  128 px (4-level codes): pairwise KL_w quantiles 10% / 50% / 90% = 0.51 / 0.70 / 1.01, so the
+  paper's eta = 0.7 splits pairs of different faces about in half (a useful threshold); the same
+  face rescaled by 6% gives 0.36 / 0.52 / 0.69.
 - Write slot: when the top-1 value is not similar (KL_w >= eta) the pair (q, Z_W) goes into the
   oldest slot (empty slots first, then the largest age; ties -> lowest index), as in Kaiser et
   al. 2017 ("Learning to remember rare events"), the paper's memory lineage. Every update call

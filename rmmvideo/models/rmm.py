@@ -11,6 +11,10 @@ Generator data flow for a crop of side S (``cfg.size``) and n = ``cfg.n_rm3`` bl
     x_hr = x_mr + to_rgb(h)  (1x1 conv)                             (decision: residual on X_MR,
                                                                     so "RM3 0" is X_MR alone)
 
+Decision: Z_W enters the RM3 blocks multiplied by ``ZW_INPUT_SCALE`` (50): on face crops in
+[0, 1] its entries are ~5e-3 on average (max ~0.4), too small for the W layers to use early in
+training; the scale brings them to O(0.1-1). The memory stores and retrieves the unscaled code.
+
 Outputs are not clamped in training ([0, 1]-ish); ``RMM.restore`` clamps to [0, 1].
 """
 
@@ -30,6 +34,9 @@ from rmmvideo.models.memory import WaveletMemory
 from rmmvideo.models.rm3 import RM3Block
 from rmmvideo.models.unet import UNet
 from rmmvideo.models.wavelet import wavelet_style_code
+
+
+ZW_INPUT_SCALE = 50.0
 
 
 def make_noise(seed: int, n: int, dim: int) -> Tensor:
@@ -86,9 +93,10 @@ class RMMGenerator(nn.Module):
         x_mr, z_s = self.unet(x_lq)
         w_n = self.mapping(z_n)  # (B, n, mapping_dim)
         h = self.from_bottleneck(z_s[0])
+        zw_in = z_w * ZW_INPUT_SCALE
         n = cfg.n_rm3
         for i in range(n):
-            h = self.blocks[i](h, z_s[i], w_n[:, i], z_w)
+            h = self.blocks[i](h, z_s[i], w_n[:, i], zw_in)
             h = F.leaky_relu(self.convs[i](h), 0.2)
             if i < n - 1:
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")

@@ -112,6 +112,9 @@ def read_metadata(path: str | Path | None = None) -> dict[str, Any]:
 def from_pretrained(path: str | Path | None = None, device: str | torch.device = "cpu") -> RMM:
     """Build an RMM from a weights file's embedded config and load it strictly (eval mode).
 
+    Tensors stored in another floating dtype (e.g. float16 to halve the file) are cast into the
+    float32 model; names and shapes must match exactly.
+
     Args:
         path: ``.safetensors`` file, or None for the bundled default weights.
         device: where to put the model.

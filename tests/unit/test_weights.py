@@ -90,3 +90,19 @@ def test_default_weights_path() -> None:
     else:
         with pytest.raises(UserError, match="no bundled weights"):
             from_pretrained()
+
+
+def test_half_precision_file_loads_into_float32_model(tmp_path: Path) -> None:
+    m = _trained_like()
+    half = RMM(TINY)
+    half.load_state_dict(m.state_dict())
+    p = save_pretrained(half.half(), tmp_path / "h.safetensors")
+    assert load_file(str(p))["generator.to_rgb.weight"].dtype == torch.float16
+    loaded = from_pretrained(p)
+    w = loaded.generator.to_rgb.weight
+    assert w.dtype == torch.float32
+    assert torch.equal(w, m.generator.to_rgb.weight.half().float())
+    assert torch.equal(loaded.memory.filled, m.memory.filled)
+    assert loaded.memory.ages.dtype == torch.long
+    out = loaded.restore(torch.rand(1, 3, 32, 32), noise=make_noise(0, 1, 8))
+    assert bool(torch.isfinite(out.x_hr).all())
