@@ -131,18 +131,25 @@ class DlibDetector:
             self._cnn = None
             self._hog = dlib_models.hog_detector()
 
-    def _boxes(self, small: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        out = []
-        if self._cnn is not None:
-            for d in self._cnn(small, self.upsample):
-                if d.confidence >= self.min_score:
-                    r = d.rect
-                    out.append((np.array([r.left(), r.top(), r.right(), r.bottom()], float),
-                                float(d.confidence)))
-        else:
-            rects, scores, _ = self._hog.run(small, self.upsample, self.min_score)
-            for r, s in zip(rects, scores):
-                out.append((np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s)))
+    def _hog_boxes(self, small: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        rects, scores, _ = self._hog.run(small, self.upsample, self.min_score)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s))
+                for r, s in zip(rects, scores)]
+
+    def _cnn_boxes(self, smalls: list[np.ndarray]) -> list[list[tuple[np.ndarray, float]]]:
+        """The CNN detector, one batched call per group of equally sized images."""
+        out: list[list[tuple[np.ndarray, float]]] = [[] for _ in smalls]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(smalls):
+            groups.setdefault(im.shape, []).append(i)
+        for idx in groups.values():
+            res = self._cnn([smalls[i] for i in idx], self.upsample, batch_size=len(idx))
+            for i, dets in zip(idx, res):
+                for d in dets:
+                    if d.confidence >= self.min_score:
+                        r = d.rect
+                        out[i].append((np.array([r.left(), r.top(), r.right(), r.bottom()], float),
+                                       float(d.confidence)))
         return out
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -152,14 +159,18 @@ class DlibDetector:
         from rmmvideo.video.dlib_models import shape_to_numpy
 
         _check_images(images)
+        full = [np.ascontiguousarray(im) for im in images]
+        factors = [_downscale_factor(im.shape[0], im.shape[1], self.max_side) for im in full]
+        smalls = [_resize_area(im, f) if f < 1.0 else im for im, f in zip(full, factors)]
+        if self._cnn is not None:
+            boxes = self._cnn_boxes(smalls)
+        else:
+            boxes = [self._hog_boxes(sm) for sm in smalls]
         results: list[list[Detection]] = []
-        for im in images:
-            im = np.ascontiguousarray(im)
+        for im, f, bxs in zip(full, factors, boxes):
             h, w = im.shape[:2]
-            f = _downscale_factor(h, w, self.max_side)
-            small = _resize_area(im, f) if f < 1.0 else im
             dets = []
-            for box_s, score in self._boxes(small):
+            for box_s, score in bxs:
                 # Map box corners back to full-resolution pixel coordinates.
                 box = (box_s + 0.5) / f - 0.5
                 box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])

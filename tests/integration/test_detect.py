@@ -240,3 +240,21 @@ def test_dlib_tracking_and_alignment_on_a_real_clip():
     mapped = torch.einsum("nij,npj->npi", m[:, :, :2], torch.from_numpy(smooth)) + m[:, None, :, 2]
     err = (mapped - template_points(FFHQ_TEMPLATE, 256)).norm(dim=-1)
     assert float(err[:, :2].max()) < 12.0  # eyes within a few pixels of the template at 256
+
+
+@pytest.mark.slow
+def test_dlib_cnn_detector_finds_the_astronaut():
+    from skimage import data as skdata
+
+    img = np.ascontiguousarray(skdata.astronaut()[20:260, 110:350])  # around the face: fast on CPU
+    dets = DlibDetector(max_side=None, use_cnn=True).detect([img, np.zeros((64, 64, 3), np.uint8)])
+    assert [len(d) for d in dets] == [1, 0]
+    hog = DlibDetector(max_side=None).detect([img])[0][0]
+    assert box_iou_1(dets[0][0].box, hog.box) > 0.4
+    assert np.median(np.linalg.norm(dets[0][0].landmarks - hog.landmarks, axis=1)) < 5.0
+
+
+def box_iou_1(a: np.ndarray, b: np.ndarray) -> float:
+    from rmmvideo.video.track import box_iou
+
+    return float(box_iou(a, b)[0, 0])
