@@ -172,12 +172,21 @@ class RMM(nn.Module):
             slots: ``(B,)`` long memory slots to read Z_W from, or None; None or entries -1 =
                 retrieve top-1 by the query (the query net runs only for those).
         Returns:
-            RestoreOutput. Same inputs, noise and slots give bit-identical outputs (eval mode).
-            An empty memory gives a zero Z_W and slot -1.
+            RestoreOutput. Same inputs, noise and slots give bit-identical outputs. An empty
+            memory gives a zero Z_W and slot -1. Runs in eval mode (a model in training mode
+            is switched to eval for the call and back, so BatchNorm statistics never move).
 
         Raises:
             UserError: bad shapes, or a given slot that is out of range or empty.
         """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._restore(x_lq, noise, slots)
+        finally:
+            self.train(was_training)
+
+    def _restore(self, x_lq: Tensor, noise: Tensor | None, slots: Tensor | None) -> RestoreOutput:
         cfg = self.config
         x = self._to_size(x_lq)
         b, dev = x.shape[0], x.device

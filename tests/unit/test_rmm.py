@@ -75,6 +75,12 @@ def test_restore_deterministic_with_noise_and_slot() -> None:
     assert torch.equal(a.x_hr, b.x_hr) and torch.equal(a.x_mr, b.x_mr)
     assert torch.equal(a.slots, slots) and bool(a.sims.isnan().all())
     assert float(a.x_hr.min()) >= 0.0 and float(a.x_hr.max()) <= 1.0
+    m.train()
+    bn_before = m.keynet.bn1.running_mean.clone()
+    t = m.restore(x, noise=noise)  # training mode: restore still runs in eval mode
+    assert m.training and torch.equal(bn_before, m.keynet.bn1.running_mean)
+    m.eval()
+    assert torch.equal(t.x_hr, m.restore(x, noise=noise).x_hr)
     c = m.restore(x, noise=make_noise(8, 3, 8), slots=slots)
     assert not torch.equal(a.x_hr, c.x_hr)  # noise matters
     torch.manual_seed(3)

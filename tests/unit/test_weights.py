@@ -79,6 +79,15 @@ def test_load_errors(tmp_path: Path) -> None:
         read_metadata(garbage)
 
 
+def test_small_config_file_fits_the_bundle_limit(tmp_path: Path) -> None:
+    cfg = ModelConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs/models/rmm-small.yaml")
+    m = RMM(cfg)
+    m.memory.filled[:] = True
+    p = save_pretrained(m, tmp_path / "small.safetensors")
+    assert p.stat().st_size <= 30 * 1024 * 1024
+    assert 2_000_000 <= m.parameter_counts()["total"] <= 7_000_000  # a real model, a few M
+
+
 def test_default_weights_path() -> None:
     p = default_weights_path()
     assert p.name == "rmm-small.safetensors" and p.parent.name == "weights"
