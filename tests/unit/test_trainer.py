@@ -102,6 +102,14 @@ def test_export_ema_with_metadata(tmp_path):
     train_meta = weights.read_metadata(path)["extra"]["training"]
     assert train_meta["steps"] == 2
     assert train_meta["active_losses"] == ["rec", "rec_mr", "adv", "triplet"]
+    # float16 export: half the size, loads back into a float32 model close to the EMA
+    half = t.export(tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    lh = weights.from_pretrained(half)
+    for (k, v), v2 in zip(t.ema.state_dict().items(), lh.state_dict().values()):
+        assert v2.dtype == v.dtype
+        if v.is_floating_point():
+            assert torch.allclose(v, v2, rtol=1e-3, atol=1e-4), k
 
 
 def test_shipped_train_configs_load():
