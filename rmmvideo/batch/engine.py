@@ -53,10 +53,36 @@ def _pipeline():
 
 
 def _restore_options(options: dict[str, Any]):
+    """RestoreOptions from the batch's option dict (unknown keys ignored; workers are quiet:
+    the coordinator draws the progress)."""
     pipeline = _pipeline()
     fields = getattr(pipeline.RestoreOptions, "__dataclass_fields__", {})
     known = {k: v for k, v in options.items() if k in fields and v is not None}
+    if "quiet" in fields:
+        known["quiet"] = True
     return pipeline.RestoreOptions(**known)
+
+
+# model + detector per worker process, reused by every file and segment it renders
+_COMPONENTS: dict[tuple, Any] = {}
+
+
+def _components(opts: Any) -> Any:
+    key = tuple(str(getattr(opts, k, None)) for k in ("weights", "device", "detector", "models_dir", "parser"))
+    comps = _COMPONENTS.get(key)
+    if comps is None:
+        _COMPONENTS.clear()  # one set at a time: weights can be large
+        comps = _COMPONENTS[key] = _pipeline().build_components(opts)
+    return comps
+
+
+def _with_progress(fn: Callable, kwargs: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
+    """Add `progress=` when the pipeline function accepts it."""
+    import inspect
+
+    if progress is not None and "progress" in inspect.signature(fn).parameters:
+        kwargs["progress"] = progress
+    return kwargs
 
 
 def _summary(s: Any) -> dict[str, int]:
@@ -120,7 +146,9 @@ def restore_file(
     _check(engine)
     if engine == "rmm":
         p = _pipeline()
-        return _summary(p.restore_video(input_path, output, _restore_options(options), progress=progress))
+        opts = _restore_options(options)
+        kw = _with_progress(p.restore_video, {"components": _components(opts)}, progress)
+        return _summary(p.restore_video(input_path, output, opts, **kw))
     return upscale_range(input_path, output, options, progress=progress, audio=True)
 
 
@@ -129,11 +157,10 @@ def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[
     _check(engine)
     if engine == "rmm":
         p = _pipeline()
-        table = p.analyze_video(input_path, _restore_options(options))
-        tmp = table_path.with_name(f".{table_path.name}.partial")
-        table.save(tmp)
-        os.replace(tmp, table_path)
-        return {"faces": int(getattr(table, "num_faces", 0) or 0), "tracks": int(getattr(table, "num_tracks", 0) or 0)}
+        opts = _restore_options(options)
+        table = p.analyze_video(input_path, opts, components=_components(opts))
+        table.save(table_path)  # atomic (temp + rename)
+        return {"faces": sum(len(f) for f in table.faces.values()), "tracks": len(table.styles)}
     return {"faces": 0, "tracks": 0}
 
 
@@ -151,9 +178,11 @@ def render_segment(
     _check(engine)
     if engine == "rmm":
         p = _pipeline()
-        assert table_path is not None
+        if table_path is None:
+            raise RuntimeError("segment render without the analysis pass's track table")
         table = p.TrackTable.load(table_path)
-        s = p.render_video(input_path, output, _restore_options(options), table,
-                           start_pts=start_pts, end_pts=end_pts, audio=False)
+        opts = _restore_options(options)
+        kw = _with_progress(p.render_video, {"components": _components(opts)}, progress)
+        s = p.render_video(input_path, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False, **kw)
         return _summary(s)
     return upscale_range(input_path, output, options, start_pts, end_pts, progress)

@@ -79,7 +79,6 @@ class _Live:
     work: Path
     failed: bool = False
     pending: set[int] = field(default_factory=set)
-    seg_faces: int = 0  # faces rendered by this run's segments
     seconds: float = 0.0
 
 
@@ -203,7 +202,7 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         rec.status, rec.error, rec.finished = "done", None, time.time()
         rec.frames, rec.faces, rec.tracks = frames, faces, tracks
         rec.seconds += live.seconds
-        rec.segment_status = {}
+        rec.segment_status = {}  # done: the segments are deleted with the work folder
         shutil.rmtree(live.work, ignore_errors=True)
         results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "done", frames, faces,
                                            tracks, round(live.seconds, 2))
@@ -246,15 +245,16 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
             finish(live, int(res["frames"]), int(res["faces"]), int(res["tracks"]))
         elif spec.kind == "render":
             i = int(spec.segment["index"])
-            rec.segment_status[str(i)] = SegmentRecord("done", int(res["frames"]), round(res["seconds"], 3))
-            live.seg_faces += int(res.get("faces", 0))
+            rec.segment_status[str(i)] = SegmentRecord("done", int(res["frames"]), round(res["seconds"], 3),
+                                                        faces=int(res.get("faces", 0)))
             live.pending.discard(i)
             if not live.pending:
                 push(live, "join", label=f"{live.job.key} join")
         elif spec.kind == "join":
-            # faces: per-frame detections over the file (the analysis pass counts them all, reused
-            # segments included); tracks: from the analysis pass (segments would double-count)
-            finish(live, int(res["frames"]), max(rec.faces, live.seg_faces), rec.tracks)
+            # faces: restored in the segments (earlier runs' included); tracks: from the analysis
+            # pass (segments would count a track crossing a cut twice)
+            faces = sum(r.faces for r in rec.segment_status.values())
+            finish(live, int(res["frames"]), faces, rec.tracks)
 
     for live in lives.values():
         push(live, "prepare", label=f"{live.job.key} prepare")

@@ -35,6 +35,7 @@ class SegmentRecord:
     frames: int = 0
     seconds: float = 0.0
     error: str | None = None
+    faces: int = 0
 
 
 @dataclass
