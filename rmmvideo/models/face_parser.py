@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from rmmvideo.errors import UserError
 
@@ -188,7 +188,7 @@ def load_face_parser(path: str | os.PathLike, map_location: str | torch.device =
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"face parser weights {p}: expected a state dict")
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {(k.removeprefix("module.")): v for k, v in state.items()}
     net = BiSeNet(N_CLASSES)
     own = net.state_dict()
     for k, v in own.items():

@@ -10,7 +10,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -291,6 +291,15 @@ def crop_scale_ok(matrices: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
-    "five_points", "template_points", "similarity_transform", "invert_affine", "compose_affine",
-    "scale_affine", "affine_scale", "warp_to_crops", "paste_back", "align_matrices", "crop_scale_ok",
+    "affine_scale",
+    "align_matrices",
+    "compose_affine",
+    "crop_scale_ok",
+    "five_points",
+    "invert_affine",
+    "paste_back",
+    "scale_affine",
+    "similarity_transform",
+    "template_points",
+    "warp_to_crops",
 ]

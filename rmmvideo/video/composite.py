@@ -18,7 +18,7 @@ composed with the upscale), keeping grey frames grey.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -183,7 +183,7 @@ def test_fan_batched_boxes_match_face_alignment(fan_det: FanDetector):
     for g, r in zip(got, ref):
         r = np.array(r).reshape(-1, 5)
         assert len(g) == len(r) > 0
-        key = lambda a: a[np.lexsort(a[:, :4].T)]  # noqa: E731
+        key = lambda a: a[np.lexsort(a[:, :4].T)]
         np.testing.assert_allclose(key(g), key(r), rtol=1e-4, atol=1e-3)
 
 

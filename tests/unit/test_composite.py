@@ -55,7 +55,7 @@ def _check_soft(mask: torch.Tensor, limit: float) -> None:
 
 
 def test_landmark_mask_covers_face_with_soft_edges():
-    frame, lm, m = _astronaut_case()
+    _, lm, m = _astronaut_case()
     lm_crop = transform_points(m, lm)
     mask = landmark_mask(lm_crop, S)
     assert mask.shape == (1, 1, S, S)
