@@ -123,9 +123,18 @@ def _decode_sequential(
         index = 0
         demux_error: str | None = None
 
+        size: tuple[int, int] | None = None
+
         def emit(frames: list[av.VideoFrame]) -> Iterator[DecodedFrame]:
-            nonlocal index
+            nonlocal index, size
             for f in frames:
+                if size is None:
+                    size = (f.width, f.height)
+                elif (f.width, f.height) != size:
+                    raise UserError(
+                        f"the video size changes mid-stream at frame {index} of {path} "
+                        f"({size[0]}x{size[1]} -> {f.width}x{f.height}): not supported"
+                    )
                 prev = fix.prev
                 pts = fix(f.pts)
                 if prev is not None and pts > prev and len(gaps) < 256:
@@ -160,7 +169,8 @@ def _decode_sequential(
         if index == 0:
             raise UserError(f"no decodable video frame in {path}")
         if fix.fixed:
-            log.warning("%s: %d frames had missing or non-increasing pts; made increasing", path, fix.fixed)
+            log.warning("%s: %d frames had no pts (raw stream?) or non-increasing pts; timestamps were "
+                        "synthesised to keep them increasing", path, fix.fixed)
         problems = []
         gap = float(np.median(gaps) * tb) if gaps else 0.0
         last_end = float(fix.prev * tb) + gap

@@ -616,3 +616,22 @@ def test_write_chw_equals_write(tmp_path, dtype):
             wb.write_chw(img, 10)
     for fa, fb in zip(decode_frames(a, high_bit_depth=True), decode_frames(b, high_bit_depth=True)):
         assert np.array_equal(fa.image, fb.image)
+
+
+def test_raw_stream_and_size_change(make_clip, tmp_path):
+    """Raw H.264 has no timestamps: pts are synthesised, increasing; a size change is refused."""
+    a = make_clip("a.h264", frames=5, width=64, height=48)
+    frames = list(decode_frames(a))
+    pts = [f.pts for f in frames]
+    assert len(frames) == 5 and pts == sorted(set(pts))
+    res = transcode_upscale(a, tmp_path / "a.mp4", 2, preset="ultrafast")
+    assert res.frames == 5 and len(video_pts(res.output)) == 5
+    b = make_clip("b.h264", frames=5, width=80, height=48)
+    both = tmp_path / "ab.h264"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    got = []
+    with pytest.raises(UserError, match="size changes") as e:
+        for f in decode_frames(both):
+            got.append(f.index)
+    assert_one_line_user_error(e)
+    assert got == [0, 1, 2, 3, 4]
