@@ -1,0 +1,44 @@
+"""`rmmvideo faces`: restore the faces of still images (photos, or crops already aligned)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "restore faces in still images: an image or a folder of images -> a folder of PNGs"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="an image, or a folder of images (its top level; non-images are skipped)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (created); each output is INPUT_STEM.png")
+    p.add_argument("--aligned", action="store_true",
+                   help="inputs are face crops in the weights' template geometry: write the restored "
+                        "crops at the model's size (no detection, no paste-back)")
+    p.add_argument("--scale", type=float, default=2.0, help="upscale factor of whole photos (as `run`)")
+    p.add_argument("--weights", default=None, help="RMM weights (.safetensors); default: bundled rmm-small")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--detector", choices=["auto", "fan", "dlib"], default="auto",
+                   help="face detector: face-alignment (S3FD+FAN) when its weights are present, else dlib")
+    p.add_argument("--models-dir", default=None, help="folder holding face-alignment's weight files (offline installs)")
+    p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
+    p.add_argument("--seed", type=int, default=0, help="seed of the faces' noise vectors")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--quiet", action="store_true", help="only warnings, failures and the summary line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.stills import restore_stills
+
+    options = RestoreOptions(scale=args.scale, weights=args.weights, device=args.device,
+                             detector=args.detector, models_dir=args.models_dir, parser=args.parser,
+                             seed=args.seed, threads=args.threads, quiet=args.quiet)
+    summary = restore_stills(args.input, Path(args.output), options, aligned=args.aligned)
+    print(summary.line())
+    if summary.failed:
+        print(f"rmmvideo: error: {len(summary.failed)} image(s) failed: "
+              + ", ".join(p.name for p, _ in summary.failed), file=sys.stderr)
+        return 1
+    return 0
