@@ -130,6 +130,8 @@ class FaceTracker:
         iou_gate: a track-detection pair with IoU at least this is allowed.
         dist_gate: a pair whose mean landmark distance is at most this many face sizes
             (sqrt of the predicted box area) is allowed.
+        dup_iou: an unmatched detection overlapping a face already found in the same frame by
+            more than this IoU is a duplicate and starts no track.
 
     Example::
 
@@ -143,7 +145,7 @@ class FaceTracker:
 
     def __init__(self, detector: FaceDetector, detect_every: int = 3, min_hits: int = 2,
                  max_gap: int = 2, lag: int | None = None, smooth_sigma: float = 2.0,
-                 iou_gate: float = 0.1, dist_gate: float = 1.0) -> None:
+                 iou_gate: float = 0.1, dist_gate: float = 1.0, dup_iou: float = 0.6) -> None:
         if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0:
             raise UserError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, smooth_sigma >= 0")
         self.detector = detector
@@ -154,6 +156,7 @@ class FaceTracker:
         self.radius = int(math.ceil(2.5 * self.sigma)) if self.sigma > 0 else 0
         self.iou_gate = float(iou_gate)
         self.dist_gate = float(dist_gate)
+        self.dup_iou = float(dup_iou)
         need = max((self.min_hits - 1) * self.k, (self.max_gap + 1) * self.k + self.radius)
         if lag is None:
             lag = need
@@ -263,8 +266,14 @@ class FaceTracker:
                     tr.dead = True
         # Tentative tracks that died never produce output: drop them now.
         self._tracks = [t for t in self._tracks if t.confirmed or not t.dead]
+        # Unmatched detections start tentative tracks, unless they duplicate a face already
+        # tracked (a second box on the same face, from the detector or its NMS).
+        taken = [t.obs[-1].box for t in self._tracks if not t.dead and t.obs[-1].seq == seq]
         for j, d in enumerate(dets):
             if j not in matched_d:
+                if taken and float(box_iou(d.box, np.stack(taken)).max()) > self.dup_iou:
+                    continue
+                taken.append(np.asarray(d.box, np.float64))
                 tr = _Track()
                 self._hit(tr, seq, index, d)
                 self._tracks.append(tr)

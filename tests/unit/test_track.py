@@ -144,6 +144,15 @@ def test_false_positive_never_reaches_output():
     assert {ff.faces[0].track_id for ff in out} == {0}
 
 
+def test_duplicate_boxes_on_one_face_make_one_track():
+    lm = render([FaceState(100, 60, 0.8, False)])[1][0]
+    other = render([FaceState(400, 60, 0.8, True)])[1][0]
+    script = {t: [lm, lm + 3.0, other] for t in range(10)}  # the detector reports face 1 twice
+    out = _run(FaceTracker(ScriptedDetector(script), detect_every=1, min_hits=2, max_gap=1), 10)
+    assert all(len(ff.faces) == 2 for ff in out)
+    assert {f.track_id for ff in out for f in ff.faces} == {0, 1}
+
+
 def test_gap_bridged_within_max_gap_new_id_after():
     lm = render([FaceState(100, 60, 0.8, False)])[1][0]
     far = render([FaceState(420, 60, 0.8, False)])[1][0]
