@@ -17,6 +17,7 @@ from rmmvideo.video.detect import (
     DlibDetector,
     FaceDetector,
     FanDetector,
+    fan_weights_present,
     make_detector,
 )
 
@@ -133,6 +134,17 @@ def test_make_detector_choices(random_fan_dir: Path, tmp_path: Path):
     (tmp_path / FAN_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot load"):
         FanDetector(models_dir=tmp_path)
+
+
+def test_fan_weights_found_in_torch_hub_cache(random_fan_dir: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert fan_weights_present() is None
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / S3FD_FILE).symlink_to(random_fan_dir / S3FD_FILE)
+    assert fan_weights_present() is None  # both files are needed
+    (ckpt / FAN_FILE).symlink_to(random_fan_dir / FAN_FILE)
+    assert fan_weights_present() == ckpt
 
 
 @pytest.mark.slow
