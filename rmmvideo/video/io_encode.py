@@ -45,6 +45,7 @@ CODECS = {"libx264": "libx264", "h264": "libx264", "libx265": "libx265", "hevc":
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow", "placebo")
 _BT709 = 1
+_MUXER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}  # the new muxer writes its own
 _LIMITED = 1  # ColorRange.MPEG
 
 
@@ -228,12 +229,18 @@ class VideoWriter:
         vs.options = options
         self._vs = vs
         if source is not None:
-            self._src = av.open(str(source), mode="r")
+            from rmmvideo.video.probe import open_input
+
+            self._src = open_input(source)
+            out.metadata.update({k: v for k, v in self._src.metadata.items() if k.lower() not in _MUXER_TAGS})
             copied = []
             for s in self._src.streams:
                 if (s.type == "audio" and copy_audio) or (s.type == "subtitle" and copy_subtitles):
                     try:
-                        self._stream_map[s.index] = out.add_stream_from_template(s)
+                        ost = out.add_stream_from_template(s)
+                        self._stream_map[s.index] = ost
+                        ost.metadata.update(s.metadata)  # language, title, handler name
+                        ost.disposition = s.disposition  # default / forced flags
                     except (ValueError, av.error.FFmpegError) as e:
                         raise UserError(
                             f"cannot copy {s.type} stream #{s.index} ({s.codec_context.name}) into a "
@@ -246,9 +253,8 @@ class VideoWriter:
         try:
             out.start_encoding()
         except (ValueError, av.error.FFmpegError) as e:
-            raise UserError(
-                f"cannot write a {self.path.suffix} file with these streams ({e}); try .mkv"
-            ) from None
+            hint = "; the copied audio/subtitle streams may not fit this container: try .mkv" if self._stream_map else ""
+            raise UserError(f"cannot start writing {self.path.name} with {self.codec}/{self.pix_fmt} ({e}){hint}") from None
 
     def _teardown(self) -> None:
         for c in (self._out, self._src):

@@ -635,3 +635,28 @@ def test_raw_stream_and_size_change(make_clip, tmp_path):
             got.append(f.index)
     assert_one_line_user_error(e)
     assert got == [0, 1, 2, 3, 4]
+
+
+def test_stream_tags_and_dispositions_copied(make_clip, tmp_path):
+    src = make_clip("s.mkv", frames=4, audio=True, subtitles=True)
+    tagged = tmp_path / "tagged.mkv"
+    with av.open(str(src)) as inp, av.open(str(tagged), "w") as out:
+        out.metadata["title"] = "My film"
+        streams = {}
+        for s in inp.streams:
+            streams[s.index] = t = out.add_stream_from_template(s)
+            if s.type == "audio":
+                t.metadata["language"] = "fre"
+            if s.type == "subtitle":
+                t.metadata["language"] = "eng"
+                t.disposition = av.stream.Disposition.forced
+        for p in inp.demux():
+            if p.size:
+                p.stream = streams[p.stream.index]
+                out.mux(p)
+    res = transcode_upscale(tagged, tmp_path / "up.mkv", 2, preset="ultrafast")
+    with av.open(str(res.output)) as c:
+        assert c.metadata.get("title") == "My film"
+        assert c.streams.audio[0].metadata.get("language") == "fre"
+        assert c.streams.subtitles[0].metadata.get("language") == "eng"
+        assert c.streams.subtitles[0].disposition & av.stream.Disposition.forced
