@@ -200,3 +200,13 @@ def test_writer_interrupt_on_real_clip(clips, tmp_path):
                     raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     assert md5(src) == before
+
+
+def test_ten_bit_output_from_real_clip(clips, tmp_path):
+    src = clips["talking_512sq_30fps_audio.mp4"]
+    res = transcode_upscale(src, tmp_path / "up10.mkv", 2, preset="ultrafast", bit_depth=10, max_frames=4)
+    out = probe(res.output)
+    assert out.pix_fmt == "yuv420p10le" and out.bit_depth == 10 and (out.width, out.height) == (1024, 1024)
+    a = next(iter(decode_frames(src))).image.astype(float)
+    b = next(iter(decode_frames(res.output, high_bit_depth=True))).image / 257.0
+    assert np.abs(b.reshape(512, 2, 512, 2, 3).mean(axis=(1, 3)) - a).mean() < 3.0
