@@ -38,7 +38,7 @@ class Backend(Protocol):
     def submit(self, spec: TaskSpec) -> Future: ...
     def progress(self) -> list[tuple]: ...  # messages from workers since the last call
     def restart(self) -> None: ...  # after a worker died
-    def shutdown(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
 
 
 PRELOAD = ["rmmvideo.batch.tasks", "torch", "rmmvideo.video.upscale"]
@@ -91,10 +91,11 @@ class LocalBackend:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
         self._sink.close()
-        self._sink.join_thread()
+        if wait:
+            self._sink.join_thread()
 
 
 def make_backend(jobs: int, ray: str | None, options: dict[str, Any]) -> Backend:

@@ -139,6 +139,24 @@ def upscale_range(
 
 # ---------------------------------------------------------------- entry points
 
+def check_options(engine: str, options: dict[str, Any]) -> None:
+    """Validate options in the coordinator before any work (UserError, one line): option
+    values, encoder settings and, for "rmm", that the weights file is there and readable."""
+    _check(engine)
+    from rmmvideo.video.io_encode import encoder_options
+
+    encoder_options(str(options.get("codec") or "libx264"), int(options.get("crf", 18)),
+                    str(options.get("preset") or "medium"))
+    scale = float(options.get("scale") or 2.0)
+    if not 0 < scale <= 16:
+        raise UserError(f"--scale must be in (0, 16], got {scale}")
+    if engine == "rmm":
+        from rmmvideo.models.weights import read_metadata
+
+        _restore_options(options)
+        read_metadata(options.get("weights"))
+
+
 def restore_file(
     engine: str, input_path: Path, output: Path, options: dict[str, Any], progress: Progress | None = None
 ) -> dict[str, int]:

@@ -71,7 +71,7 @@ class RayBackend:
     def restart(self) -> None:
         pass  # Ray replaces dead workers itself
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         try:
             self._sink.shutdown()
         except Exception:  # noqa: BLE001

@@ -122,7 +122,10 @@ def _verified(job: Job, rec: JobRecord) -> str | None:
 
 def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None) -> BatchOutcome:
     """Run (or resume) a batch; returns per-file results. See the module docstring."""
+    from rmmvideo.batch.engine import check_options
+
     out = out or sys.stdout
+    check_options(config.engine, config.options)  # bad flags or missing weights: stop before any work
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = discover(inputs, out_dir)
@@ -138,6 +141,11 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         rec = state.job(job.key, str(job.input), str(job.output))
         _clean_partials(job.output)
         work = work_dir(out_dir, job.key)
+        if job.error is None and job.options:
+            try:  # a bad per-file option (manifest cell) fails that file only
+                check_options(config.engine, opts)
+            except UserError as e:
+                job.error = f"bad options {job.options}: {e}"
         if job.error:
             rec.status, rec.error = "failed", job.error
             results[job.key] = FileResult(str(job.input), str(job.output), "failed", error=job.error)
@@ -320,10 +328,8 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
         raise
     finally:
         if backend is not None:
-            if interrupted:
-                for f in inflight:
-                    f.cancel()
-            backend.shutdown()
+            # interrupted: do not wait for running tasks (workers exit with this process)
+            backend.shutdown(wait=not interrupted)
         state.save()
         progress.close()
 

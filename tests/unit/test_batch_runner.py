@@ -101,3 +101,17 @@ def test_no_videos_is_user_error(tmp_path):
     (tmp_path / "in" / "x.txt").write_text("x")
     with pytest.raises(UserError, match="no video files"):
         _run([tmp_path / "in"], tmp_path / "out")
+
+
+def test_bad_options_stop_before_work_and_bad_manifest_cells_fail_one_file(tmp_path, inputs):
+    with pytest.raises(UserError, match="weights file not found"):
+        run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "o1", engine="rmm",
+                  options={"weights": str(tmp_path / "none.safetensors")}), out=io.StringIO())
+    with pytest.raises(UserError, match="crf"):
+        run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "o2", engine="upscale",
+                  options={**OPTS, "crf": 99}), out=io.StringIO())
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    (tmp_path / "m.csv").write_text(f"path,crf\n{inputs / 'a.mp4'},99\n{inputs / 'sub' / 'b.mkv'},\n")
+    outcome, text = _run([tmp_path / "m.csv"], tmp_path / "o3")
+    assert [r.status for r in outcome.results] == ["failed", "done"]
+    assert "crf" in outcome.results[0].error and "FAILED" in text
