@@ -188,3 +188,18 @@ def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="masks"):
         paste_back(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4),
                    torch.tensor([0]), torch.zeros(1, 2, 3))
+
+
+def test_faces_at_and_beyond_the_frame_edge():
+    frame = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(5))
+    # Crop 0 hangs over the left edge, crop 1 lies entirely outside the frame.
+    m = torch.tensor([[[1.0, 0.0, 8.0], [0.0, 1.0, -10.0]], [[1.0, 0.0, -100.0], [0.0, 1.0, -100.0]]],
+                     dtype=torch.float64)  # frame -> crop
+    crops = warp_to_crops(frame, torch.tensor([0, 0]), m, 16)
+    assert float(crops[0, :, :, :8].abs().max()) < 1e-5  # outside the frame: zeros (float32 grid)
+    torch.testing.assert_close(crops[0, :, :, 8:], frame[0, :, 10:26, 0:8], atol=1e-5, rtol=0)
+    assert torch.equal(crops[1], torch.zeros(3, 16, 16))
+    white = torch.ones(2, 3, 16, 16)
+    out = paste_back(frame, white, torch.ones(2, 1, 16, 16), torch.tensor([0, 0]), invert_affine(m))
+    torch.testing.assert_close(out[0, :, 11:25, 0:7], torch.ones(3, 14, 7), atol=1e-5, rtol=0)
+    assert torch.equal(out[0, :, :, 10:], frame[0, :, :, 10:])
