@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="output image (default: beside the input, INPUT_STEM.frameN.png)")
     p.add_argument("--overlay", action="store_true",
-                   help="draw track ids, crop boxes and paste-mask outlines on the restored half")
+                   help="draw track ids (* = interpolated between detections), crop squares and "
+                        "paste-mask outlines on the restored half")
     p.add_argument("--window", type=int, default=24,
                    help="frames of tracking context before the frame (tracks are rebuilt over this window)")
     add_restore_options(p)

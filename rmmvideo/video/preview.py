@@ -90,7 +90,7 @@ class PreviewFace:
 @dataclass
 class PreviewInfo:
     """What was previewed: frame ``index`` (0-based, presentation order), its ``pts`` and ``time``
-    (seconds, pts x time_base), the tracking window ``[window_start, window_start +
+    (seconds, pts x time_base), the frames decoded and tracked ``[window_start, window_start +
     window_frames)``, the faces restored, the detector used and the wall time."""
 
     index: int
@@ -220,16 +220,15 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         start = max(0, target - window)
         start -= start % align  # same detection frames and render batches as a full pass
         count = (target - start) + int(tracker.lag) + k  # type: ignore[attr-defined]
+        decoded = min(count, len(reader) - start)
         frames = reader.window(start, count)
         styler = TrackStyler(comps.model, opts.seed)  # type: ignore[attr-defined]
         renderer = _recording_renderer_class()(comps, opts, styler, gray=info.is_gray)
         need_pin = opts.temporal == "track" and int(comps.model.memory.filled.sum()) > 0  # type: ignore[attr-defined]
         plans = plan_frames(frames, tracker, opts.batch_size)
         hit: list | None = None
-        seen = 0
         try:
             for batch in _batched(plans, opts.batch_size):
-                seen += len(batch)
                 if need_pin:  # the slots run pins from each track's first batch (empty memory: -1)
                     with torch.inference_mode():
                         fb = renderer.prepare(batch)
@@ -255,7 +254,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     image = plan.frame.image
     upscaled = upscale_images(image, opts.scale, comps.device)  # type: ignore[attr-defined]
     faces = _faces_of(renderer.last, b, image.shape[:2], restored.shape[:2], keep_masks)
-    pinfo = PreviewInfo(target, plan.frame.pts, plan.frame.time, start, seen, faces,
+    pinfo = PreviewInfo(target, plan.frame.pts, plan.frame.time, start, decoded, faces,
                         getattr(comps.detector, "name", ""), _time.perf_counter() - t0)  # type: ignore[attr-defined]
     return PreviewResult(upscaled, restored, pinfo)
 
@@ -327,7 +326,8 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 def draw_overlay(image: np.ndarray, faces: Sequence[PreviewFace]) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) uint8 with, per face, its paste-mask outline (yellow, when
-    ``alpha`` is set), its crop square (the track's colour) and its track id label."""
+    ``alpha`` is set), its crop square (the track's colour) and its track id label (``id 3``;
+    ``id 3*`` when the landmarks were interpolated between detections, not detected here)."""
     from PIL import Image, ImageDraw, ImageFont
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -93,7 +93,7 @@ def load_image(path: str | os.PathLike) -> StillImage:
             else:
                 rgb_im = im.convert("RGB")
             rgb = np.array(rgb_im, dtype=np.uint8)  # a writable copy
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read image {p}: {type(e).__name__}: {e}".splitlines()[0]) from None
     if alpha is not None and (alpha == 255).all():
         alpha = None

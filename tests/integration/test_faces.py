@@ -178,3 +178,42 @@ def test_grey_photo_with_alpha_stays_grey_and_keeps_alpha(weights: Path, tmp_pat
     assert np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 1 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 1
     plain = upscale_alpha(grey, 1.5)  # the same bicubic kernel on one channel
     assert (rgb[..., 0] != plain).mean() > 0.01  # the face was restored
+
+
+def test_discovery_names_and_loading(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from rmmvideo.errors import UserError
+    from rmmvideo.video.stills import discover_images, load_image, output_names
+
+    d = tmp_path / "in"
+    d.mkdir()
+    rgb = (np.arange(12 * 10 * 3) % 251).astype(np.uint8).reshape(12, 10, 3)
+    Image.fromarray(rgb).save(d / "a.png")
+    Image.fromarray(rgb).save(d / "a.jpg")
+    Image.fromarray(rgb).save(d / "noext", format="PNG")  # opens with Pillow: processed
+    (d / "readme.md").write_text("# no")
+    (d / ".hidden.png").write_bytes(b"")
+    Image.fromarray(rgb).save(d / "cut.png")
+    (d / "cut.png").write_bytes((d / "cut.png").read_bytes()[:60])  # truncated PNG
+    images, skipped = discover_images(d)
+    assert [p.name for p in images] == ["a.jpg", "a.png", "cut.png", "noext"]
+    assert [p.name for p in skipped] == ["readme.md"]
+    names = output_names(images, tmp_path / "out")
+    assert {p.name: o.name for p, o in names.items()} == {
+        "a.jpg": "a.jpg.png", "a.png": "a.png.png", "cut.png": "cut.png", "noext": "noext.png"}
+    with pytest.raises(UserError, match="overwrite"):
+        output_names(images, d)
+    assert np.array_equal(load_image(d / "a.png").rgb, rgb)
+    with pytest.raises(UserError, match="cannot read image"):
+        load_image(d / "cut.png")
+    # EXIF orientation is applied (6 = rotate 90 clockwise to display)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(d / "rot.jpg", exif=exif, quality=100)
+    assert load_image(d / "rot.jpg").rgb.shape == (10, 12, 3)
+    # 16-bit grey and palette images become 8-bit RGB; grey is flagged
+    Image.fromarray((np.arange(120, dtype=np.uint16).reshape(12, 10) * 500)).save(d / "deep.png")
+    deep = load_image(d / "deep.png")
+    assert deep.rgb.dtype == np.uint8 and deep.gray and deep.rgb.shape == (12, 10, 3)
+    assert int(deep.rgb[-1, -1, 0]) == round(119 * 500 / 65535 * 255)
