@@ -329,6 +329,10 @@ class RandomAccessReader:
         self._vs.thread_type = "AUTO"
         self._decord = None
         self._decord_ok: dict[int, bool] = {}
+        gaps = np.diff(self.pts)
+        gaps = gaps[gaps > 0]
+        # decord and PyAV agree on a frame if their times differ by under a quarter frame
+        self._decord_tol = max(0.001, 0.25 * float(gaps.min() * self.time_base)) if len(gaps) else 0.001
         if backend != "pyav":
             self._decord = self._open_decord()
 
@@ -344,9 +348,10 @@ class RandomAccessReader:
         if len(vr) != len(self.pts):
             return None
         # decord bundles FFmpeg 4.1 and returns garbage for files with a display matrix
-        # (seen: 4-channel, zero-filled frames): use it only for unrotated files it decodes sanely
+        # (seen: 4-channel, zero-filled frames), and converts only to 8 bits: use it only for
+        # unrotated 8-bit 4:2:0 files (where its RGB was checked equal to ours) it decodes sanely
         probe_frame = next(self._pyav_from(0, 1, False, raw=True))
-        if normalise_rotation(probe_frame.rotation) != 0:
+        if normalise_rotation(probe_frame.rotation) != 0 or probe_frame.format.name != "yuv420p":
             return None
         try:
             first = vr[0].asnumpy()
@@ -385,12 +390,7 @@ class RandomAccessReader:
         if index not in self._decord_ok:
             start = float(self._decord.get_frame_timestamp(index)[0])
             t = float(self.pts[index] * self.time_base)
-            if len(self.pts) > 1:
-                gaps = np.diff(self.pts)
-                tol = max(0.001, 0.25 * float(gaps[gaps > 0].min() * self.time_base)) if (gaps > 0).any() else 0.001
-            else:
-                tol = 0.001
-            self._decord_ok[index] = abs(start - t) <= tol
+            self._decord_ok[index] = abs(start - t) <= self._decord_tol
         return self._decord_ok[index]
 
     def frame_at(self, index: int | None = None, time: float | None = None, *, high_bit_depth: bool = False) -> DecodedFrame:

@@ -660,3 +660,12 @@ def test_stream_tags_and_dispositions_copied(make_clip, tmp_path):
         assert c.streams.audio[0].metadata.get("language") == "fre"
         assert c.streams.subtitles[0].metadata.get("language") == "eng"
         assert c.streams.subtitles[0].disposition & av.stream.Disposition.forced
+
+
+def test_random_access_ten_bit_uses_pyav(make_clip):
+    p = make_clip("t.mp4", pix_fmt="yuv420p10le", frames=5)
+    frames = list(decode_frames(p))
+    with RandomAccessReader(p) as r:
+        assert r._decord is None  # decord converts through its own 8-bit path: not used here
+        assert all(np.array_equal(r.frame_at(i).image, frames[i].image) for i in (4, 0, 2))
+        assert r.frame_at(3, high_bit_depth=True).image.dtype == np.uint16
