@@ -21,7 +21,11 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
     """Build the info dict for ``args`` (``config`` or ``weights``, else the bundled weights)."""
     from rmmvideo.config import ModelConfig
     from rmmvideo.models.rmm import RMM
-    from rmmvideo.models.weights import default_weights_path, from_pretrained, read_metadata
+    from rmmvideo.models.weights import (
+        default_weights_path,
+        from_pretrained,
+        read_metadata,
+    )
 
     info: dict[str, Any] = {}
     if args.config is not None:
@@ -65,8 +69,10 @@ def _text(info: dict[str, Any]) -> str:
     lines = [
         f"model        {info['name']}  ({'weights ' + src['weights'] if 'weights' in src else 'config ' + src['config']})",
         f"crop size    {info['crop_size']}x{info['crop_size']}",
-        f"RM3 blocks   {info['rm3_blocks']} at {', '.join(str(r) for r in info['block_resolutions'])} px"
-        f" (kernel {info['rm3_kernel']})",
+        (
+            f"RM3 blocks   {info['rm3_blocks']} at "
+            f"{', '.join(str(r) for r in info['block_resolutions'])} px (kernel {info['rm3_kernel']})"
+        ),
         f"Z_W          {info['z_w_dim']} ({info['wavelet_levels']}-level Haar packets x 3 channels)",
         f"Z_N          {info['z_n_dim']} -> mapping {info['mapping']['layers']} x {info['mapping']['dim']}",
         "memory       "

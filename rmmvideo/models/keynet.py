@@ -105,7 +105,7 @@ class KeyNet(nn.Module):
                 sd = load_file(str(p))
             else:
                 sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+        except Exception as e:
             raise UserError(f"cannot read ResNet18 weights {p}: {type(e).__name__}: {e}") from e
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]

@@ -35,7 +35,6 @@ from rmmvideo.models.rm3 import RM3Block
 from rmmvideo.models.unet import UNet
 from rmmvideo.models.wavelet import wavelet_style_code
 
-
 ZW_INPUT_SCALE = 50.0
 
 
@@ -133,6 +132,8 @@ class RMM(nn.Module):
     def _to_size(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise UserError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise UserError(f"expected float images in [0, 1], got dtype {x.dtype}")
         s = self.config.size
         if tuple(x.shape[-2:]) == (s, s):
             return x

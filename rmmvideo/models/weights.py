@@ -97,7 +97,7 @@ def read_metadata(path: str | Path | None = None) -> dict[str, Any]:
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - unreadable input is the user's mistake
+    except Exception as e:
         raise UserError(f"cannot read weights {p}: {type(e).__name__}: {e}") from e
     if "rmm_config" not in meta:
         raise UserError(f"{p} has no 'rmm_config' metadata: not an rmmvideo weights file")

@@ -8,7 +8,7 @@ from rmmvideo.models.rm3 import RM3Block
 
 def _conv_np(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Direct 'same' 2-D convolution (cross-correlation) in numpy. x (C,H,W), w (O,C,k,k)."""
-    o, c, k, _ = w.shape
+    o, _, k, _ = w.shape
     p = k // 2
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
     h, ww = x.shape[1:]
