@@ -66,6 +66,7 @@ def write_clip(
     rotation: int = 0,
     gray: bool = False,
     seed: int = 0,
+    color_trc: int = 1,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
 ) -> Path:
@@ -93,7 +94,8 @@ def write_clip(
             vs.time_base = time_base
             vs.codec_context.time_base = time_base
             cc = vs.codec_context  # frames are converted with BT.709 below: say so in the stream
-            cc.colorspace = cc.color_primaries = cc.color_trc = 1
+            cc.colorspace = cc.color_primaries = 1
+            cc.color_trc = color_trc  # 1 = BT.709; 16 = PQ, 18 = HLG tag an HDR clip
             cc.color_range = 1
             if codec in ("libx264", "libx265"):
                 vs.options = {"crf": "12", "preset": "ultrafast"} | (

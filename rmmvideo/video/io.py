@@ -15,6 +15,7 @@ frame) and `VideoWriter.write_batch` (GPU: RGB->YUV 4:2:0 on the device, half th
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from rmmvideo.video.io_decode import (
 from rmmvideo.video.io_encode import VideoWriter, choose_pix_fmt, container_format_for
 from rmmvideo.video.probe import VideoInfo, probe
 from rmmvideo.video.safe_output import atomic_output, check_output_path, same_file
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DecodedFrame",
@@ -119,6 +122,8 @@ def transcode_upscale(
     from rmmvideo.video.upscale import upscale_images
 
     info = probe(input)
+    if info.hdr:
+        log.warning("%s is HDR (PQ/HLG): the output is tagged SDR BT.709 without tone mapping", info.path)
     if bit_depth is None:
         bit_depth = 10 if info.bit_depth > 8 else 8
     deep = bit_depth > 8 and info.bit_depth > 8

@@ -21,6 +21,8 @@ from rmmvideo.errors import UserError
 _GRAY_CHECK_FRAMES = 3
 # Max |R-G|, |G-B| (8-bit units) still counted as grey: compressed grey video has +-1..2 chroma noise.
 _GRAY_TOLERANCE = 4
+# AVColorTransferCharacteristic values of HDR video: 16 = SMPTE ST 2084 (PQ), 18 = ARIB STD-B67 (HLG)
+_HDR_TRANSFERS = (16, 18)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class VideoInfo:
     start_pts: int  # pts of the first decoded frame (stream time_base)
     colorspace: int  # swscale colourspace used to convert to RGB (1 = BT.709, 5 = BT.601)
     truncated: bool = False  # the container's own index points past the end of the file
+    hdr: bool = False  # PQ or HLG transfer: the writer outputs SDR BT.709 (no tone mapping)
 
 
 def check_input_file(path: str | os.PathLike) -> Path:
@@ -198,4 +201,5 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             start_pts=int(first.pts) if first.pts is not None else 0,
             colorspace=frame_colorspace(first),
             truncated=index_points_past_end(container, p.stat().st_size),
+            hdr=int(first.color_trc) in _HDR_TRANSFERS,
         )

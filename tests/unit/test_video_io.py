@@ -113,6 +113,12 @@ def test_probe_ten_bit_and_gray(make_clip):
     assert not probe(make_clip("c.mp4")).is_gray
 
 
+def test_probe_flags_hdr(make_clip):
+    assert not probe(make_clip("sdr.mp4")).hdr
+    assert probe(make_clip("pq.mp4", pix_fmt="yuv420p10le", color_trc=16)).hdr
+    assert probe(make_clip("hlg.mp4", pix_fmt="yuv420p10le", color_trc=18)).hdr
+
+
 def test_probe_bad_inputs(tmp_path, make_clip):
     cases = {}
     cases["missing"] = tmp_path / "nope.mp4"
