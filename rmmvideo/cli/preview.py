@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rmmvideo.cli.run import restore_options
     from rmmvideo.video.preview import (
-        check_output, default_preview_path, parse_timestamp, render_preview, save_preview,
+        check_output,
+        default_preview_path,
+        parse_timestamp,
+        render_preview,
+        save_preview,
     )
 
     at = parse_timestamp(args.at) if args.at is not None else None

@@ -9,16 +9,22 @@ frames and the render batches fall on the same frame indices as in ``run``) and 
 frame exactly as it would in a full pass.
 
 Where it can differ from ``run`` (the window's start pins things a full pass pins earlier):
-- when the target is at most ``window`` frames from the start of the video (window start 0),
+- when the window reaches back to frame 0 (targets within about ``window`` frames of the start),
   the tracks, landmarks, noise and memory slots are those of ``run``: only float rounding of a
   different model batch size remains (at most a level or two on a few pixels);
 - otherwise tracks already alive before the window are born again at its start: their ids are
   counted from the window (so their noise seeds, derived from the id, differ from ``run``'s),
   and their memory slot is pinned from their first confident crops inside the window; a track
   that ``run`` ended during a gap before the window may be merged or split differently.
-  Landmarks of the target frame are the same when the window has at least
-  ``smooth radius + min_hits * detect_every`` frames of the track before the target.
+  The target frame's landmarks are still ``run``'s once the window holds at least the
+  tracker's smoothing radius (``ceil(2.5 sigma)``, 5 frames by default) of the track before the
+  target and its detections associate the same way (tested on a real clip).
 - deep (10/12-bit) input is previewed from its 8-bit decode (``run`` renders it at 16 bits).
+
+Output (``rmmvideo preview``): a PNG ``[input upscaled | restored]`` of size (2 W s, H s),
+by default ``INPUT_STEM.frameN.png`` beside the input (as ``run`` writes beside it), written
+through a temporary file renamed on success, never over the input. ``--at`` counts from the
+first frame's timestamp (a player's position), not from pts 0.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ import os
 import re
 import sys
 import time as _time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -199,7 +205,13 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     """
     from rmmvideo.video.io import probe
     from rmmvideo.video.io_decode import RandomAccessReader
-    from rmmvideo.video.pipeline import RestoreOptions, TrackStyler, build_components, make_tracker, plan_frames
+    from rmmvideo.video.pipeline import (
+        RestoreOptions,
+        TrackStyler,
+        build_components,
+        make_tracker,
+        plan_frames,
+    )
     from rmmvideo.video.upscale import upscale_images
 
     if (index is None) == (time is None):
@@ -399,7 +411,18 @@ def save_preview(path: str | os.PathLike, image: np.ndarray, input: str | os.Pat
 
 
 __all__ = [
-    "DEFAULT_WINDOW", "parse_timestamp", "PreviewFace", "PreviewInfo", "PreviewResult", "render_preview",
-    "preview_frame", "mask_outline", "draw_overlay", "track_colour", "canvas_matrix",
-    "default_preview_path", "check_output", "save_preview",
+    "DEFAULT_WINDOW",
+    "PreviewFace",
+    "PreviewInfo",
+    "PreviewResult",
+    "canvas_matrix",
+    "check_output",
+    "default_preview_path",
+    "draw_overlay",
+    "mask_outline",
+    "parse_timestamp",
+    "preview_frame",
+    "render_preview",
+    "save_preview",
+    "track_colour",
 ]

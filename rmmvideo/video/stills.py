@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -367,7 +367,7 @@ def output_names(inputs: Sequence[Path], folder: Path) -> dict[Path, Path]:
     return out
 
 
-def _log_fn(quiet: bool):  # noqa: ANN202
+def _log_fn(quiet: bool):
     return (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr))
 
 
@@ -456,7 +456,20 @@ def _resize_alpha(alpha: np.ndarray, size: int) -> np.ndarray:
 
 
 __all__ = [
-    "StillImage", "StillResult", "is_gray", "load_image", "save_png", "build_still_components", "detect_faces", "restore_image",
-    "restore_image_result", "upscale_alpha", "resize_to_model", "restore_aligned", "StillsSummary",
-    "discover_images", "output_names", "restore_stills",
+    "StillImage",
+    "StillResult",
+    "StillsSummary",
+    "build_still_components",
+    "detect_faces",
+    "discover_images",
+    "is_gray",
+    "load_image",
+    "output_names",
+    "resize_to_model",
+    "restore_aligned",
+    "restore_image",
+    "restore_image_result",
+    "restore_stills",
+    "save_png",
+    "upscale_alpha",
 ]

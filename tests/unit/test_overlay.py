@@ -36,7 +36,7 @@ def test_mask_outline_is_the_inner_boundary() -> None:
 
 
 def test_mask_outline_of_soft_mask_follows_the_level() -> None:
-    yy, xx = np.mgrid[0:30, 0:30]
+    _yy, xx = np.mgrid[0:30, 0:30]
     ramp = (xx / 29.0).astype(np.float32)  # 0 at the left, 1 at the right
     edge = mask_outline(ramp, level=0.5)
     cols = np.unique(np.nonzero(edge)[1])
