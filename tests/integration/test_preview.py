@@ -189,3 +189,19 @@ def test_out_of_range_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capture
     assert main(["preview", str(CLIP), "--frame", "0", "-o", str(CLIP)]) == 2
     assert "overwrite the input" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_default_output_beside_the_input_and_no_face_frame(weights: Path, make_clip, capsys) -> None:
+    from PIL import Image
+
+    from rmmvideo.cli.main import main
+
+    clip = make_clip("c.mp4", width=64, height=48, frames=8)  # a synthetic pattern: no face
+    assert main(["preview", str(clip), "--frame", "5", "--weights", str(weights), "--detector", "dlib",
+                 "--threads", "1", "--quiet"]) == 0
+    out = clip.with_name("c.frame5.png")
+    assert str(out) in capsys.readouterr().out
+    img = np.asarray(Image.open(out))
+    assert img.shape == (96, 256, 3)
+    assert np.array_equal(img[:, :128], img[:, 128:])  # no face: restored == plain upscale
+    assert np.array_equal(img[:, :128], upscale_images(_frame(clip, 5), 2.0))
