@@ -53,3 +53,15 @@ def test_info_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_info_missing_file_is_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_info_default_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from rmmvideo.models.weights import default_weights_path
+
+    rc = main(["info", "--json"])
+    if default_weights_path().is_file():
+        assert rc == 0
+        assert json.loads(capsys.readouterr().out)["memory_filled"] is not None
+    else:
+        assert rc == 2
+        assert "no bundled weights" in capsys.readouterr().err

@@ -58,17 +58,18 @@ def _reference(block: RM3Block, h, z_s, z_n, z_w) -> np.ndarray:
     return np.stack(outs)
 
 
-def _random_block(seed: int, c=4, cs=3, dn=5, dw=6) -> RM3Block:
+def _random_block(seed: int, c=4, cs=3, dn=5, dw=6, k=3) -> RM3Block:
     torch.manual_seed(seed)
-    block = RM3Block(c, cs, dn, dw).double()
+    block = RM3Block(c, cs, dn, dw, kernel_size=k).double()
     with torch.no_grad():
         for p in block.parameters():
             p.normal_(0.0, 0.5)
     return block
 
 
-def test_matches_direct_equations() -> None:
-    block = _random_block(0)
+@pytest.mark.parametrize("k", [1, 3])
+def test_matches_direct_equations(k: int) -> None:
+    block = _random_block(0, k=k)
     g = torch.Generator().manual_seed(1)
     h = torch.randn(2, 4, 7, 6, generator=g, dtype=torch.float64) * 3 + 1
     z_s = torch.randn(2, 3, 7, 6, generator=g, dtype=torch.float64)
