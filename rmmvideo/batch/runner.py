@@ -114,23 +114,62 @@ def _verified(job: Job, rec: JobRecord) -> str | None:
     if not job.output.is_file():
         return "no output yet"
     facts = rec.input_facts
-    st = job.input.stat()
-    if not facts or facts.get("size") != st.st_size or facts.get("mtime_ns") != st.st_mtime_ns:
-        facts = rec.input_facts = facts_of(job.input)
+    try:
+        st = job.input.stat()
+        if not facts or facts.get("size") != st.st_size or facts.get("mtime_ns") != st.st_mtime_ns:
+            facts = rec.input_facts = facts_of(job.input)
+    except (OSError, UserError) as e:
+        return f"cannot read the input: {e}"
     return verify_output(job.output, facts["frames"], facts["start"], facts["end"], facts["tol"])
 
 
+class _DirLock:
+    """An exclusive lock on DIR for the coordinator's lifetime (released by the OS on kill -9):
+    two batches writing one state file would undo each other's records."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".batch.lock"
+        self.fh = None
+
+    def __enter__(self) -> "_DirLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return self
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise UserError(f"another rmmvideo batch is running on {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
 def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None) -> BatchOutcome:
-    """Run (or resume) a batch; returns per-file results. See the module docstring."""
+    """Run (or resume) a batch; returns per-file results. See the module docstring.
+
+    Raises UserError (before any work) for bad options, missing weights, no inputs, or another
+    batch running on the same DIR.
+    """
     from rmmvideo.batch.engine import check_options
 
-    out = out or sys.stdout
     check_options(config.engine, config.options)  # bad flags or missing weights: stop before any work
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     jobs = discover(inputs, out_dir)
     if not jobs:
         raise UserError("no video files found in the inputs")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _DirLock(out_dir):
+        return _run(jobs, config, out_dir, out or sys.stdout)
+
+
+def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> BatchOutcome:
+    from rmmvideo.batch.engine import check_options
+
     state = BatchState.load(out_dir / STATE_NAME)
     results: dict[str, FileResult] = {}
     lives: dict[str, _Live] = {}

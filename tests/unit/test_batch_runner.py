@@ -115,3 +115,14 @@ def test_bad_options_stop_before_work_and_bad_manifest_cells_fail_one_file(tmp_p
     outcome, text = _run([tmp_path / "m.csv"], tmp_path / "o3")
     assert [r.status for r in outcome.results] == ["failed", "done"]
     assert "crf" in outcome.results[0].error and "FAILED" in text
+
+
+def test_second_batch_on_same_dir_is_refused(tmp_path, inputs):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".batch.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running coordinator holds it
+        with pytest.raises(UserError, match="another rmmvideo batch is running"):
+            _run([inputs / "a.mp4"], out)
+    assert not (out / "a.mp4").exists()
