@@ -171,13 +171,18 @@ def restore_file(
 
 
 def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[str, Any]) -> dict[str, int]:
-    """Pass 1 (sequential, whole file): the track table shared by all segments of the file."""
+    """Pass 1 (sequential, whole file): the track table shared by all segments of the file.
+
+    An existing `table_path` (left by an interrupted run) is reused."""
     _check(engine)
     if engine == "rmm":
         p = _pipeline()
-        opts = _restore_options(options)
-        table = p.analyze_video(input_path, opts, components=_components(opts))
-        table.save(table_path)  # atomic (temp + rename)
+        if table_path.is_file():  # resumed: the table of an earlier run (same input and options)
+            table = p.TrackTable.load(table_path)
+        else:
+            opts = _restore_options(options)
+            table = p.analyze_video(input_path, opts, components=_components(opts))
+            table.save(table_path)  # atomic (temp + rename)
         return {"faces": sum(len(f) for f in table.faces.values()), "tracks": len(table.styles)}
     return {"faces": 0, "tracks": 0}
 

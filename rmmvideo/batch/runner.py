@@ -33,7 +33,14 @@ from rmmvideo.batch.discover import Job, discover
 from rmmvideo.batch.media import verify_output
 from rmmvideo.batch.progress import Progress
 from rmmvideo.batch.report import FileResult, print_summary, write_report
-from rmmvideo.batch.state import STATE_NAME, WORK_DIR, BatchState, JobRecord, SegmentRecord, options_hash
+from rmmvideo.batch.state import (
+    STATE_NAME,
+    WORK_DIR,
+    BatchState,
+    JobRecord,
+    SegmentRecord,
+    options_hash,
+)
 from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
 from rmmvideo.errors import UserError
 
@@ -123,6 +130,18 @@ def _verified(job: Job, rec: JobRecord) -> str | None:
     return verify_output(job.output, facts["frames"], facts["start"], facts["end"], facts["tol"])
 
 
+def _input_changed(job: Job, rec: JobRecord) -> bool:
+    """The input's size or mtime differ from when its facts were recorded."""
+    facts = rec.input_facts
+    if not facts:
+        return False
+    try:
+        st = job.input.stat()
+    except OSError:
+        return True
+    return facts.get("size") != st.st_size or facts.get("mtime_ns") != st.st_mtime_ns
+
+
 class _DirLock:
     """An exclusive lock on DIR for the coordinator's lifetime (released by the OS on kill -9):
     two batches writing one state file would undo each other's records."""
@@ -131,7 +150,7 @@ class _DirLock:
         self.path = out_dir / ".batch.lock"
         self.fh = None
 
-    def __enter__(self) -> "_DirLock":
+    def __enter__(self) -> _DirLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
@@ -189,14 +208,15 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
             rec.status, rec.error = "failed", job.error
             results[job.key] = FileResult(str(job.input), str(job.output), "failed", error=job.error)
             continue
-        if rec.options_hash == h and _verified(job, rec) is None:
+        changed = _input_changed(job, rec)  # before _verified refreshes the cached facts
+        if rec.options_hash == h and not changed and _verified(job, rec) is None:
             rec.status, rec.error = "done", None
             results[job.key] = FileResult(str(job.input), str(job.output), "skipped", rec.frames, rec.faces,
                                           rec.tracks, round(rec.seconds, 2))
             shutil.rmtree(work, ignore_errors=True)
             continue
-        if rec.options_hash != h:  # other options: nothing of an earlier attempt is reusable
-            rec.segments, rec.segment_status = [], {}
+        if rec.options_hash != h or changed:  # nothing of an earlier attempt is reusable
+            rec.segments, rec.segment_status, rec.input_facts = [], {}, None
             shutil.rmtree(work, ignore_errors=True)
         rec.options_hash, rec.status, rec.error = h, "pending", None
         lives[job.key] = _Live(i, job, rec, opts, work)

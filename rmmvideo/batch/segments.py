@@ -26,7 +26,7 @@ class Segment:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "Segment":
+    def from_dict(d: dict) -> Segment:
         return Segment(**d)
 
 

@@ -59,7 +59,7 @@ class JobRecord:
     segment_status: dict[str, SegmentRecord] = field(default_factory=dict)  # str(index) -> record
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "JobRecord":
+    def from_dict(d: dict[str, Any]) -> JobRecord:
         d = dict(d)
         seg = {k: SegmentRecord(**v) for k, v in (d.pop("segment_status", None) or {}).items()}
         known = {k: v for k, v in d.items() if k in JobRecord.__dataclass_fields__}
@@ -80,7 +80,7 @@ class BatchState:
         self.jobs: dict[str, JobRecord] = jobs or {}
 
     @staticmethod
-    def load(path: str | os.PathLike) -> "BatchState":
+    def load(path: str | os.PathLike) -> BatchState:
         """Read the state file; a missing file gives an empty state."""
         p = Path(path)
         if not p.exists():

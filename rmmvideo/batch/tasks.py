@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from rmmvideo.batch import engine as eng
-from rmmvideo.batch.media import VideoScan, check_complete, frame_duration, scan_video, verify_output
+from rmmvideo.batch.media import (
+    VideoScan,
+    check_complete,
+    frame_duration,
+    scan_video,
+    verify_output,
+)
 from rmmvideo.batch.segments import Segment, plan_segments
 
 TABLE_NAME = "tracks.table"

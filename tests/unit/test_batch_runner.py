@@ -126,3 +126,17 @@ def test_second_batch_on_same_dir_is_refused(tmp_path, inputs):
         with pytest.raises(UserError, match="another rmmvideo batch is running"):
             _run([inputs / "a.mp4"], out)
     assert not (out / "a.mp4").exists()
+
+
+def test_changed_input_is_redone(tmp_path, inputs):
+    import os
+    import shutil
+
+    src = tmp_path / "in.mp4"
+    shutil.copy(inputs / "a.mp4", src)
+    out = tmp_path / "out"
+    assert _run([src], out)[0].results[0].status == "done"
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: maybe replaced
+    assert _run([src], out)[0].results[0].status == "done"
+    assert _run([src], out)[0].results[0].status == "skipped"
