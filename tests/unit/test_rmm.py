@@ -42,9 +42,8 @@ def test_unet_and_mapping_shapes() -> None:
     x_mr, z_s = unet(torch.rand(2, 3, 32, 32))
     assert x_mr.shape == (2, 3, 32, 32)
     assert [tuple(z.shape) for z in z_s] == [(2, 16, 8, 8), (2, 8, 16, 16), (2, 4, 32, 32)]
-    assert [z.shape[-1] for z in z_s] == TINY.__class__(
-        size=32, unet_channels=(4, 8, 16), decoder_channels=(8, 8, 8), wavelet_levels=2
-    ).block_resolutions()
+    cfg = ModelConfig(size=32, unet_channels=(4, 8, 16), decoder_channels=(8, 8, 8), wavelet_levels=2)
+    assert [z.shape[-1] for z in z_s] == cfg.block_resolutions()
     mp = MappingNetwork(8, 6, 2, 3)
     w = mp(torch.randn(5, 8))
     assert w.shape == (5, 3, 6)
