@@ -94,8 +94,8 @@ def main() -> int:
             import ray
 
             t0 = time.perf_counter()
-            ray.init(num_cpus=cpu_cores(), _temp_dir=str(Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))),
-                     include_dashboard=False, log_to_driver=False)
+            ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: socket paths are limited
+            ray.init(num_cpus=cpu_cores(), _temp_dir=str(ray_tmp), include_dashboard=False, log_to_driver=False)
             init_s = time.perf_counter() - t0
             try:
                 row = run_one("ray", inputs, tmp / "ray", jobs=0, ray="auto", **common)
@@ -103,6 +103,7 @@ def main() -> int:
                 rows.append(row)
             finally:
                 ray.shutdown()
+                shutil.rmtree(ray_tmp, ignore_errors=True)
         result = {
             "cores": cpu_cores(), "engine": args.engine, "files": len(inputs), "frames_per_file": args.frames,
             "rows": rows, "jobs2_over_jobs1_throughput": round(rows[1]["fps"] / rows[0]["fps"], 3),

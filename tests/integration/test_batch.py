@@ -191,12 +191,12 @@ def test_segmented_equals_single_process_on_vfr_clip(tmp_path):
 
 
 @pytest.fixture
-def local_ray():
+def local_ray(monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'rmmvideo[ray]')")
     home_ray = Path.home() / ".ray"
     had_home = home_ray.exists()
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are limited
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray
     ray.init(num_cpus=2, _temp_dir=str(tmp), include_dashboard=False, log_to_driver=False)
     try:
         yield ray
@@ -220,7 +220,7 @@ def test_ray_backend_local_instance(tmp_path, local_ray):
     assert o.stats["backend"] == "ray" and o.stats["tasks"] == 2 + 4  # a: prepare+render; long: 4
     assert_valid(a, tmp_path / "out" / "a.mp4")
     assert_valid(src / "long.mp4", tmp_path / "out" / "long.mp4")
-    assert o.stats["overhead_per_task_seconds"] < 1.0
+    assert o.stats["overhead_per_task_median_seconds"] < 1.0  # the mean includes Ray workers' start-up
     assert local_ray.is_initialized()  # an instance the caller started is left running
     o2 = run_batch([str(src)], cfg, out=io.StringIO())
     assert [r.status for r in o2.results] == ["skipped", "skipped"]
