@@ -112,7 +112,7 @@ class Progress:
                 self._worker_bar(w)
         if not self.bars and ok and (frames or seconds >= 1.0):
             who = f"[w{w.slot}] " if w else ""
-            self._line(f"{who}{label}: {frames} frames in {seconds:.1f}s")
+            self._line(f"{who}{label}: {frames} frames in {seconds:.1f}s" if frames else f"{who}{label}: {seconds:.1f}s")
         self._refresh()
 
     def file_end(self, line: str) -> None:
