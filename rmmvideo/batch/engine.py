@@ -187,6 +187,61 @@ def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[
     return {"faces": 0, "tracks": 0}
 
 
+SOURCE_SUFFIXES = (".mp4", ".m4v", ".mov")  # containers whose timestamps a remux keeps exactly
+
+
+def _probe_key(path: Path) -> tuple:
+    """What the renderer takes from `probe` besides the frames: must match for a segment source."""
+    from rmmvideo.video.probe import probe
+
+    i = probe(path)
+    return (i.width, i.height, i.rotation, i.time_base, i.average_rate, i.bit_depth, i.pix_fmt, i.is_gray)
+
+
+def segment_source(input_path: Path, dst: Path, start_pts: int | None, end_pts: int | None) -> Path:
+    """A packet copy of the input's video around [start_pts, end_pts), so a segment's render
+    decodes its own range instead of everything before it (decode cost O(n) per file, not O(n^2)).
+
+    Copies from the keyframe at or before start_pts up to the second keyframe at or after end_pts
+    (one spare GOP: open-GOP leading pictures shown before end_pts are decoded after the cut),
+    keeping pts/dts and time base exactly (mp4/mov edit lists in the stream's own units).
+    Returns `input_path` itself (decode from the start, always correct) when the input is not
+    mp4/mov, or when the copy would probe differently (size, rotation, rate, greyness: what the
+    renderer reads from `probe`), so the segment renders exactly as in a single pass.
+    """
+    if start_pts is None or input_path.suffix.lower() not in SOURCE_SUFFIXES:
+        return input_path
+    from rmmvideo.batch.join import _muxer_options, _video_stream
+
+    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    with av.open(str(input_path)) as ic:
+        vs = _video_stream(ic)
+        tb = vs.time_base
+        ic.seek(start_pts, stream=vs, backward=True, any_frame=False)
+        with av.open(str(tmp), "w", options=_muxer_options(tmp, tb)) as oc:
+            ov = oc.add_stream_from_template(vs)
+            ov.time_base = tb
+            keys_after_end = 0
+            for pkt in ic.demux(vs):
+                if pkt.size == 0:
+                    continue
+                if end_pts is not None and pkt.is_keyframe and pkt.pts is not None and pkt.pts >= end_pts:
+                    keys_after_end += 1
+                    if keys_after_end == 2:
+                        break
+                pkt.stream = ov
+                oc.mux(pkt)
+    os.replace(tmp, dst)
+    try:
+        same = _probe_key(dst) == _probe_key(input_path)
+    except UserError:
+        same = False
+    if not same:
+        dst.unlink(missing_ok=True)
+        return input_path
+    return dst
+
+
 def render_segment(
     engine: str,
     input_path: Path,
@@ -206,6 +261,12 @@ def render_segment(
         table = p.TrackTable.load(table_path)
         opts = _restore_options(options)
         kw = _with_progress(p.render_video, {"components": _components(opts)}, progress)
-        s = p.render_video(input_path, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False, **kw)
+        src = segment_source(input_path, output.with_name(f"{output.stem}.source{input_path.suffix.lower()}"),
+                             start_pts, end_pts)
+        try:
+            s = p.render_video(src, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False, **kw)
+        finally:
+            if src != input_path:
+                src.unlink(missing_ok=True)
         return _summary(s)
     return upscale_range(input_path, output, options, start_pts, end_pts, progress)

@@ -86,7 +86,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
     clip = keyframe_cut(VIDEOS / "talking_512sq_30fps_audio.mp4", tmp_path / "talk.mp4", frames=24, size=256, gop=8)
-    assert len(scan_video(clip).keyframes) == 3
+    keys = scan_video(clip).keyframes
+    assert len(keys) == 3
+    from rmmvideo.batch.engine import segment_source
+
+    # segments render from packet copies of their range (not the whole file): that path is tested
+    assert segment_source(clip, tmp_path / "probe.mp4", keys[1], keys[2]) != clip
     opts = {"weights": str(tiny_weights), "scale": 1.0, "crf": 0, "preset": "ultrafast", "seed": 3}
     runs = {}
     for name, seconds, jobs in (("single", 0.0, 1), ("segmented", 0.25, 2)):

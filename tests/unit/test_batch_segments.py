@@ -55,3 +55,29 @@ def test_scan_and_verify_real_file(tmp_path):
     assert verify_output(trunc, 30, scan.start, scan.end, 0.04) is not None
     with pytest.raises(UserError):
         scan_video(tmp_path / "missing.mp4")
+
+
+def test_segment_source_is_an_exact_packet_copy_of_the_range(tmp_path):
+    import av
+
+    from rmmvideo.batch.engine import segment_source
+
+    clip = make_clip(tmp_path / "c.mp4", frames=50, gop=10)
+    keys = scan_video(clip).keyframes
+    start, end = keys[2], keys[3]
+    src = segment_source(clip, tmp_path / "s.mp4", start, end)
+    assert src == tmp_path / "s.mp4"
+
+    def frames(p: Path) -> dict[int, bytes]:
+        with av.open(str(p)) as c:
+            return {int(f.pts): f.to_ndarray(format="rgb24").tobytes() for f in c.decode(video=0)}
+
+    full, part = frames(clip), frames(src)
+    wanted = {p: v for p, v in full.items() if start <= p < end}
+    assert {p: v for p, v in part.items() if start <= p < end} == wanted and len(wanted) == 10
+    assert len(part) <= 20 < len(full)  # the range plus one spare GOP, not the whole prefix
+    # first segment, or a container whose timestamps a remux would round: the input itself
+    assert segment_source(clip, tmp_path / "s0.mp4", None, start) == clip
+    mkv = tmp_path / "c.mkv"
+    mkv.write_bytes(b"")
+    assert segment_source(mkv, tmp_path / "s1.mkv", start, end) == mkv
