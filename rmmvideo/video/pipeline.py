@@ -321,10 +321,12 @@ class FaceRenderer:
         dim = model.config.z_n_dim  # type: ignore[attr-defined]
         dev = crops.device
         if self.options.temporal == "frame":
-            noise = torch.stack([
-                make_noise(track_noise_seed(self.options.seed, plans[b].frame.pts * 1000 + i), 1, dim)[0]
-                for i, (b, _) in enumerate(items)
-            ])
+            seen: dict[int, int] = {}  # faces so far per frame: seed = (pts, face index in frame)
+            seeds = []
+            for b, _ in items:
+                k = seen[b] = seen.get(b, -1) + 1
+                seeds.append(track_noise_seed(self.options.seed, plans[b].frame.pts * 1000 + k))
+            noise = torch.stack([make_noise(sd, 1, dim)[0] for sd in seeds])
             return noise.to(dev, crops.dtype), torch.full((len(items),), -1, dtype=torch.long, device=dev)
         tracks = [f.track_id for _, f in items]
         self.styler.pin(tracks, crops, [f.detected for _, f in items])
