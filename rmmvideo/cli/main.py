@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning: the pipeline runs decode/encode threads
+    # beside torch, and spinning made 2-thread work several times slower under contention.
+    # Must be set before torch is imported (subcommands import it lazily).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("RMMVIDEO_DEBUG", "") not in ("", "0")
