@@ -13,7 +13,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task
@@ -44,19 +46,49 @@ class Backend(Protocol):
 PRELOAD = ["rmmvideo.batch.tasks", "torch", "rmmvideo.video.upscale"]
 
 
-def worker_context() -> mp.context.BaseContext:
+def worker_env(threads: int) -> dict[str, str]:
+    """Environment for worker processes (a user's own settings win).
+
+    OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin at every barrier while encoder/decoder
+    threads (or other jobs) hold the cores made a 2-thread worker 7x slower than a 1-thread one
+    on this 2-core machine (24 frames: 15.7 s vs 2.3 s); passive waiting brought it to 3.8 s.
+    Thread counts: BLAS/OpenMP pools are sized when numpy/torch load, i.e. in the fork server.
+    """
+    env = {"OMP_WAIT_POLICY": "PASSIVE"}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+@contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (child processes started in it
+    inherit them; this process's environment is restored after)."""
+    old = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def worker_context(threads: int) -> mp.context.BaseContext:
     """forkserver with torch preloaded where available (Linux), else spawn.
 
-    Workers inherit OMP_WAIT_POLICY=PASSIVE unless the user set it: OpenMP threads that spin at
-    every barrier while encoder/decoder threads (or other jobs) hold the cores made a 2-thread
-    worker 7x slower than a 1-thread one on this 2-core machine (3.8 s -> 15.7 s for 24 frames);
-    passive waiting removed most of it. It must be set before torch loads OpenMP, i.e. before the
-    fork server starts.
+    The fork server (one per coordinator process, reused by later batches) is started here with
+    `worker_env(threads)`; spawned workers get the same variables from `init_worker`.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if "forkserver" in mp.get_all_start_methods():
+        from multiprocessing import forkserver
+
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
+        with _environ(worker_env(threads)):
+            forkserver.ensure_running()
         return ctx
     return mp.get_context("spawn")
 
@@ -70,7 +102,7 @@ class LocalBackend:
         self.jobs = max(1, jobs)
         self.capacity = self.jobs
         self.threads = threads or threads_per_worker(self.jobs)
-        self._ctx = worker_context()
+        self._ctx = worker_context(self.threads)
         self._sink = self._ctx.Queue()
         self._pool = self._new_pool()
 

@@ -172,7 +172,8 @@ def run_batch(inputs: list[str], config: BatchConfig, out: TextIO | None = None)
     """Run (or resume) a batch; returns per-file results. See the module docstring.
 
     Raises UserError (before any work) for bad options, missing weights, no inputs, or another
-    batch running on the same DIR.
+    batch running on the same DIR. Local workers are started by multiprocessing (fork server or
+    spawn): a script calling this must do so under ``if __name__ == "__main__":``.
     """
     from rmmvideo.batch.engine import check_options
 

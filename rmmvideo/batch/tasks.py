@@ -64,9 +64,11 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
     _SINK, _THREADS = sink, threads
     if coordinator is not None:
         watch_coordinator(coordinator)
-    if threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RMMVIDEO_CODEC_THREADS"):
-            os.environ[var] = str(threads)
+    if threads:  # spawned workers (no fork server): numpy/torch are not loaded yet, env applies
+        from rmmvideo.batch.backends import worker_env
+
+        os.environ.update(worker_env(threads))
+        os.environ["RMMVIDEO_CODEC_THREADS"] = str(threads)
 
 
 def watch_coordinator(pid: int) -> None:
