@@ -119,31 +119,30 @@ def affine_scale(m: torch.Tensor) -> torch.Tensor:
     return torch.linalg.det(a).abs().sqrt().to(m.dtype)
 
 
-def _mapped_grid(m: torch.Tensor, h: int, w: int, offset: torch.Tensor | None = None,
-                 sub: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Apply (N, 2, 3) float64 affines to the pixel grid of an (h, w) image whose origin sits at
-    ``offset`` (N, 2) in the source space of ``m``; with ``sub`` > 1 the grid holds sub x sub
-    samples per pixel at ``x + (j + 0.5) / sub - 0.5``. Returns (N, h * sub, w * sub, 2) in
-    ``dtype`` (float32 unless the images are float64); the translation is folded in float64 so large coordinates keep their precision."""
-    dev = m.device
-    ys = (torch.arange(h * sub, dtype=torch.float64, device=dev) + 0.5) / sub - 0.5
-    xs = (torch.arange(w * sub, dtype=torch.float64, device=dev) + 0.5) / sub - 0.5
-    a = m[:, :, :2]
-    t = m[:, :, 2]
+def _affine_grid(m: torch.Tensor, h: int, w: int, in_h: int, in_w: int,
+                 offset: torch.Tensor | None = None, sub: int = 1,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """grid_sample grid for an (h, w) output whose pixel p (origin at ``offset`` (N, 2) in the
+    source space of ``m``) samples the (in_h, in_w) input at ``m @ [p + offset, 1]``.
+
+    ``m``: (N, 2, 3) float64 output -> input pixel affines. With ``sub`` > 1 the grid holds
+    sub x sub samples per output pixel at ``p + (j + 0.5) / sub - 0.5`` (shape
+    (N, h * sub, w * sub, 2)). The pixel affine is folded into grid_sample's normalised
+    coordinates in float64 and expanded by ``F.affine_grid`` (one fused kernel)."""
+    n, dev = m.shape[0], m.device
+    f64 = torch.float64
+    a = m[:, :, :2].to(f64)
+    t = m[:, :, 2].to(f64)
     if offset is not None:
-        t = t + torch.einsum("nij,nj->ni", a, offset.to(torch.float64))
-    a32, t32 = a.to(dtype), t.to(dtype)
-    gy, gx = torch.meshgrid(ys.to(dtype), xs.to(dtype), indexing="ij")
-    x = a32[:, 0, 0, None, None] * gx + a32[:, 0, 1, None, None] * gy + t32[:, 0, None, None]
-    y = a32[:, 1, 0, None, None] * gx + a32[:, 1, 1, None, None] * gy + t32[:, 1, None, None]
-    return torch.stack([x, y], -1)
-
-
-def _to_normalised(xy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Pixel (x, y) -> grid_sample's [-1, 1] coordinates (align_corners=False)."""
-    x = (2.0 * xy[..., 0] + 1.0) / w - 1.0
-    y = (2.0 * xy[..., 1] + 1.0) / h - 1.0
-    return torch.stack([x, y], -1)
+        t = t + torch.einsum("nij,nj->ni", a, offset.to(dev, f64))
+    full = torch.zeros((n, 3, 3), dtype=f64, device=dev)
+    full[:, :2, :2], full[:, :2, 2], full[:, 2, 2] = a, t, 1.0
+    out_from_norm = torch.tensor([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]],
+                                 dtype=f64, device=dev)
+    norm_from_in = torch.tensor([[2 / in_w, 0, 1 / in_w - 1], [0, 2 / in_h, 1 / in_h - 1], [0, 0, 1]],
+                                dtype=f64, device=dev)
+    theta = (norm_from_in @ full @ out_from_norm)[:, :2]
+    return F.affine_grid(theta.to(dtype), [n, 1, h * sub, w * sub], align_corners=False)
 
 
 def warp_to_crops(frames: torch.Tensor, frame_idx: torch.Tensor, matrices: torch.Tensor, size: int,
@@ -180,8 +179,7 @@ def warp_to_crops(frames: torch.Tensor, frame_idx: torch.Tensor, matrices: torch
     gdtype = torch.float32 if frames.dtype in (torch.float16, torch.bfloat16) else frames.dtype
     for k in np.unique(ks):
         sel = torch.as_tensor(np.nonzero(ks == k)[0], device=dev)
-        xy = _mapped_grid(inv[sel], size, size, sub=int(k), dtype=gdtype)
-        grid = _to_normalised(xy, h, w).to(gdtype)
+        grid = _affine_grid(inv[sel], size, size, h, w, sub=int(k), dtype=gdtype)
         src = frames[frame_idx.to(dev)[sel]].to(gdtype)
         sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if k > 1:
@@ -245,8 +243,7 @@ def paste_back(canvas: torch.Tensor, crops: torch.Tensor, masks: torch.Tensor, f
     inv = invert_affine(m)  # canvas -> crop
     off = torch.as_tensor(np.stack([x0, y0], 1), dtype=torch.float64, device=dev)  # (N, 2)
     wdtype = torch.float32 if crops.dtype in (torch.float16, torch.bfloat16) else crops.dtype
-    xy = _mapped_grid(inv, bh, bw, offset=off, dtype=wdtype)
-    grid = _to_normalised(xy, s, s)
+    grid = _affine_grid(inv, bh, bw, s, s, offset=off, dtype=wdtype)
     mk = masks.to(dev, wdtype).clamp(0, 1)
     src = torch.cat([crops.to(dev, wdtype) * mk, mk], 1)
     warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
