@@ -132,7 +132,8 @@ class _Reporter:
         except Exception:  # noqa: BLE001 - progress is best effort, never fails a job
             pass
 
-    def frames(self, n: int) -> None:
+    def frames(self, n: int, *_: Any, **__: Any) -> None:
+        """Frames written so far by this task (extra arguments, e.g. a total, are ignored)."""
         now = time.monotonic()
         if now - self.last >= 0.5:
             self.last = now
