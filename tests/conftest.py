@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning (set before torch loads): with several
+# processes on 2 cores, spinning threads made torch work many times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
