@@ -23,6 +23,9 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import AtomicOutput
 
 
+_MUXER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}  # the muxer writes its own
+
+
 def rewrite_dts(pts: Sequence[int], min_delay: int = 0) -> list[int]:
     """A strictly increasing dts with dts[i] <= pts[i] for packets given in decode order.
 
@@ -162,11 +165,21 @@ def join_segments(
         with av.open(str(tmp), mode="w", options=_muxer_options(out_path, tb)) as oc:
             ov = oc.add_stream_from_template(_video_stream(first))
             ov.time_base = tb
+            ov.metadata.update(_video_stream(first).metadata)
+            # as VideoWriter does for a whole file: container tags, copied streams' tags and flags
+            oc.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in _MUXER_TAGS})
             copy: dict[int, av.stream.Stream] = {}
             if audio:
                 for s in src.streams:
                     if s.type in ("audio", "subtitle"):
-                        copy[s.index] = oc.add_stream_from_template(s)
+                        try:
+                            ost = oc.add_stream_from_template(s)
+                        except (ValueError, av.error.FFmpegError) as e:
+                            raise UserError(f"cannot copy {s.type} stream #{s.index} ({s.codec_context.name}) "
+                                            f"into a {out_path.suffix} file ({e})") from None
+                        ost.metadata.update(s.metadata)  # language, title, handler name
+                        ost.disposition = s.disposition  # default / forced flags
+                        copy[s.index] = ost
 
             def video_packets() -> Iterator[tuple[float, int, av.Packet]]:
                 i = 0

@@ -107,3 +107,26 @@ def test_join_without_audio(tmp_path):
     join_segments(src, [seg], out, audio=False)
     assert audio_packets(out) == []
     assert scan_video(out).frames == 20
+
+
+def test_join_keeps_container_and_stream_tags(tmp_path):
+    plain = make_clip(tmp_path / "plain.mp4", frames=20, gop=10)
+    src = tmp_path / "tagged.mp4"
+    with av.open(str(plain)) as ic, av.open(str(src), "w") as oc:  # same packets, with tags
+        oc.metadata["title"] = "Reel 7"
+        streams = {}
+        for s in ic.streams:
+            streams[s.index] = oc.add_stream_from_template(s)
+        streams[1].metadata["language"] = "fra"
+        for p in ic.demux():
+            if p.size:
+                p.stream = streams[p.stream.index]
+                oc.mux(p)
+    seg = tmp_path / "s.mp4"
+    upscale_range(src, seg, {"scale": 1, "preset": "ultrafast"})
+    out = tmp_path / "o.mp4"
+    join_segments(src, [seg], out)
+    with av.open(str(out)) as c:
+        assert c.metadata.get("title") == "Reel 7"
+        assert c.streams.audio[0].metadata.get("language") == "fra"
+    assert audio_packets(out) == audio_packets(src)
