@@ -211,7 +211,10 @@ class VideoWriter:
     # ------------------------------------------------------------------ setup and teardown
 
     def _open(self, rate, options, source, copy_audio, copy_subtitles) -> None:  # noqa: ANN001
-        out = av.open(str(self._atomic.temp), mode="w", format=self.format)
+        # mp4/mov: edit lists in the video's own time units; the default (1/1000 s) rounds a
+        # non-zero start pts (1001 in 1/30000 read back as 990).
+        muxer = {"movie_timescale": str(self.time_base.denominator)} if self.format in ("mp4", "mov") else {}
+        out = av.open(str(self._atomic.temp), mode="w", format=self.format, options=muxer)
         self._out = out
         try:
             vs = out.add_stream(self.codec, rate=rate if rate else None)

@@ -675,3 +675,18 @@ def test_random_access_ten_bit_uses_pyav(make_clip):
         assert r._decord is None  # decord converts through its own 8-bit path: not used here
         assert all(np.array_equal(r.frame_at(i).image, frames[i].image) for i in (4, 0, 2))
         assert r.frame_at(3, high_bit_depth=True).image.dtype == np.uint16
+
+
+def test_mp4_keeps_a_non_zero_start_pts(make_clip, tmp_path):
+    """mp4 edit lists default to 1/1000 s and would round a start of 1001/30000 s to 990."""
+    from fractions import Fraction
+
+    from rmmvideo.video.io import decode_frames, transcode_upscale
+
+    pts = [1001, 2002, 3003, 4004]
+    clip = make_clip("start.mp4", frames=4, time_base=Fraction(1, 30000), pts=pts,
+                     container_options={"movie_timescale": "30000"})
+    assert [f.pts for f in decode_frames(clip)] == pts
+    out = tmp_path / "o.mp4"
+    transcode_upscale(clip, out, 1, preset="ultrafast")
+    assert [f.pts for f in decode_frames(out)] == pts
