@@ -526,7 +526,8 @@ def _bit_depth(options: RestoreOptions, info: VideoInfo) -> tuple[int, bool]:
 
 def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = None,
                   options: RestoreOptions | None = None, components: Components | None = None,
-                  max_frames: int | None = None) -> RunSummary:
+                  max_frames: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> RunSummary:
     """Restore the faces of a video in one streaming pass (``rmmvideo run``).
 
     Args:
@@ -536,6 +537,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
         options: see ``RestoreOptions``.
         components: prebuilt model/detector (reused across files by ``batch``).
         max_frames: only the first N frames (benchmarks, tests); audio is still copied.
+        progress: called with the number of frames written so far after each batch.
     Returns:
         RunSummary (frames, faces, tracks, seconds).
     """
@@ -549,7 +551,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     tracker = make_tracker(comps.detector, options)
     styler = TrackStyler(comps.model, options.seed)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
-    progress = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
+    bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
     frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8)
     n = 0
     try:
@@ -560,9 +562,11 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)
                 n += len(batch)
-                progress.update(len(batch), renderer.faces_restored)
+                bar.update(len(batch), renderer.faces_restored)
+                if progress is not None:
+                    progress(n)
     finally:
-        progress.close()
+        bar.close()
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
@@ -601,10 +605,12 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
 
 def render_video(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,
                  table: TrackTable, start_pts: int | None = None, end_pts: int | None = None,
-                 audio: bool = True, components: Components | None = None) -> RunSummary:
+                 audio: bool = True, components: Components | None = None,
+                 progress: Callable[[int], None] | None = None) -> RunSummary:
     """Pass 2: render frames with ``start_pts <= pts < end_pts`` from a ``TrackTable``.
 
-    With ``audio=False`` (segments) only the video stream is written; the joiner adds audio."""
+    With ``audio=False`` (segments) only the video stream is written; the joiner adds audio.
+    ``progress`` is called with the number of frames written so far after each batch."""
     log = _log(options)
     t0 = time.perf_counter()
     info = probe(input)
@@ -634,6 +640,8 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
                     writer.write(image, plan.frame.pts)
                     tracks.update(f.track_id for f in plan.faces)
                 n += len(batch)
+                if progress is not None:
+                    progress(n)
     finally:
         frames.close()  # type: ignore[attr-defined]
     return RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored, len(tracks),

@@ -371,3 +371,11 @@ def test_cli_run_prints_summary(make_clip, tiny_weights, capsys):
                "--preset", "ultrafast", "--scale", "1.5"])
     out = capsys.readouterr().out
     assert rc == 0 and "4 frames" in out
+
+
+def test_progress_callback_counts_frames(make_clip, tiny_weights, tmp_path):
+    clip = make_clip("p.mp4", width=64, height=48, frames=11)
+    seen: list[int] = []
+    restore_video(clip, tmp_path / "p_out.mp4", opts(tiny_weights, codec="libx264", batch_size=4),
+                  progress=seen.append)
+    assert seen == [4, 8, 11]
