@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ __all__ = [
     "VideoInfo",
     "VideoWriter",
     "atomic_output",
+    "batched",
     "check_output_path",
     "choose_pix_fmt",
     "container_format_for",
@@ -59,8 +61,12 @@ __all__ = [
 ]
 
 
-def _batched(it: Iterator[DecodedFrame], n: int) -> Iterator[list[DecodedFrame]]:
-    batch: list[DecodedFrame] = []
+T = TypeVar("T")
+
+
+def batched(it: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``n`` items (the last one shorter) from a stream."""
+    batch: list[T] = []
     for x in it:
         batch.append(x)
         if len(batch) == n:
@@ -136,7 +142,7 @@ def transcode_upscale(
         info, output, scale, codec=codec, crf=crf, preset=preset, bit_depth=bit_depth
     ) as writer:
         try:
-            for batch in _batched(frames, batch_size):
+            for batch in batched(frames, batch_size):
                 canvas = upscale_images(np.stack([f.image for f in batch]), scale, device, method)  # type: ignore[arg-type]
                 for f, image in zip(batch, canvas):
                     writer.write(image, f.pts)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
-from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, decode_frames, probe
+from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, batched, decode_frames, probe
 
 Temporal = Literal["track", "frame"]
 
@@ -232,7 +232,7 @@ class TrackStyler:
 # ----------------------------------------------------------------------------- rendering
 
 
-def _canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
+def canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
     """(2, 3) frame pixel -> upscaled canvas pixel (pixel-centre convention, per-axis scale)."""
     sx, sy = ow / w, oh / h
     return torch.tensor([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]], dtype=torch.float64)
@@ -307,7 +307,7 @@ class FaceRenderer:
         masks = self._masks(restored, fb.items, fb.mats)
         h, w = images.shape[1:3]
         oh, ow = canvas.shape[1:3]
-        to_canvas = compose_affine(_canvas_matrix(h, w, oh, ow).to(dev), invert_affine(fb.mats))
+        to_canvas = compose_affine(canvas_matrix(h, w, oh, ow).to(dev), invert_affine(fb.mats))
         _paste_rois(canvas, restored, masks, [b for b, _ in fb.items], to_canvas)
         self.faces_restored += n
         return canvas
@@ -433,17 +433,6 @@ def plan_frames(frames: Iterable[DecodedFrame], tracker: object, chunk: int = 8)
         raise RuntimeError(f"tracker did not finalise frames {sorted(pending)[:5]}...")
 
 
-def _batched(it: Iterable[FramePlan], n: int) -> Iterator[list[FramePlan]]:
-    batch: list[FramePlan] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # ----------------------------------------------------------------------------- track table
 
 
@@ -557,7 +546,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     try:
         with VideoWriter.for_input(info, target, options.scale, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth) as writer:
-            for batch in _batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+            for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)
@@ -587,7 +576,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     frames = decode_frames(info.path, prefetch_frames=8)
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
-        for batch in _batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+        for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
             with torch.inference_mode():
                 fb = renderer.prepare(batch)
                 if fb is not None:
@@ -634,7 +623,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
         with VideoWriter.for_input(info, output, options.scale, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth,
                                    copy_audio=audio, copy_subtitles=audio) as writer:
-            for batch in _batched(planned(), options.batch_size):
+            for batch in batched(planned(), options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
+from rmmvideo.video.io import batched
+from rmmvideo.video.pipeline import canvas_matrix
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
@@ -149,23 +151,6 @@ def _recording_renderer_class() -> type:
     return RecordingRenderer
 
 
-def _batched(it: Iterable, n: int) -> Iterator[list]:
-    batch: list = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
-    """(2, 3) float64: frame pixel -> pixel of the frame resized to (oh, ow) (pixel centres)."""
-    sx, sy = ow / w, oh / h
-    return torch.tensor([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]], dtype=torch.float64)
-
-
 def _resolve_index(reader: object, index: int | None, time: float | None, path: Path) -> int:
     n = len(reader)  # type: ignore[arg-type]
     if index is not None:
@@ -240,7 +225,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         plans = plan_frames(frames, tracker, opts.batch_size)
         hit: list | None = None
         try:
-            for batch in _batched(plans, opts.batch_size):
+            for batch in batched(plans, opts.batch_size):
                 if need_pin:  # the slots run pins from each track's first batch (empty memory: -1)
                     with torch.inference_mode():
                         fb = renderer.prepare(batch)
@@ -415,7 +400,6 @@ __all__ = [
     "PreviewFace",
     "PreviewInfo",
     "PreviewResult",
-    "canvas_matrix",
     "check_output",
     "default_preview_path",
     "draw_overlay",

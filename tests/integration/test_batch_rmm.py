@@ -26,26 +26,6 @@ pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"shared clips not f
 pipeline = pytest.importorskip("rmmvideo.video.pipeline", reason="restoration pipeline not built yet")
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tiny random RMM with the small model's template, a few memory slots written."""
-    from rmmvideo.config import ModelConfig
-    from rmmvideo.models.rmm import RMM
-    from rmmvideo.models.weights import save_pretrained
-
-    small = ModelConfig.from_yaml(REPO / "configs/models/rmm-small.yaml")
-    cfg = ModelConfig(name="tiny", size=32, unet_channels=(8, 16, 16), decoder_channels=(16, 16, 8),
-                      z_n_dim=16, mapping_layers=2, mapping_dim=16, wavelet_levels=2, memory_size=8,
-                      key_dim=16, key_width=8, template=small.template, template_name=small.template_name)
-    torch.manual_seed(0)
-    model = RMM(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):
-        q = torch.nn.functional.normalize(torch.randn(1, cfg.key_dim, generator=g), dim=1)
-        model.update_memory(q, torch.rand(1, cfg.z_w_dim, generator=g) * 0.3)
-    return save_pretrained(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
-
-
 def keyframe_cut(src: Path, dst: Path, frames: int, size: int, gop: int) -> Path:
     """First `frames` frames of `src` (decoded with the I/O layer), resized, re-encoded with a
     keyframe every `gop` frames, the input's pts and time base kept, and its audio copied."""

@@ -35,27 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tiny random RMM in the small model's template geometry, memory partly filled."""
-    from rmmvideo.models.rmm import RMM
-    from rmmvideo.models.weights import save_pretrained
-
-    small = ModelConfig.from_yaml(REPO / "configs/models/rmm-small.yaml")
-    cfg = ModelConfig(name="tiny", size=32, unet_channels=(8, 16, 16), decoder_channels=(16, 16, 8),
-                      z_n_dim=16, mapping_layers=2, mapping_dim=16, wavelet_levels=2, memory_size=8,
-                      key_dim=16, key_width=8, template=small.template, template_name=small.template_name)
-    torch.manual_seed(0)
-    model = RMM(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):  # write a few distinct (key, value) pairs
-        q = torch.nn.functional.normalize(torch.randn(1, cfg.key_dim, generator=g), dim=1)
-        model.update_memory(q, torch.rand(1, cfg.z_w_dim, generator=g) * 0.3)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_pretrained(model, path)
-    return path
-
-
 def encode_frames(path: Path, frames: list[np.ndarray], rate: int = 25, codec: str = "libx264") -> Path:
     import av
 
