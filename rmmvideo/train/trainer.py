@@ -370,13 +370,19 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self, path: Path, n: int = 4) -> Path:
         """Grid of LQ | X_MR | X̂_HR | GT from the EMA model on the first ``n`` validation (or
-        training) samples, with fixed noise."""
+        training) samples, with fixed noise. Uses the inference path (``restore``: Z_W read from
+        the memory) when the model has one, else ``forward_train`` (Z_W of the ground truth)."""
         data = self.val_set if self.val_set is not None else self.train_set
         lq, hq = _stack([data[i] for i in range(min(n, len(data)))])
         lq, hq = lq.to(self.device), hq.to(self.device)
         z = torch.randn(lq.shape[0], self.cfg.model.z_n_dim, generator=torch.Generator().manual_seed(0))
-        out = self.ema.forward_train(lq, hq, z.to(self.device))
-        save_grid(path, [lq, out["x_mr"], out["x_hr"], hq])
+        if hasattr(self.ema, "restore"):
+            r = self.ema.restore(lq, noise=z.to(self.device))
+            x_mr, x_hr = r.x_mr, r.x_hr
+        else:
+            out = self.ema.forward_train(lq, hq, z.to(self.device))
+            x_mr, x_hr = out["x_mr"], out["x_hr"]
+        save_grid(path, [lq, x_mr, x_hr, hq])
         return path
 
     def export(
