@@ -17,12 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inputs are face crops in the weights' template geometry: write the restored "
                         "crops at the model's size (no detection, no paste-back)")
     p.add_argument("--scale", type=float, default=2.0, help="upscale factor of whole photos (as `run`)")
-    p.add_argument("--weights", default=None, help="RMM weights (.safetensors); default: bundled rmm-small")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--detector", choices=["auto", "fan", "dlib"], default="auto",
-                   help="face detector: face-alignment (S3FD+FAN) when its weights are present, else dlib")
-    p.add_argument("--models-dir", default=None, help="folder holding face-alignment's weight files (offline installs)")
-    p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
+    from rmmvideo.cli.run import add_model_options
+
+    add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the faces' noise vectors")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--quiet", action="store_true", help="only warnings, failures and the summary line")

@@ -7,15 +7,20 @@ import argparse
 HELP = "restore the faces in a video (streaming; audio and timestamps kept)"
 
 
-def add_restore_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by run, preview and batch (they map onto RestoreOptions)."""
-    p.add_argument("--scale", type=float, default=2.0, help="upscale factor of the whole frame")
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Weights, device, face detector and parser: shared by run, preview and faces."""
     p.add_argument("--weights", default=None, help="RMM weights (.safetensors); default: bundled rmm-small")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--detector", choices=["auto", "fan", "dlib"], default="auto",
                    help="face detector: face-alignment (S3FD+FAN) when its weights are present, else dlib")
     p.add_argument("--models-dir", default=None, help="folder holding face-alignment's weight files (offline installs)")
     p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
+
+
+def add_restore_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by run, preview and bench (they map onto RestoreOptions)."""
+    p.add_argument("--scale", type=float, default=2.0, help="upscale factor of the whole frame")
+    add_model_options(p)
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="track: fixed noise + pinned memory slot per face track; frame: fresh per frame")
     p.add_argument("--seed", type=int, default=0, help="run seed (per-track noise derives from it)")
