@@ -17,7 +17,7 @@ A config fixes:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,26 @@ FFHQ_TEMPLATE: tuple[tuple[float, float], ...] = tuple(
         (313.09, 371.15),
     )
 )
+
+
+def reject_unknown_keys(cls: type, d: dict[str, Any], what: str) -> None:
+    """UserError naming the keys of ``d`` that are not fields of dataclass ``cls``."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise UserError(f"{what}: unknown keys {sorted(unknown)}")
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping a YAML file holds; UserError when the file is missing or holds no mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    data = yaml.safe_load(p.read_text())
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {p} does not hold a mapping")
+    return data
 
 
 @dataclass(frozen=True)
@@ -99,10 +119,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"config: unknown keys {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "config")
         kw = dict(d)
         for key in ("unet_channels", "decoder_channels"):
             if key in kw:
@@ -118,14 +135,7 @@ class ModelConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ModelConfig":
         """Read a model config YAML (the whole file, or its ``model:`` section)."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
-        data = yaml.safe_load(p.read_text())
-        if not isinstance(data, dict):
-            raise UserError(f"config file {p} does not hold a mapping")
+        data = read_yaml_mapping(path, "config file")
         if "model" in data and isinstance(data["model"], dict):
             data = data["model"]
         return cls.from_dict(data)

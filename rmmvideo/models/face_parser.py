@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rmmvideo.errors import UserError
+from rmmvideo.models.keynet import BasicBlock  # torchvision's block, the checkpoint's names
 
 N_CLASSES = 19
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",
@@ -40,23 +41,6 @@ class ConvBNReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample: nn.Module | None = None
-        if cin != cout or stride != 1:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        short = x if self.downsample is None else self.downsample(x)
-        return F.relu(short + r)
 
 
 def _layer(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from rmmvideo.config import reject_unknown_keys
 from rmmvideo.errors import UserError
 
 Img = TypeVar("Img", torch.Tensor, np.ndarray)
@@ -101,10 +102,7 @@ class DegradationConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
         """Build from a YAML/JSON mapping (lists become tuples); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"degradation: unknown keys {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "degradation")
         kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
         return cls(**kw)
 

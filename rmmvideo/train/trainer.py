@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rmmvideo.config import ModelConfig
+from rmmvideo.config import ModelConfig, read_yaml_mapping, reject_unknown_keys
 from rmmvideo.errors import UserError
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import load_vgg19
@@ -87,10 +87,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"train config: unknown keys {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "train config")
         kw = dict(d)
         m = kw.get("model")
         if isinstance(m, str):
@@ -128,14 +125,8 @@ def _resolve(path: str | None, config_file: Path) -> str | None:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a train config YAML. ``model`` is a path (relative to the YAML file) or a mapping."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"train config not found: {p}")
-    data = yaml.safe_load(p.read_text())
-    if not isinstance(data, dict):
-        raise UserError(f"train config {p} does not hold a mapping")
+    data = read_yaml_mapping(p, "train config")
     cfg = TrainConfig.from_dict(data, base_dir=p.parent)
     return replace(cfg, data_dir=_resolve(cfg.data_dir, p), vgg_path=_resolve(cfg.vgg_path, p))
 
