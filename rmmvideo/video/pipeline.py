@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Sequence
@@ -257,8 +256,10 @@ class FaceRenderer:
         self.max_faces = max_faces_per_call
         self.faces_restored = 0
 
-    def prepare(self, plans: Sequence[FramePlan]) -> "_FaceBatch | None":
-        """Aligned crops of every face in ``plans`` (None when there is none)."""
+    def prepare(self, plans: Sequence[FramePlan], images: np.ndarray | None = None) -> "_FaceBatch | None":
+        """Aligned crops of every face in ``plans`` (None when there is none).
+
+        ``images``: the plans' frames already stacked (B, H, W, 3), to avoid a second copy."""
         from rmmvideo.video.align import align_matrices, crop_scale_ok
         from rmmvideo.video.upscale import images_to_tensor
 
@@ -276,9 +277,9 @@ class FaceRenderer:
         mats = mats[torch.as_tensor(ok)].to(dev)
         with_faces = sorted({b for b, _ in items})
         local = {b: i for i, b in enumerate(with_faces)}
-        images = np.stack([plans[b].frame.image for b in with_faces])
+        frames = images[with_faces] if images is not None else np.stack([plans[b].frame.image for b in with_faces])
         fidx = torch.tensor([local[b] for b, _ in items], dtype=torch.long, device=dev)
-        crops = _warp(images_to_tensor(images, dev), fidx, mats, cfg.size)
+        crops = _warp(images_to_tensor(frames, dev), fidx, mats, cfg.size)
         return _FaceBatch(items, mats, crops)
 
     @torch.inference_mode()
@@ -290,7 +291,7 @@ class FaceRenderer:
         dev = self.comps.device
         images = np.stack([p.frame.image for p in plans])
         canvas = upscale_images(images, self.options.scale, dev)
-        fb = self.prepare(plans)
+        fb = self.prepare(plans, images)
         if fb is None:
             return canvas
         model = self.comps.model
