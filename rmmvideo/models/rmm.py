@@ -219,18 +219,23 @@ class RMM(nn.Module):
         return RestoreOutput(x_hr.clamp(0, 1), x_mr.clamp(0, 1), used, sims)
 
     # ---- training ------------------------------------------------------------------------
-    def forward_train(self, x_lq: Tensor, x_hq: Tensor, z_n: Tensor) -> dict[str, Tensor]:
+    def forward_train(
+        self, x_lq: Tensor, x_hq: Tensor, z_n: Tensor, use_retrieved: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """One training forward (the trainer adds the image losses).
 
         Args:
             x_lq: ``(B, 3, S, S)`` degraded crop in [0, 1] at ``cfg.size``.
             x_hq: ``(B, 3, S, S)`` ground-truth crop in [0, 1].
             z_n: ``(B, z_n_dim)`` noise.
+            use_retrieved: optional ``(B,)`` bool: those samples condition the generator on the
+                code the memory retrieves for their query (what inference does) instead of the
+                ground truth's Z_W (the paper's training). Ignored while the memory is empty.
         Returns:
             dict with ``x_hr``, ``x_mr`` ``(B, 3, S, S)`` (unclamped), ``q`` ``(B, key_dim)``
-            query of x_lq, ``z_w`` ``(B, z_w_dim)`` wavelet code of x_hq (the generator is
-            conditioned on it, as in the paper's training), ``loss_wmm`` scalar triplet loss
-            of q against the current memory (eq. 15). Call ``update_memory(q, z_w)`` after it.
+            query of x_lq, ``z_w`` ``(B, z_w_dim)`` wavelet code of x_hq (what the memory
+            stores), ``loss_wmm`` scalar triplet loss of q against the current memory (eq. 15).
+            Call ``update_memory(q, z_w)`` after it.
         """
         s = self.config.size
         for name, t in (("x_lq", x_lq), ("x_hq", x_hq)):
@@ -238,7 +243,11 @@ class RMM(nn.Module):
                 raise ValueError(f"forward_train: {name} shape {tuple(t.shape)}, expected (B, 3, {s}, {s})")
         q = self.keynet(x_lq)
         z_w = wavelet_style_code(x_hq, self.config.wavelet_levels)
-        x_hr, x_mr = self.generator(x_lq, z_n, z_w)
+        z_cond = z_w
+        if use_retrieved is not None and bool(use_retrieved.any()) and bool(self.memory.filled.any()):
+            got, _, _ = self.memory.retrieve(q.detach())
+            z_cond = torch.where(use_retrieved.to(torch.bool)[:, None], got.to(z_w.dtype), z_w)
+        x_hr, x_mr = self.generator(x_lq, z_n, z_cond)
         loss_wmm = self.memory.triplet_loss(q, z_w)
         return {"x_hr": x_hr, "x_mr": x_mr, "q": q, "z_w": z_w, "loss_wmm": loss_wmm}
 

@@ -75,6 +75,17 @@ class TrainConfig:
     ckpt_every: int = 500
     sample_every: int = 500
     threads: int | None = None
+    # Learning-rate schedule: linear warm-up over ``warmup_steps``, then "constant" or "cosine"
+    # (from ``lr`` down to ``lr_min`` at ``steps``). A pure function of the step (resume-safe).
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
+    warmup_steps: int = 0
+    # Fine-tuning: a checkpoint (``checkpoint.pt`` of another run) whose model, EMA and memory
+    # initialise this run; optimizers, step and RNG start fresh. Ignored on ``resume``.
+    init_from: str | None = None
+    # Share of training samples whose generator is conditioned on the memory's retrieved code
+    # (what inference sees) instead of the ground truth's code Z_W (see RMM.forward_train).
+    retrieved_code_prob: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -106,10 +117,27 @@ class TrainConfig:
         for key, typ in (("betas", float), ("disc_scales", int), ("disc_weights", float)):
             if key in kw:
                 kw[key] = tuple(typ(v) for v in kw[key])
-        for key in ("lr", "ema_decay", "grad_clip", "val_fraction"):
+        for key in ("lr", "ema_decay", "grad_clip", "val_fraction", "lr_min", "retrieved_code_prob"):
             if key in kw:
                 kw[key] = float(kw[key])
-        return cls(**kw)
+        cfg = cls(**kw)
+        if cfg.lr_schedule not in ("constant", "cosine"):
+            raise UserError(f"train config: lr_schedule must be constant or cosine, got {cfg.lr_schedule!r}")
+        if not 0.0 <= cfg.retrieved_code_prob <= 1.0:
+            raise UserError(f"train config: retrieved_code_prob must be in [0, 1], got {cfg.retrieved_code_prob}")
+        if cfg.warmup_steps < 0 or cfg.lr_min < 0:
+            raise UserError("train config: warmup_steps and lr_min must be >= 0")
+        return cfg
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the step ``step`` (0-based)."""
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return self.lr
+        span = max(1, self.steps - self.warmup_steps)
+        t = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + math.cos(math.pi * t))
 
 
 def _resolve(path: str | None, config_file: Path) -> str | None:
@@ -128,7 +156,12 @@ def load_train_config(path: str | Path) -> TrainConfig:
     p = Path(path)
     data = read_yaml_mapping(p, "train config")
     cfg = TrainConfig.from_dict(data, base_dir=p.parent)
-    return replace(cfg, data_dir=_resolve(cfg.data_dir, p), vgg_path=_resolve(cfg.vgg_path, p))
+    return replace(
+        cfg,
+        data_dir=_resolve(cfg.data_dir, p),
+        vgg_path=_resolve(cfg.vgg_path, p),
+        init_from=_resolve(cfg.init_from, p),
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -137,7 +170,9 @@ class Generator(Protocol):
 
     cfg: ModelConfig
 
-    def forward_train(self, x_lq: torch.Tensor, x_hq: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def forward_train(
+        self, x_lq: torch.Tensor, x_hq: torch.Tensor, z_n: torch.Tensor, use_retrieved: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]: ...
     def update_memory(self, q: torch.Tensor, z_w: torch.Tensor) -> Any: ...
 
 
@@ -250,8 +285,10 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.noise = torch.Generator().manual_seed(cfg.seed + 1)
+        self.code_rng = torch.Generator().manual_seed(cfg.seed + 2)
         self.step = 0
         self.wall = 0.0  # training seconds accumulated over runs
+        self.init_info: dict[str, Any] | None = None
         self._stop = False
 
     # -- data
@@ -279,10 +316,21 @@ class Trainer:
         self.disc.train()
         z_n = torch.randn(x_lq.shape[0], self.cfg.model.z_n_dim, generator=self.noise).to(self.device)
         use_adv = self.objective.use_adv
+        lr = self.cfg.lr_at(self.step)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        use_retrieved = None
+        if self.cfg.retrieved_code_prob > 0:
+            u = torch.rand(x_lq.shape[0], generator=self.code_rng)
+            use_retrieved = (u < self.cfg.retrieved_code_prob).to(self.device)
 
         self.disc.requires_grad_(False)
         with self._autocast():
-            out = self.model.forward_train(x_lq, x_hq, z_n)
+            if use_retrieved is None:
+                out = self.model.forward_train(x_lq, x_hq, z_n)
+            else:
+                out = self.model.forward_train(x_lq, x_hq, z_n, use_retrieved=use_retrieved)
             g = self.objective.generator_loss(out, x_hq, self.disc if use_adv else None)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g["total"]).backward()
@@ -295,6 +343,7 @@ class Trainer:
 
         logs = {f"g_{k}": float(v.detach()) for k, v in g.items()}
         logs["g_grad_norm"] = float(gnorm)
+        logs["lr"] = lr
         if use_adv:
             self.disc.requires_grad_(True)
             with self._autocast():
@@ -327,6 +376,8 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict(),
             "noise": self.noise.get_state(),
+            "code_rng": self.code_rng.get_state(),
+            "init_info": self.init_info,
             "rng": _rng_state(),
         }
 
@@ -353,9 +404,24 @@ class Trainer:
         self.opt_d.load_state_dict(st["opt_d"])
         self.scaler.load_state_dict(st["scaler"])
         self.noise.set_state(st["noise"])
+        if "code_rng" in st:
+            self.code_rng.set_state(st["code_rng"])
+        self.init_info = st.get("init_info")
         _set_rng_state(st["rng"])
         self.step = int(st["step"])
         self.wall = float(st["wall"])
+
+    def init_weights(self, path: str | Path) -> None:
+        """Fine-tuning start: model, EMA (and so the memory) from another run's checkpoint."""
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"init_from: no checkpoint at {p}")
+        st = torch.load(p, map_location=self.device, weights_only=False)
+        if ModelConfig.from_dict(st["model_config"]) != self.cfg.model:
+            raise UserError(f"{p}: init_from checkpoint's model config differs from the train config's")
+        self.model.load_state_dict(st["model"])
+        self.ema.load_state_dict(st["ema"])
+        self.init_info = {"init_from": str(p), "init_steps": int(st["step"]), "init_wall_s": float(st["wall"])}
 
     # -- samples and export
     @torch.no_grad()
@@ -397,6 +463,9 @@ class Trainer:
                 "loss_weights": asdict(self.cfg.loss),
                 "batch": self.cfg.batch,
                 "lr": self.cfg.lr,
+                "lr_schedule": self.cfg.lr_schedule,
+                "retrieved_code_prob": self.cfg.retrieved_code_prob,
+                "init": self.init_info,
                 "ema_decay": self.cfg.ema_decay,
                 "seed": self.cfg.seed,
                 "vgg_pretrained": bool(self.objective.vgg is not None),
@@ -422,6 +491,8 @@ class Trainer:
         """
         if resume:
             self.load_checkpoint()
+        elif self.cfg.init_from:
+            self.init_weights(self.cfg.init_from)
         target = self.cfg.steps if max_steps is None else min(self.cfg.steps, max_steps)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))

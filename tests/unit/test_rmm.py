@@ -228,3 +228,27 @@ def test_rmm_512_builds_and_restores() -> None:
     assert out.x_hr.shape == out.x_mr.shape == (1, 3, 512, 512)
     assert bool(torch.isfinite(out.x_hr).all())
     assert elapsed < 120
+
+
+def test_forward_train_can_condition_on_the_retrieved_code() -> None:
+    m = _filled_model()
+    g = torch.Generator().manual_seed(9)
+    x_lq, x_hq = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    z = torch.randn(3, 8, generator=g)
+    with torch.no_grad():
+        q = m.keynet(x_lq)
+        got, _, _ = m.memory.retrieve(q)
+        z_gt = wavelet_style_code(x_hq, 2)
+        mask = torch.tensor([True, False, True])
+        out = m.forward_train(x_lq, x_hq, z, use_retrieved=mask)
+        ref, _ = m.generator(x_lq, z, torch.where(mask[:, None], got, z_gt))
+        plain = m.forward_train(x_lq, x_hq, z)
+    assert torch.allclose(out["x_hr"], ref)
+    assert torch.equal(out["z_w"], z_gt)  # the memory still stores the ground truth's code
+    assert torch.allclose(out["x_hr"][1], plain["x_hr"][1])
+    assert not torch.allclose(out["x_hr"][0], plain["x_hr"][0])
+    empty = _model()
+    with torch.no_grad():
+        a = empty.forward_train(x_lq, x_hq, z, use_retrieved=mask)["x_hr"]
+        b = empty.forward_train(x_lq, x_hq, z)["x_hr"]
+    assert torch.equal(a, b)  # nothing to retrieve yet: the ground truth's code

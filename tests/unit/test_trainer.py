@@ -116,6 +116,10 @@ def test_shipped_train_configs_load():
     small = load_train_config(REPO / "configs" / "train" / "utk-small.yaml")
     assert small.model.name == "rmm-small" and small.device == "cpu"
     assert small.loss.vgg == 0 and small.loss.cx == 0 and 0 < small.loss.adv < 0.1
+    anneal = load_train_config(REPO / "configs" / "train" / "utk-small-anneal.yaml")
+    assert anneal.model == small.model and anneal.lr_schedule == "cosine" and anneal.lr_min < anneal.lr
+    assert anneal.init_from is not None and anneal.init_from.endswith("runs/utk-small/checkpoint.pt")
+    assert anneal.val_fraction == small.val_fraction  # the same validation faces stay apart
     paper = load_train_config(REPO / "configs" / "train" / "ffhq-512.yaml")
     assert paper.model.size == 512 and paper.batch == 8 and paper.lr == 2e-4
     assert paper.betas == (0.5, 0.999) and paper.disc_weights == (4.0, 2.0, 1.0, 1.0)
@@ -159,3 +163,54 @@ def test_cli_train_end_to_end(tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
     assert (tmp_path / "w.safetensors").is_file()
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1e-3, lr_min=1e-5, steps=110, warmup_steps=10, lr_schedule="cosine")
+    assert cfg.lr_at(0) == pytest.approx(1e-4)  # linear warm-up: (step + 1) / warmup
+    assert cfg.lr_at(9) == pytest.approx(1e-3)
+    assert cfg.lr_at(10) == pytest.approx(1e-3)
+    assert cfg.lr_at(60) == pytest.approx(0.5 * (1e-3 + 1e-5))  # half way down the cosine
+    assert cfg.lr_at(110) == pytest.approx(1e-5)
+    lrs = [cfg.lr_at(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert TrainConfig(lr=3e-4).lr_at(12345) == 3e-4
+    with pytest.raises(Exception, match="lr_schedule"):
+        TrainConfig.from_dict({"lr_schedule": "step"})
+    with pytest.raises(Exception, match="retrieved_code_prob"):
+        TrainConfig.from_dict({"retrieved_code_prob": 1.5})
+
+
+def test_trainer_applies_the_schedule(tmp_path):
+    cfg = tiny_train_config(steps=4, lr=1e-3, warmup_steps=4)
+    t = Trainer(cfg, tmp_path, tiny_dataset(4))
+    t.fit(export=False)
+    logged = [json.loads(s)["lr"] for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert t.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_init_from_another_run(tmp_path):
+    data = tiny_dataset(4)
+    first = Trainer(tiny_train_config(steps=3), tmp_path / "a", data)
+    first.fit(export=False)
+    cfg = tiny_train_config(steps=2, init_from=str(tmp_path / "a" / "checkpoint.pt"), retrieved_code_prob=0.5)
+    second = Trainer(cfg, tmp_path / "b", data)
+    second.init_weights(cfg.init_from)
+    for k, v in first.ema.state_dict().items():
+        assert torch.equal(v, second.ema.state_dict()[k]), k
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, second.model.state_dict()[k]), k
+    assert second.step == 0 and second.model.memory.n_filled == first.model.memory.n_filled > 0
+    second = Trainer(cfg, tmp_path / "b", data)
+    second.fit(export=False)  # fit() initialises from init_from, then trains its own steps
+    assert second.step == 2 and second.init_info["init_steps"] == 3
+    resumed = Trainer(cfg, tmp_path / "b", data)
+    resumed.fit(resume=True, export=True)  # resume keeps the init record for the export
+    from rmmvideo.models.weights import read_metadata
+
+    meta = read_metadata(tmp_path / "b" / "model.safetensors")["extra"]["training"]
+    assert meta["init"]["init_steps"] == 3 and meta["retrieved_code_prob"] == 0.5
+    bad = Trainer(tiny_train_config(init_from=str(tmp_path / "nope.pt")), tmp_path / "c", data)
+    with pytest.raises(Exception, match="init_from"):
+        bad.fit(export=False)
