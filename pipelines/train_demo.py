@@ -1,54 +1,77 @@
-"""Recipe: train the demo model (rmm-small on UTKFace, CPU) and bundle its EMA weights.
+"""Recipe: train the demo model (rmm-small on UTKFace, CPU) in its two phases and bundle it.
 
 Built only on rmmvideo's public API; equivalent to::
 
-    rmmvideo train --config configs/train/utk-small.yaml --out runs/utk-small --threads 2
-    rmmvideo train --config configs/train/utk-small.yaml --out runs/utk-small --export-only \\
-        --half --export-to rmmvideo/weights/rmm-small.safetensors
-    rmmvideo eval ../shared/data/faces/utkface --weights rmmvideo/weights/rmm-small.safetensors
+    # phase 1: the paper's objective (no VGG here), constant lr, batch 4, stopped at step 4,602
+    rmmvideo train --config configs/train/utk-small.yaml --out runs/utk-small --threads 2 --max-steps 4602
+    # phase 2: from phase 1's checkpoint, batch 8, warm-up + cosine lr, reconstruction + triplet
+    rmmvideo train --config configs/train/utk-small-anneal.yaml --out runs/utk-small-anneal --threads 2 \\
+        --export-to rmmvideo/weights/rmm-small.safetensors
+    rmmvideo eval ../shared/data/faces/utkface --weights rmmvideo/weights/rmm-small.safetensors --limit 300
 
-Usage: python pipelines/train_demo.py [--max-steps N] [--resume] [--export-to PATH]
-Stop early with SIGTERM (kill PID): the trainer finishes the step, checkpoints, and exports.
+Usage: python pipelines/train_demo.py [--phase1-steps N] [--resume] [--export-to PATH]
+Stop early with SIGTERM (kill PID): the trainer finishes the step and checkpoints; ``--resume``
+continues the phase that was running.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from rmmvideo.train.data import FaceFolderDataset
 from rmmvideo.train.degrade import DegradationConfig
-from rmmvideo.train.trainer import Trainer, load_train_config
+from rmmvideo.train.trainer import Trainer, TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
+PHASES = (("utk-small", 4602), ("utk-small-anneal", None))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(REPO / "configs" / "train" / "utk-small.yaml"))
-    ap.add_argument("--out", default=str(REPO / "runs" / "utk-small"))
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--export-to", default=None, help="e.g. rmmvideo/weights/rmm-small.safetensors")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    cfg = load_train_config(args.config)
+def train_phase(cfg: TrainConfig, out: Path, max_steps: int | None, resume: bool) -> tuple[Trainer, dict]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     deg = DegradationConfig.from_dict(cfg.degradation)
     common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
     train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
     val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
-    trainer = Trainer(cfg, args.out, train_set, val_set)
-    trainer.fit(max_steps=args.max_steps, resume=args.resume, export=False)
+    trainer = Trainer(cfg, out, train_set, val_set)
+    done = (out / "checkpoint.pt").is_file()
+    if done and not resume:
+        raise SystemExit(f"{out} already has a checkpoint: pass --resume or remove it")
+    trainer.fit(max_steps=max_steps, resume=done, export=False)
     info = {"data_dir": str(cfg.data_dir), "train_images": len(train_set), "degradation": deg.to_dict()}
     print("EMA export:", trainer.export(data_info=info))
-    if args.export_to:
-        print("bundled:", trainer.export(Path(args.export_to), data_info=info, half=True))
+    return trainer, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=str(REPO / "runs"), help="folder of the two run folders")
+    ap.add_argument("--phase1-steps", type=int, default=PHASES[0][1])
+    ap.add_argument("--resume", action="store_true", help="continue interrupted phases")
+    ap.add_argument("--export-to", default=None, help="e.g. rmmvideo/weights/rmm-small.safetensors")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    runs = Path(args.runs)
+    last: tuple[Trainer, dict] | None = None
+    for name, default_steps in PHASES:
+        cfg = load_train_config(REPO / "configs" / "train" / f"{name}.yaml")
+        steps = args.phase1_steps if default_steps is not None else None
+        out = runs / name
+        if name == "utk-small-anneal":  # start from phase 1 of *this* runs folder
+            cfg = replace(cfg, init_from=str(runs / "utk-small" / "checkpoint.pt"))
+        ck = out / "checkpoint.pt"
+        if ck.is_file() and steps is not None and torch.load(ck, weights_only=False)["step"] >= steps:
+            print(f"{name}: already at step {steps}")
+            continue
+        last = train_phase(cfg, out, steps, args.resume)
+    if args.export_to and last is not None:
+        print("bundled:", last[0].export(Path(args.export_to), data_info=last[1]))
 
 
 if __name__ == "__main__":

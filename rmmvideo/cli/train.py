@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
         raise UserError(f"data_dir not found: {cfg.data_dir}")
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if (out / "checkpoint.pt").is_file() and not (args.resume or args.export_only):
+        raise UserError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
     deg = DegradationConfig.from_dict(cfg.degradation)
     common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
     train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)

@@ -159,6 +159,9 @@ def test_cli_train_end_to_end(tmp_path):
     args = ["train", "--config", str(tmp_path / "t.yaml"), "--out", str(out), "--quiet"]
     assert main(args + ["--max-steps", "2"]) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(args + ["--max-steps", "1"]) == 2  # would restart over the run: refused
+    assert (out / "checkpoint.pt").read_bytes() == before
     assert main(args + ["--resume", "--export-to", str(tmp_path / "w.safetensors")]) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
     assert (tmp_path / "w.safetensors").is_file()
