@@ -390,15 +390,20 @@ class Trainer:
         os.replace(tmp, path)
         return path
 
-    def load_checkpoint(self, path: Path | None = None) -> None:
-        path = path or self.ckpt_path
+    def _read_checkpoint(self, path: Path, what: str) -> dict[str, Any]:
+        """A checkpoint's state dict, after checking it exists and matches the model config;
+        its model and EMA weights (with the memory) are loaded into this trainer."""
         if not path.is_file():
-            raise UserError(f"no checkpoint to resume from: {path}")
+            raise UserError(f"{what}: no checkpoint at {path}")
         st = torch.load(path, map_location=self.device, weights_only=False)
         if ModelConfig.from_dict(st["model_config"]) != self.cfg.model:
-            raise UserError(f"{path}: checkpoint model config differs from the train config's")
+            raise UserError(f"{path}: checkpoint model config differs from the train config's ({what})")
         self.model.load_state_dict(st["model"])
         self.ema.load_state_dict(st["ema"])
+        return st
+
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        st = self._read_checkpoint(path or self.ckpt_path, "resume")
         self.disc.load_state_dict(st["disc"])
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
@@ -413,15 +418,8 @@ class Trainer:
 
     def init_weights(self, path: str | Path) -> None:
         """Fine-tuning start: model, EMA (and so the memory) from another run's checkpoint."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"init_from: no checkpoint at {p}")
-        st = torch.load(p, map_location=self.device, weights_only=False)
-        if ModelConfig.from_dict(st["model_config"]) != self.cfg.model:
-            raise UserError(f"{p}: init_from checkpoint's model config differs from the train config's")
-        self.model.load_state_dict(st["model"])
-        self.ema.load_state_dict(st["ema"])
-        self.init_info = {"init_from": str(p), "init_steps": int(st["step"]), "init_wall_s": float(st["wall"])}
+        st = self._read_checkpoint(Path(path), "init_from")
+        self.init_info = {"init_from": str(path), "init_steps": int(st["step"]), "init_wall_s": float(st["wall"])}
 
     # -- samples and export
     @torch.no_grad()
