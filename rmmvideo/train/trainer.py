@@ -327,10 +327,7 @@ class Trainer:
 
         self.disc.requires_grad_(False)
         with self._autocast():
-            if use_retrieved is None:
-                out = self.model.forward_train(x_lq, x_hq, z_n)
-            else:
-                out = self.model.forward_train(x_lq, x_hq, z_n, use_retrieved=use_retrieved)
+            out = self.model.forward_train(x_lq, x_hq, z_n, use_retrieved=use_retrieved)
             g = self.objective.generator_loss(out, x_hq, self.disc if use_adv else None)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g["total"]).backward()
