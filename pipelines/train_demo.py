@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rmmvideo.train.data import FaceFolderDataset
-from rmmvideo.train.degrade import DegradationConfig
+from rmmvideo.cli.train import build_trainer
 from rmmvideo.train.trainer import Trainer, TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,16 +33,11 @@ PHASES = (("utk-small", 4602), ("utk-small-anneal", None))
 def train_phase(cfg: TrainConfig, out: Path, max_steps: int | None, resume: bool) -> tuple[Trainer, dict]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    deg = DegradationConfig.from_dict(cfg.degradation)
-    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
-    train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
-    val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
-    trainer = Trainer(cfg, out, train_set, val_set)
+    trainer, info = build_trainer(cfg, out)
     done = (out / "checkpoint.pt").is_file()
     if done and not resume:
         raise SystemExit(f"{out} already has a checkpoint: pass --resume or remove it")
     trainer.fit(max_steps=max_steps, resume=done, export=False)
-    info = {"data_dir": str(cfg.data_dir), "train_images": len(train_set), "degradation": deg.to_dict()}
     print("EMA export:", trainer.export(data_info=info))
     return trainer, info
 

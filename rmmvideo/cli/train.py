@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rmmvideo.train.trainer import Trainer, TrainConfig
 
 HELP = "train an RMM model (checkpoints, resume, EMA export)"
 
@@ -25,6 +29,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
 
+def build_trainer(cfg: "TrainConfig", out: Path) -> tuple["Trainer", dict]:
+    """A trainer on ``cfg.data_dir`` (hashed train split; 4 validation faces for the sample
+    grids) and the data record that goes into the export's metadata."""
+    from rmmvideo.errors import UserError
+    from rmmvideo.train.data import FaceFolderDataset
+    from rmmvideo.train.degrade import DegradationConfig
+    from rmmvideo.train.trainer import Trainer
+
+    if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
+        raise UserError(f"data_dir not found: {cfg.data_dir}")
+    deg = DegradationConfig.from_dict(cfg.degradation)
+    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
+    train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
+    val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
+    data_info = {
+        "data_dir": str(cfg.data_dir),
+        "train_images": len(train_set),
+        "val_fraction": cfg.val_fraction,
+        "split": "sha1(name) < val_fraction -> val",
+        "degradation": deg.to_dict(),
+    }
+    return Trainer(cfg, out, train_set, val_set), data_info
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     import shutil
@@ -33,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rmmvideo.errors import UserError
-    from rmmvideo.train.data import FaceFolderDataset
-    from rmmvideo.train.degrade import DegradationConfig
-    from rmmvideo.train.trainer import Trainer, load_train_config
+    from rmmvideo.train.trainer import load_train_config
 
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -47,23 +73,10 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or cfg.threads
     if threads:
         torch.set_num_threads(int(threads))
-    if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
-        raise UserError(f"data_dir not found: {cfg.data_dir}")
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if (out / "checkpoint.pt").is_file() and not (args.resume or args.export_only):
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
-    deg = DegradationConfig.from_dict(cfg.degradation)
-    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
-    train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
-    val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
-    trainer = Trainer(cfg, out, train_set, val_set)
-    data_info = {
-        "data_dir": str(cfg.data_dir),
-        "train_images": len(train_set),
-        "val_fraction": cfg.val_fraction,
-        "split": "sha1(name) < val_fraction -> val",
-        "degradation": deg.to_dict(),
-    }
+    trainer, data_info = build_trainer(cfg, out)
     if args.export_only:
         trainer.load_checkpoint()
         path = trainer.export(data_info=data_info, half=args.half)
