@@ -195,3 +195,28 @@ def test_facenet_identity_loss_on_real_faces(facenet, shared_data):
     x = blurred.clone().requires_grad_(True)
     identity_loss(facenet, x, faces).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_trainer_with_identity_term(tmp_path, facenet):
+    """A train step with ``loss.identity > 0`` builds FaceNet, logs the term and adds it to the total."""
+    from dataclasses import replace
+
+    from rmmvideo.errors import UserError
+    from rmmvideo.train.trainer import Trainer
+
+    from _train_tiny import tiny_dataset, tiny_train_config
+
+    cfg = tiny_train_config()
+    cfg = replace(cfg, loss=replace(cfg.loss, identity=0.5))
+    trainer = Trainer(cfg, tmp_path / "run", tiny_dataset(4))
+    assert "identity" in trainer.objective.active
+    lq = torch.stack([d["lq"] for d in tiny_dataset(4)])
+    hq = torch.stack([d["hq"] for d in tiny_dataset(4)])
+    logs = trainer.train_step(lq, hq)
+    assert 0 < logs["g_identity"] <= 2
+    w = trainer.cfg.loss
+    expect = (w.rec * logs["g_rec"] + w.rec_mr * logs["g_rec_mr"] + w.adv * logs["g_adv"]
+              + w.triplet * logs["g_triplet"] + 0.5 * logs["g_identity"])
+    assert logs["g_total"] == pytest.approx(expect, rel=1e-4)
+    with pytest.raises(UserError, match="not found"):
+        Trainer(replace(cfg, facenet_path=str(tmp_path / "missing.pb")), tmp_path / "run2", tiny_dataset(4))

