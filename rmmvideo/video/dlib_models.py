@@ -1,7 +1,7 @@
 """Locate and load dlib's offline face models (from the ``face-recognition-models`` package).
 
 The package's ``__init__`` imports ``pkg_resources`` (gone with setuptools >= 81), so the
-``.dat`` files are located through ``importlib.util.find_spec`` without importing it.
+``.dat`` files are located without importing it (:mod:`rmmvideo.package_data`).
 
 Licences: the 68-point shape predictor was trained on iBUG 300-W, whose terms forbid commercial
 use; the 5-point predictor and the 128-d descriptor model are CC0 / public domain (dlib).
@@ -11,7 +11,6 @@ Everything is lazy: nothing is loaded at import time; loaders are cached per pro
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rmmvideo.errors import UserError
+from rmmvideo.package_data import installed_package_path
 
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"
 SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
@@ -28,12 +28,9 @@ CNN_DETECTOR = "mmod_human_face_detector.dat"
 
 def model_dir() -> Path:
     """Folder holding the dlib ``.dat`` files; UserError when the package is missing."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    locs = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locs:
-        d = Path(loc) / "models"
-        if d.is_dir():
-            return d
+    d = installed_package_path("face_recognition_models", "models")
+    if d is not None and d.is_dir():
+        return d
     raise UserError(
         "dlib face models not found: pip install face-recognition-models (offline copy is fine)"
     )
