@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rmmvideo.cli.train import build_trainer
-from rmmvideo.train.trainer import Trainer, TrainConfig, load_train_config
+from rmmvideo.train.trainer import TrainConfig, Trainer, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 # (run name = config name, step to stop at or None for the config's, run it starts from)

@@ -201,10 +201,10 @@ def test_trainer_with_identity_term(tmp_path, facenet):
     """A train step with ``loss.identity > 0`` builds FaceNet, logs the term and adds it to the total."""
     from dataclasses import replace
 
+    from _train_tiny import tiny_dataset, tiny_train_config
+
     from rmmvideo.errors import UserError
     from rmmvideo.train.trainer import Trainer
-
-    from _train_tiny import tiny_dataset, tiny_train_config
 
     cfg = tiny_train_config()
     cfg = replace(cfg, loss=replace(cfg.loss, identity=0.5))
