@@ -38,6 +38,7 @@ from rmmvideo.config import ModelConfig, read_yaml_mapping, reject_unknown_keys
 from rmmvideo.errors import UserError
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import load_vgg19
+from rmmvideo.train.identity import FaceNetIdentity
 from rmmvideo.train.losses import LossWeights, RMMObjective
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Training run configuration (YAML: see ``configs/train/*.yaml``).
 
-    Paths (``data_dir``, ``vgg_path``, ``init_from``, ``facenet_path``) are kept as written; :func:`load_train_config` resolves
-    relative ones against the working directory, then against the repository root.
+    Paths (``data_dir``, ``vgg_path``, ``init_from``, ``facenet_path``) are kept as written;
+    :func:`load_train_config` resolves relative ones against the working directory, then against
+    the repository root.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -280,11 +282,7 @@ class Trainer:
         vgg = load_vgg19(cfg.vgg_path) if (cfg.loss.vgg > 0 or cfg.loss.cx > 0) else None
         if vgg is not None:
             vgg = vgg.to(self.device)
-        id_net = None
-        if cfg.loss.identity > 0:
-            from rmmvideo.train.identity import FaceNetIdentity
-
-            id_net = FaceNetIdentity(cfg.facenet_path)
+        id_net = FaceNetIdentity(cfg.facenet_path) if cfg.loss.identity > 0 else None
         self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg, identity_net=id_net).to(
             self.device
         )
