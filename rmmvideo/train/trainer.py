@@ -82,8 +82,9 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_min: float = 0.0
     warmup_steps: int = 0
-    # Fine-tuning: a checkpoint (``checkpoint.pt`` of another run) whose model, EMA and memory
-    # initialise this run; optimizers, step and RNG start fresh. Ignored on ``resume``.
+    # Fine-tuning: a checkpoint (``checkpoint.pt`` of another run) or exported weights
+    # (``.safetensors``) whose model, EMA and memory initialise this run; optimizers, step and
+    # RNG start fresh. Ignored on ``resume``.
     init_from: str | None = None
     # Share of training samples whose generator is conditioned on the memory's retrieved code
     # (what inference sees) instead of the ground truth's code Z_W (see RMM.forward_train).
@@ -423,9 +424,29 @@ class Trainer:
         self.wall = float(st["wall"])
 
     def init_weights(self, path: str | Path) -> None:
-        """Fine-tuning start: model, EMA (and so the memory) from another run's checkpoint."""
-        st = self._read_checkpoint(Path(path), "init_from")
-        self.init_info = {"init_from": str(path), "init_steps": int(st["step"]), "init_wall_s": float(st["wall"])}
+        """Fine-tuning start: model, EMA (and so the memory) from another run's ``checkpoint.pt``,
+        or from exported weights (``.safetensors``, e.g. the bundled ones: its EMA weights start
+        both the model and the EMA; 20 MB instead of an 80 MB checkpoint)."""
+        p = Path(path)
+        if p.suffix != ".safetensors":
+            st = self._read_checkpoint(p, "init_from")
+            self.init_info = {"init_from": str(path), "init_steps": int(st["step"]), "init_wall_s": float(st["wall"])}
+            return
+        from rmmvideo.models.weights import from_pretrained, read_metadata
+
+        if not p.is_file():
+            raise UserError(f"init_from: no weights at {p}")
+        model = from_pretrained(p)
+        if model.config != self.cfg.model:
+            raise UserError(f"{p}: the weights' model config differs from the train config's (init_from)")
+        self.model.load_state_dict(model.state_dict())
+        self.ema.load_state_dict(model.state_dict())
+        training = read_metadata(p)["extra"].get("training", {})
+        self.init_info = {
+            "init_from": str(path),
+            "init_steps": int(training.get("steps", 0)),
+            "init_wall_s": float(training.get("wall_time_s", 0.0)),
+        }
 
     # -- samples and export
     @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,28 @@ def test_init_from_another_run(tmp_path):
     bad = Trainer(tiny_train_config(init_from=str(tmp_path / "nope.pt")), tmp_path / "c", data)
     with pytest.raises(Exception, match="init_from"):
         bad.fit(export=False)
+
+
+def test_init_from_exported_weights(tmp_path):
+    """init_from a .safetensors export: model and EMA both start from its (EMA) weights and memory."""
+    data = tiny_dataset(4)
+    first = Trainer(tiny_train_config(steps=3), tmp_path / "a", data)
+    first.fit(export=True)
+    cfg = tiny_train_config(steps=2, init_from=str(tmp_path / "a" / "model.safetensors"))
+    second = Trainer(cfg, tmp_path / "b", data)
+    second.init_weights(cfg.init_from)
+    for k, v in first.ema.state_dict().items():
+        assert torch.equal(v, second.ema.state_dict()[k]), k
+        assert torch.equal(v, second.model.state_dict()[k]), k
+    assert second.model.memory.n_filled == first.ema.memory.n_filled > 0
+    assert second.init_info is not None and second.init_info["init_steps"] == 3
+    assert second.init_info["init_from"] == cfg.init_from
+    assert second.init_info["init_wall_s"] == pytest.approx(first.wall, abs=0.2)
+    second.fit(export=False)
+    assert second.step == 2
+    other = replace(TINY, key_dim=TINY.key_dim * 2)
+    mismatch = Trainer(tiny_train_config(model=other, init_from=cfg.init_from), tmp_path / "c", data)
+    with pytest.raises(Exception, match="model config differs"):
+        mismatch.init_weights(cfg.init_from)
+    with pytest.raises(Exception, match="no weights"):
+        mismatch.init_weights(tmp_path / "nope.safetensors")
