@@ -72,11 +72,16 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
         yield num, wire, value
 
 
+def _signed(v: int) -> int:
+    """A varint read as int64 (negative numbers are sent as their 64-bit two's complement)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def _packed_varints(buf: bytes) -> list[int]:
     out, i = [], 0
     while i < len(buf):
         v, i = _varint(buf, i)
-        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+        out.append(_signed(v))
     return out
 
 
@@ -90,8 +95,7 @@ def _tensor(buf: bytes) -> np.ndarray:
         elif num == 2:
             for dnum, _, dim in _fields(value):
                 if dnum == 2:
-                    size = {k: v for k, _, v in _fields(dim)}.get(1, 0)
-                    shape.append(size - (1 << 64) if size >= 1 << 63 else size)
+                    shape.append(_signed({k: v for k, _, v in _fields(dim)}.get(1, 0)))
         elif num == 4:
             content = value
         elif num == 5:
@@ -125,7 +129,7 @@ def _attr(buf: bytes) -> Any:
         if num == 2:
             return bytes(value).decode()
         if num == 3:
-            return value - (1 << 64) if value >= 1 << 63 else value
+            return _signed(value)
         if num == 4:
             return float(np.frombuffer(value, "<f4")[0])
         if num in (5, 6):
