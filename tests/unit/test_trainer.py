@@ -248,3 +248,45 @@ def test_init_from_exported_weights(tmp_path):
         mismatch.init_weights(cfg.init_from)
     with pytest.raises(Exception, match="no weights"):
         mismatch.init_weights(tmp_path / "nope.safetensors")
+
+
+def test_workers_prepare_the_same_batches(tmp_path):
+    """Batches made by DataLoader worker processes are those of the in-process path: the same
+    training state after a few steps."""
+    data = tiny_dataset(8)
+    states = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        t = Trainer(tiny_train_config(steps=3, workers=workers), tmp_path / str(workers), data)
+        t.fit(export=False)
+        assert t.step == 3
+        states.append(_all_state(t))
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    with pytest.raises(Exception, match="workers"):
+        TrainConfig.from_dict({"workers": -1})
+
+
+def test_time_budget_sets_the_step_count(tmp_path):
+    t = Trainer(tiny_train_config(steps=1000, time_budget_s=10.0), tmp_path, tiny_dataset(4))
+    t.step = 10
+    assert t._budget_target(1000, done=10, elapsed=2.0, budget=10.0) == 1000  # warm-up timed
+    t.step = 50
+    # 40 calibration steps in 4 s: 0.1 s/step, 4 s left -> 40 more steps
+    assert t._budget_target(1000, done=50, elapsed=6.0, budget=10.0) == 90
+    assert t.cfg.steps == 90 and t.cfg.time_budget_s is None  # the schedule spans the new count
+    t.step = 60
+    assert t._budget_target(90, done=60, elapsed=7.0, budget=10.0) == 90
+    assert t._budget_target(90, done=60, elapsed=10.5, budget=10.0) == 60  # spent: stop now
+    assert TrainConfig.from_dict({"time_budget_s": "300"}).time_budget_s == 300.0
+    with pytest.raises(Exception, match="time_budget_s"):
+        TrainConfig.from_dict({"time_budget_s": 0})
+
+
+def test_spent_time_budget_ends_the_run_with_checkpoint_and_export(tmp_path):
+    t = Trainer(tiny_train_config(steps=1000, time_budget_s=1e-6), tmp_path, tiny_dataset(4))
+    t.fit(export=True)
+    assert t.step == 1
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 1
+    assert (tmp_path / "model.safetensors").is_file()
