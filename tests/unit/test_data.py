@@ -135,3 +135,46 @@ def test_align_to_template_puts_landmarks_on_template() -> None:
     assert pts is not None
     assert np.abs(pts[:2] - template[:2] * 128).max() < 6  # eyes land on the template
     assert align_to_template(np.zeros((100, 100, 3), np.uint8), 64, template) is None
+
+
+def _load_pipeline(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pack_faces_keeps_splits_and_pixels(tmp_path):
+    """pipelines/pack_faces.py: a size-capped, seeded subset at the crop size; every face keeps
+    its split; the packed faces are the dataset's HQ crops up to JPEG error."""
+    from PIL import Image
+
+    from rmmvideo.train.data import FaceFolderDataset, split_of
+
+    pack = _load_pipeline("pack_faces")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((60, 50), Image.BICUBIC).save(src / f"face_{i:03d}.jpg", quality=95)
+    names = sorted(p.name for p in src.iterdir())
+    n_val = sum(split_of(n, 0.2) == "val" for n in names)
+    assert 2 <= n_val < 40
+    dst = tmp_path / "packed"
+    assert pack.main([str(src), str(dst), "--size", "32", "--max-mb", "0.012", "--val", "2", "--val-fraction", "0.2"]) == 0
+    packed = sorted(p.name for p in dst.iterdir())
+    vals = [n for n in packed if split_of(n, 0.2) == "val"]
+    trains = [n for n in packed if split_of(n, 0.2) == "train"]
+    assert vals == [n for n in names if split_of(n, 0.2) == "val"][:2]
+    assert 0 < len(trains) < 40 - n_val  # capped by size
+    assert sum((dst / n).stat().st_size for n in packed) <= 12_000 + sum((dst / n).stat().st_size for n in vals)
+    a = FaceFolderDataset(src, 32, split="train", val_fraction=0.2)
+    b = FaceFolderDataset(dst, 32, split="train", val_fraction=0.2)
+    i = a.names.index(b.names[0])
+    assert (a.load_hq(i) - b.load_hq(0)).abs().mean() < 0.02
+    assert pack.main([str(src), str(dst)]) == 2  # never overwrites
+    assert not (tmp_path / "packed.partial").exists()
