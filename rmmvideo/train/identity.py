@@ -547,9 +547,9 @@ def facenet_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(identity, feature) terms of ``pred`` against ``target`` ``(B, 3, H, W)``, one FaceNet pass each.
 
-    identity: mean ``1 - cos`` of the embeddings (as :func:`identity_loss`); feature: mean over
-    ``layers`` of the L1 distance of the activations divided by the target activations' mean
-    absolute value (so each layer counts about equally). The target carries no gradient.
+    identity: mean ``1 - cos`` of the embeddings; feature: mean over ``layers`` of the L1 distance of the activations divided by the target activations' mean
+    absolute value (so each layer counts about equally), 0 without layers. The target carries no
+    gradient.
     """
     ep, fp = net.embed_and_features(pred, layers)
     with torch.no_grad():
@@ -565,10 +565,7 @@ def identity_loss(net: FaceNetIdentity, pred: torch.Tensor, target: torch.Tensor
     """Mean ``1 - cos`` between FaceNet embeddings of ``pred`` and ``target`` ``(B, 3, H, W)``.
 
     The target's embedding carries no gradient."""
-    ep = net(pred)
-    with torch.no_grad():
-        et = net(target)
-    return (1.0 - (ep * et).sum(dim=1)).mean()
+    return facenet_losses(net, pred, target, ())[0]
 
 
 # ---------------------------------------------------------------- command line

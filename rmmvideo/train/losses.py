@@ -37,7 +37,7 @@ from torch import nn
 
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import CONTEXTUAL_LAYERS, PERCEPTUAL_LAYERS, VGG19Features
-from rmmvideo.train.identity import FaceNetIdentity, facenet_losses, identity_loss
+from rmmvideo.train.identity import FEATURE_LAYERS, FaceNetIdentity, facenet_losses
 
 log = logging.getLogger(__name__)
 
@@ -285,17 +285,15 @@ class RMMObjective(nn.Module):
                 raise ValueError("generator_loss: the adversarial term needs the discriminators")
             terms["adv"] = adversarial_g_loss(disc, x_hr)
             total = total + w.adv * terms["adv"]
-        if self.use_ff:
-            assert self.identity_net is not None
-            ident, terms["facenet_feat"] = facenet_losses(self.identity_net, x_hr, x_hq)
-            total = total + w.facenet_feat * terms["facenet_feat"]
+        if self.identity_net is not None:
+            layers = FEATURE_LAYERS if self.use_ff else ()
+            ident, feat = facenet_losses(self.identity_net, x_hr, x_hq, layers)
             if self.use_id:
                 terms["identity"] = ident
                 total = total + w.identity * ident
-        elif self.use_id:
-            assert self.identity_net is not None
-            terms["identity"] = identity_loss(self.identity_net, x_hr, x_hq)
-            total = total + w.identity * terms["identity"]
+            if self.use_ff:
+                terms["facenet_feat"] = feat
+                total = total + w.facenet_feat * feat
         tri = out.get("loss_wmm", out.get("triplet"))
         if w.triplet > 0 and tri is not None:
             terms["triplet"] = tri.float()

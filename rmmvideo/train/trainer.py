@@ -347,7 +347,6 @@ class Trainer:
         self.init_info: dict[str, Any] | None = None
         self._stop = False
         self._t_warm = 0.0
-        self._max_steps: int | None = None
 
     # -- data
     def batch_indices(self, step: int) -> list[int]:
@@ -574,9 +573,11 @@ class Trainer:
 
     BUDGET_CALIBRATION = 50  # steps timed before a time budget sets ``steps``
 
-    def _budget_target(self, target: int, done: int, elapsed: float, budget: float) -> int:
+    def _budget_target(
+        self, target: int, done: int, elapsed: float, budget: float, max_steps: int | None = None
+    ) -> int:
         """The run's last step under a time budget of ``budget`` seconds, ``elapsed`` seconds
-        and ``done`` steps into this run.
+        and ``done`` steps into this run (never past ``max_steps``).
 
         Once, after ``BUDGET_CALIBRATION`` steps: ``steps`` (and so the cosine schedule) becomes
         the step reached at the budget at the seconds per step of the calibration steps after
@@ -594,7 +595,7 @@ class Trainer:
             steps = self.step + int((budget - elapsed) / per_step)
             log.info("time budget %.0f s: %.4f s/step -> %d steps", budget, per_step, steps)
             self.cfg = replace(self.cfg, steps=steps, time_budget_s=None)
-            return steps if self._max_steps is None else min(steps, self._max_steps)
+            return steps if max_steps is None else min(steps, max_steps)
         return target
 
     def fit(self, max_steps: int | None = None, resume: bool = False, export: bool = True) -> dict[str, float]:
@@ -608,7 +609,6 @@ class Trainer:
         elif self.cfg.init_from:
             self.init_weights(self.cfg.init_from)
         target = self.cfg.steps if max_steps is None else min(self.cfg.steps, max_steps)
-        self._max_steps = max_steps
         budget = self.cfg.time_budget_s
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
@@ -632,7 +632,8 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.wall += dt
                 if budget is not None:
-                    target = self._budget_target(target, self.step - start_step, time.perf_counter() - run_t0, budget)
+                    elapsed = time.perf_counter() - run_t0
+                    target = self._budget_target(target, self.step - start_step, elapsed, budget, max_steps)
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise RuntimeError(f"non-finite loss at step {self.step}: {losses}")
                 last = losses

@@ -261,9 +261,10 @@ def test_compact_graph_command_line(tmp_path, capsys):
 class _MeanColourEmbedding(torch.nn.Module):
     """Stand-in identity network: unit vector of the mean colour plus a constant. (B, 4)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_and_features(self, x: torch.Tensor, layers) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        assert not layers  # no feature layers: this stand-in only serves the identity term
         e = torch.cat([x.mean(dim=(2, 3)) - 0.5, torch.full_like(x[:, :1, 0, 0], 0.1)], dim=1)
-        return F.normalize(e, dim=1)
+        return F.normalize(e, dim=1), []
 
 
 def test_objective_identity_term():
