@@ -349,10 +349,6 @@ class Trainer:
         self._t_warm = 0.0
 
     # -- data
-    def batch_indices(self, step: int) -> list[int]:
-        """Indices of the batch of ``step``: a pure function of (seed, step)."""
-        return batch_indices(self.cfg.seed, step, len(self.train_set), self.cfg.batch)
-
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         lq, hq = StepBatches(self.train_set, self.cfg.seed, self.cfg.batch)[step]
         return lq.to(self.device), hq.to(self.device)
