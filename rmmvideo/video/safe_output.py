@@ -1,18 +1,62 @@
 """Write outputs safely: to a temporary file beside the target, renamed into place on success.
 
-On any exception (KeyboardInterrupt included) the temporary file is removed and the target is
-left as it was: never a partial file at the target. Writing onto an input is refused.
+The one atomic writer of the project (videos, PNGs, reports, state, checkpoints, weights):
+
+- On any exception (KeyboardInterrupt and the CLI's SIGTERM/SIGHUP included) the temporary file
+  is removed and the target is left as it was: never a partial file at the target.
+- Writing onto an input is refused.
+- The temporary name is ``.STEM.partial-HOST-PID-RAND.SUFFIX`` (extension last, so tools that
+  guess the format from the name still work). A run killed with SIGKILL cannot clean up; the
+  next writer of the same target removes such files whose process (same host, by pid) is gone.
+- A committed file gets mode ``0o666 & ~umask`` (0644 with the usual umask), whatever the
+  library that wrote it used (mkstemp-style 0600 included), unless `mode` says otherwise.
+- OS errors while writing are reported as one line naming the user's path, never the
+  temporary file (`output_error`).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import re
+import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rmmvideo.errors import UserError
+
+_TEMP_MARK = ".partial-"
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+_OS_ERRORS: dict[int, str] = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system",
+    errno.EISDIR: "is a folder, expected a file name",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.ENOENT: "its folder does not exist",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error on the device",
+}
+
+
+def output_error(e: OSError, target: str | os.PathLike) -> UserError:
+    """A one-line UserError for an OS error met while writing `target` (the user's path).
+
+    Example: ``cannot write out.mp4: no space left on the device (ENOSPC)``."""
+    code = e.errno
+    what = _OS_ERRORS.get(code) if code is not None else None
+    if what is None:
+        what = (e.strerror or type(e).__name__).strip().rstrip(".").lower()
+    name = errno.errorcode.get(code, "") if code is not None else ""
+    return UserError(f"cannot write {target}: {what}" + (f" ({name})" if name else ""))
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -24,8 +68,11 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return pa.expanduser().resolve() == pb.expanduser().resolve()
 
 
-def check_output_path(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """Validate an output path; UserError if it is an input, a folder, or its folder is missing."""
+def check_output_path(
+    target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = True
+) -> Path:
+    """Validate an output path; UserError if it is an input, a folder, its folder is missing, or
+    (with ``overwrite=False``) it already exists."""
     t = Path(target).expanduser()
     for src in inputs:
         if same_file(t, src):
@@ -35,11 +82,83 @@ def check_output_path(target: str | os.PathLike, inputs: Iterable[str | os.PathL
     parent = t.parent if str(t.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"output folder does not exist: {parent}")
+    if not overwrite and (t.exists() or t.is_symlink()):
+        raise UserError(f"output exists: {t} (pass --overwrite to replace it)")
     return t
 
 
+def temp_path_for(target: Path) -> Path:
+    """The temporary name for `target`: ``.STEM.partial-HOST-PID-RAND.SUFFIX`` in its folder."""
+    tag = f"{_TEMP_MARK}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return target.with_name(f".{target.stem}{tag}{target.suffix}")
+
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists (another user's process)
+        return False
+    return False
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove this writer's temporary files for `target` left by dead processes on this host.
+
+    Only names of this module's pattern with this host's tag whose pid is gone are removed
+    (a live writer's file, another host's and any other file are left alone). Returns them."""
+    t = Path(target)
+    pattern = re.compile(
+        re.escape(f".{t.stem}{_TEMP_MARK}{_HOST}-") + r"(\d+)-[0-9a-f]{8}" + re.escape(t.suffix) + r"\Z"
+    )
+    removed: list[Path] = []
+    try:
+        names = os.listdir(t.parent if str(t.parent) else ".")
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.match(name)
+        if m is None or not _process_gone(int(m.group(1))):
+            continue
+        p = t.with_name(name)
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass  # not ours to fight over: leave it
+    return removed
+
+
+def _default_mode() -> int:
+    """0o666 minus the process umask (what open() gives a new file)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 class AtomicOutput:
-    """A temporary file in the target's folder, committed by rename or discarded.
+    """A temporary file (or folder) in the target's folder, committed by rename or discarded.
+
+    Args:
+        target: the final path.
+        inputs: paths the target must not be (UserError if it is one of them).
+        mode: permission bits of the committed file (default ``0o666 & ~umask``); not applied
+            to folders (mkdir already honours the umask).
+        directory: the caller creates a folder at `temp` (renamed as a whole).
+        overwrite: False refuses an existing target (UserError).
 
     Example:
         out = AtomicOutput("result.mp4", inputs=["input.mp4"])
@@ -50,30 +169,79 @@ class AtomicOutput:
             out.discard()  # no-op after commit
     """
 
-    def __init__(self, target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
-        self.target = check_output_path(target, inputs)
-        # keep the extension last so tools guessing the format from the name still work
-        self.temp = self.target.with_name(f".{self.target.stem}.partial-{uuid.uuid4().hex[:8]}{self.target.suffix}")
+    def __init__(
+        self,
+        target: str | os.PathLike,
+        inputs: Iterable[str | os.PathLike] = (),
+        *,
+        mode: int | None = None,
+        directory: bool = False,
+        overwrite: bool = True,
+    ) -> None:
+        self.target = check_output_path(target, inputs, overwrite=overwrite)
+        self.directory = directory
+        self.mode = mode
+        remove_stale_temps(self.target)
+        self.temp = temp_path_for(self.target)
         self.committed = False
 
     def commit(self) -> Path:
-        """Move the finished temporary file onto the target (atomic on one filesystem)."""
-        os.replace(self.temp, self.target)
+        """Move the finished temporary file onto the target (atomic on one filesystem).
+
+        Raises UserError naming the target for OS errors (permissions, read-only, ...)."""
+        try:
+            if not self.directory:
+                os.chmod(self.temp, self.mode if self.mode is not None else _default_mode())
+            os.replace(self.temp, self.target)
+        except OSError as e:
+            raise output_error(e, self.target) from None
         self.committed = True
         return self.target
 
     def discard(self) -> None:
         """Remove the temporary file if it is still there (safe to call more than once)."""
-        if not self.committed:
-            self.temp.unlink(missing_ok=True)
+        if self.committed:
+            return
+        if self.directory and self.temp.is_dir() and not self.temp.is_symlink():
+            shutil.rmtree(self.temp, ignore_errors=True)
+        else:
+            try:
+                self.temp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def translate(self, e: BaseException) -> BaseException:
+        """`e` as the user should see it: an OS error about the output (no file name, or the
+        temporary one) becomes a one-line UserError naming the target; anything else as is."""
+        if isinstance(e, OSError) and not isinstance(e, UserError) and e.errno is not None:
+            name = getattr(e, "filename", None)
+            if name is None or Path(os.fsdecode(name)).name in (self.temp.name, self.target.name):
+                return output_error(e, self.target)
+        return e
 
 
 @contextmanager
-def atomic_output(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
-    """Yield a temporary path; rename it onto `target` if the block succeeds, else delete it."""
-    out = AtomicOutput(target, inputs)
+def atomic_output(
+    target: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    *,
+    mode: int | None = None,
+    directory: bool = False,
+    overwrite: bool = True,
+) -> Iterator[Path]:
+    """Yield a temporary path; rename it onto `target` if the block succeeds, else delete it.
+
+    OS errors about the output raised in the block (e.g. ENOSPC) become a one-line UserError
+    naming `target`. Arguments as `AtomicOutput`."""
+    out = AtomicOutput(target, inputs, mode=mode, directory=directory, overwrite=overwrite)
     try:
-        yield out.temp
+        try:
+            yield out.temp
+        except OSError as e:
+            err = out.translate(e)
+            if err is e:
+                raise
+            raise err from None
         out.commit()
     finally:
         out.discard()
