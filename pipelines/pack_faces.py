@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from PIL import Image
 
 from rmmvideo.errors import UserError
 from rmmvideo.train.data import center_square_resize, list_images, load_rgb, split_of
+from rmmvideo.video.safe_output import atomic_output
 
 
 def jpeg_bytes(img: np.ndarray, quality: int) -> bytes:
@@ -44,23 +44,23 @@ def pack(
     train = [r for r in rel if split_of(r, val_fraction) == "train"]
     vals = [r for r in rel if split_of(r, val_fraction) == "val"][:val]
     order = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
-    tmp = dst.with_name(dst.name + ".partial")
-    tmp.mkdir(parents=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     total, n_train = 0, 0
-    for i, name in enumerate(vals + order):
-        data = jpeg_bytes(center_square_resize(load_rgb(root / name), size), quality)
-        if i >= len(vals) and total + len(data) > max_bytes:
-            break
-        out = tmp / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        total += len(data)
-        n_train += i >= len(vals)
+    with atomic_output(dst, directory=True) as tmp:  # the folder appears whole or not at all
+        tmp.mkdir()
+        for i, name in enumerate(vals + order):
+            data = jpeg_bytes(center_square_resize(load_rgb(root / name), size), quality)
+            if i >= len(vals) and total + len(data) > max_bytes:
+                break
+            out = tmp / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            total += len(data)
+            n_train += i >= len(vals)
     summary = {
         "source": str(src), "size": size, "quality": quality, "seed": seed, "val_fraction": val_fraction,
         "train_faces": n_train, "train_available": len(train), "val_faces": len(vals), "bytes": total,
     }
-    os.replace(tmp, dst)
     return summary
 
 

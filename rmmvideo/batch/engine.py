@@ -20,6 +20,7 @@ from typing import Any
 import av
 
 from rmmvideo.errors import UserError
+from rmmvideo.video.safe_output import atomic_output
 
 ENGINES = ("rmm", "upscale")
 Progress = Callable[[int], None]  # called with the number of frames written so far
@@ -213,8 +214,7 @@ def segment_source(input_path: Path, dst: Path, start_pts: int | None, end_pts: 
         return input_path
     from rmmvideo.batch.join import _muxer_options, _video_stream
 
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    with av.open(str(input_path)) as ic:
+    with atomic_output(dst, [input_path]) as tmp, av.open(str(input_path)) as ic:
         vs = _video_stream(ic)
         tb = vs.time_base
         ic.seek(start_pts, stream=vs, backward=True, any_frame=False)
@@ -231,7 +231,6 @@ def segment_source(input_path: Path, dst: Path, start_pts: int | None, end_pts: 
                         break
                 pkt.stream = ov
                 oc.mux(pkt)
-    os.replace(tmp, dst)
     try:
         same = _probe_key(dst) == _probe_key(input_path)
     except UserError:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+from rmmvideo.video.safe_output import atomic_output
 
 REPORT_NAME = "report.json"
 
@@ -38,9 +39,8 @@ def write_report(out_dir: Path, results: list[FileResult], extra: dict[str, Any]
         "results": [asdict(r) for r in results],
     }
     path = out_dir / REPORT_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     return path
 
 

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmmvideo.video.safe_output import atomic_output
+
 STATE_NAME = "batch-state.json"
 WORK_DIR = ".rmmbatch"  # segments and track tables of unfinished jobs, inside DIR
 STATUSES = ("pending", "running", "done", "failed")
@@ -103,9 +105,7 @@ class BatchState:
     def save(self) -> None:
         """Write atomically: temp file in the same folder, fsync, rename."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_output(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.path)

@@ -24,6 +24,7 @@ from rmmvideo.batch.media import (
     verify_output,
 )
 from rmmvideo.batch.segments import Segment, plan_segments
+from rmmvideo.video.safe_output import atomic_output
 
 TABLE_NAME = "tracks.table"
 
@@ -177,9 +178,10 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
             a = eng.analyze_file(spec.engine, inp, table, spec.options)
             res.update(faces=a["faces"], tracks=a["tracks"])
     elif spec.kind == "render" and spec.segment is None:
-        tmp = work / f"whole{out.suffix}"
-        res = eng.restore_file(spec.engine, inp, tmp, spec.options, progress=rep.frames)
-        _verify_and_move(tmp, out, spec.facts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(out, [inp]) as tmp:  # renamed onto the output only once verified
+            res = eng.restore_file(spec.engine, inp, tmp, spec.options, progress=rep.frames)
+            _verify(tmp, spec.facts)
     elif spec.kind == "render":
         seg = Segment.from_dict(spec.segment)
         dst = segment_path(work, seg.index, out.suffix)
@@ -194,9 +196,10 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
         from rmmvideo.batch.join import join_segments
 
         paths = [segment_path(work, Segment.from_dict(s).index, out.suffix) for s in spec.segments]
-        tmp = work / f"joined{out.suffix}"
-        n = join_segments(inp, paths, tmp)
-        _verify_and_move(tmp, out, spec.facts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(out, [inp]) as tmp:
+            n = join_segments(inp, paths, tmp)
+            _verify(tmp, spec.facts)
         res = {"frames": n, "faces": 0, "tracks": 0}
     else:
         raise ValueError(f"unknown task kind {spec.kind!r}")
@@ -205,12 +208,9 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
     return res
 
 
-def _verify_and_move(tmp: Path, final: Path, facts: dict[str, Any] | None) -> None:
-    """Check `tmp` against the input's facts, then rename it to `final` (atomic, same disk)."""
+def _verify(tmp: Path, facts: dict[str, Any] | None) -> None:
+    """RuntimeError if the rendered `tmp` does not match the input's facts (frames, start, end)."""
     if facts is not None:
         reason = verify_output(tmp, facts["frames"], facts["start"], facts["end"], facts["tol"])
         if reason is not None:
-            tmp.unlink(missing_ok=True)
             raise RuntimeError(f"output check failed: {reason}")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)

@@ -13,8 +13,6 @@ Loading builds the architecture from ``rmm_config`` only (never guesses) and loa
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import torch
 from rmmvideo.config import ModelConfig
 from rmmvideo.errors import UserError
 from rmmvideo.models.rmm import RMM
+from rmmvideo.video.safe_output import atomic_output
 
 FORMAT_VERSION = "1"
 DEFAULT_WEIGHTS_NAME = "rmm-small.safetensors"
@@ -58,14 +57,8 @@ def save_pretrained(model: RMM, path: str | Path, extra: dict[str, Any] | None =
         "rmmvideo_format": FORMAT_VERSION,
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_output(p) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 

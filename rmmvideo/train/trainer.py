@@ -24,7 +24,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import platform
 import random
 import signal
@@ -43,6 +42,7 @@ from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import load_vgg19
 from rmmvideo.train.identity import FaceNetIdentity
 from rmmvideo.train.losses import LossWeights, RMMObjective
+from rmmvideo.video.safe_output import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,8 @@ def save_grid(path: Path, columns: Sequence[torch.Tensor]) -> None:
     img = torch.cat(rows, dim=1)
     arr = (img.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
 
 
 def _stack(items: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -450,9 +449,8 @@ class Trainer:
         """Atomic write: temp file in the same folder, then rename."""
         path = path or self.ckpt_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(self.state_dict(), tmp)
         return path
 
     def _read_checkpoint(self, path: Path, what: str) -> dict[str, Any]:

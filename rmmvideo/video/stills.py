@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
+from rmmvideo.video.safe_output import atomic_output
 
 # |R-G|, |G-B| (8-bit levels) up to which an RGB photo counts as grey (JPEG chroma noise).
 GRAY_TOLERANCE = 4
@@ -113,14 +113,8 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None 
 
 
 def _atomic_save(im: object, target: Path, fmt: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_output(target) as tmp:
         im.save(tmp, format=fmt)  # type: ignore[attr-defined]
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -191,7 +185,8 @@ def restore_image_result(image: np.ndarray, components: object, options: object,
         raise ValueError(f"restore_image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if faces is None:
         faces = detect_faces(image, components.detector)  # type: ignore[attr-defined]
-    styler = TrackStyler(components.model, options.seed)  # type: ignore[attr-defined]
+    styler = TrackStyler(components.model, options.seed,  # type: ignore[attr-defined]
+                         strength=options.strength, scale=options.scale)  # type: ignore[attr-defined]
     renderer = FaceRenderer(components, options, styler,  # type: ignore[arg-type]
                             gray=is_gray(image) if gray is None else gray)
     plan = FramePlan(DecodedFrame(0, 0, 0.0, np.ascontiguousarray(image)), list(faces))

@@ -12,7 +12,12 @@ import pytest
 
 from rmmvideo.errors import UserError
 from rmmvideo.video import safe_output
-from rmmvideo.video.safe_output import AtomicOutput, atomic_output, remove_stale_temps, temp_path_for
+from rmmvideo.video.safe_output import (
+    AtomicOutput,
+    atomic_output,
+    remove_stale_temps,
+    temp_path_for,
+)
 
 
 def _dead_pid() -> int:
@@ -69,10 +74,9 @@ def test_committed_file_mode_follows_umask(tmp_path, umask, want):
                                           (errno.EACCES, "permission denied")])
 def test_os_error_while_writing_names_the_target(tmp_path, code, words):
     target = tmp_path / "out.mp4"
-    with pytest.raises(UserError) as ei:
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise OSError(code, os.strerror(code), str(tmp))
+    with pytest.raises(UserError) as ei, atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(code, os.strerror(code), str(tmp))
     msg = str(ei.value)
     assert str(target) in msg and words in msg and "partial" not in msg
     assert _names(tmp_path) == []
@@ -86,17 +90,15 @@ def test_os_error_at_rename_names_the_target(tmp_path, monkeypatch, code, words)
         raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
     monkeypatch.setattr(safe_output.os, "replace", refuse)
-    with pytest.raises(UserError, match=words) as ei:
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(b"png")
+    with pytest.raises(UserError, match=words) as ei, atomic_output(target) as tmp:
+        tmp.write_bytes(b"png")
     assert str(target) in str(ei.value) and "partial" not in str(ei.value)
     assert _names(tmp_path) == []
 
 
 def test_input_errors_are_not_relabelled(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        with atomic_output(tmp_path / "o.txt"):
-            open(tmp_path / "missing-input.txt").read()
+    with pytest.raises(FileNotFoundError), atomic_output(tmp_path / "o.txt"):
+        (tmp_path / "missing-input.txt").read_text()
 
 
 def test_overwrite_refused_when_asked(tmp_path):
@@ -116,9 +118,8 @@ def test_folder_output(tmp_path):
         tmp.mkdir()
         (tmp / "a.jpg").write_bytes(b"a")
     assert (target / "a.jpg").read_bytes() == b"a"
-    with pytest.raises(RuntimeError):
-        with atomic_output(tmp_path / "other", directory=True) as tmp:
-            tmp.mkdir()
-            (tmp / "b.jpg").write_bytes(b"b")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "other", directory=True) as tmp:
+        tmp.mkdir()
+        (tmp / "b.jpg").write_bytes(b"b")
+        raise RuntimeError("stop")
     assert _names(tmp_path) == ["packed"]

@@ -81,7 +81,7 @@ def test_resume_gives_identical_state(tmp_path):
 def test_checkpoint_is_atomic_and_holds_config(tmp_path):
     t = Trainer(tiny_train_config(steps=1), tmp_path, tiny_dataset(4))
     t.fit(export=False)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*partial*"))
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert st["step"] == 1
     assert st["model_config"] == TINY.to_dict()
