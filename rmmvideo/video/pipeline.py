@@ -456,15 +456,15 @@ class TrackTable:
                 lm.append(f.landmarks68)
         meta = {"frames": self.frames, "frame_pts": sorted(self.faces),
                 "styles": {str(t): [s.noise_seed, s.slot] for t, s in self.styles.items()}}
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, pts=np.asarray(pts, np.int64), track=np.asarray(track, np.int64),
-            detected=np.asarray(det, bool),
-            landmarks=np.asarray(lm, np.float64).reshape(-1, 68, 2),
-            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        )
-        os.replace(tmp, target)
+        from rmmvideo.video.safe_output import atomic_output
+
+        with atomic_output(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, pts=np.asarray(pts, np.int64), track=np.asarray(track, np.int64),
+                detected=np.asarray(det, bool),
+                landmarks=np.asarray(lm, np.float64).reshape(-1, 68, 2),
+                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrackTable":
