@@ -17,6 +17,25 @@ Steps, each randomly on or off per image (``DegradationConfig`` gives the probab
    channels when grayscale);
 5. JPEG compression with Pillow, quality in [40, 80].
 
+Video stages (issue 12; all off in the paper's default config, so its draws are unchanged), at
+the low resolution, between steps 3 and 5 in this order:
+
+- film grain (``grain_prob``): monochrome Gaussian grain, spatially correlated (Gaussian of
+  ``grain_size`` px), σ ``grain_sigma`` on 0-255;
+- (step 4, noise)
+- 4:2:0 chroma subsampling (``chroma_prob``): BT.601 YCbCr, Cb/Cr averaged over 2x2 blocks and
+  bilinearly upsampled back (luma untouched);
+- a video codec (``codec_prob``): H.264 (libx264, CRF ``h264_crf``), MPEG-2 or MPEG-4 part 2
+  (constant quantiser ``mpeg_q``), encoded and decoded in memory with PyAV on a short synthetic
+  clip: ``codec_frames - 1`` copies of the image shifted by random sub-pixel offsets (up to
+  ``codec_shift`` px) and then the image itself, whose decoded frame is kept, so inter-frame
+  prediction artefacts appear as well as 8x8 blocking, ringing and the codec's own 4:2:0.
+
+``clean_prob`` is the share of samples that get only the downsampling (and grayscale when
+drawn); ``gaussian_sigma`` may start at 0 (σ 0: no blur), so nearly clean samples appear too.
+``DegradationMixture`` draws each sample from one of several configs (e.g. the paper's and a
+video one), and ``degradation_from_dict`` reads either from a train config.
+
 Pixel sizes (σ, motion length) are in pixels of the input ``hq`` image, as in the paper (512
 crops). The model input is the LQ image resized back to the crop size: ``resize_to(lq, size)``.
 
@@ -73,24 +92,48 @@ class DegradationConfig:
     jpeg_prob: float = 0.8
     jpeg_quality: tuple[int, int] = (40, 80)
     grayscale_prob: float = 0.0
+    # video stages (see the module docstring); all off by default
+    clean_prob: float = 0.0
+    grain_prob: float = 0.0
+    grain_sigma: tuple[float, float] = (2.0, 8.0)
+    grain_size: tuple[float, float] = (0.4, 1.2)
+    chroma_prob: float = 0.0
+    codec_prob: float = 0.0
+    codecs: tuple[str, ...] = ("h264", "mpeg2", "mpeg4")
+    h264_crf: tuple[int, int] = (20, 38)
+    mpeg_q: tuple[int, int] = (2, 16)
+    codec_frames: tuple[int, int] = (2, 5)
+    codec_shift: float = 0.75
 
     def __post_init__(self) -> None:
-        for name in ("blur_prob", "motion_prob", "noise_prob", "jpeg_prob", "grayscale_prob"):
+        probs = ("blur_prob", "motion_prob", "noise_prob", "jpeg_prob", "grayscale_prob", "clean_prob",
+                 "grain_prob", "chroma_prob", "codec_prob")
+        for name in probs:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise UserError(f"degradation: {name} must be in [0, 1], got {v}")
-        for name in ("gaussian_sigma", "motion_length", "scale", "noise_sigma", "jpeg_quality"):
+        ranges = ("gaussian_sigma", "motion_length", "scale", "noise_sigma", "jpeg_quality", "grain_sigma",
+                  "grain_size", "h264_crf", "mpeg_q", "codec_frames")
+        for name in ranges:
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise UserError(f"degradation: {name} range ({lo}, {hi}) has low > high")
-        if self.gaussian_sigma[0] <= 0 or self.motion_length[0] < 1:
-            raise UserError("degradation: blur sizes must be positive")
+        if self.gaussian_sigma[0] < 0 or self.motion_length[0] < 1:
+            raise UserError("degradation: blur sizes must be >= 0 (sigma) and >= 1 (motion length)")
         if self.scale[0] < 1:
             raise UserError(f"degradation: scale must be >= 1, got {self.scale}")
         if self.noise_sigma[0] < 0:
             raise UserError("degradation: noise_sigma must be >= 0")
         if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
             raise UserError(f"degradation: jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if not self.codecs or any(c not in CODECS for c in self.codecs):
+            raise UserError(f"degradation: codecs must be a non-empty list of {sorted(CODECS)}, got {list(self.codecs)}")
+        if not (0 <= self.h264_crf[0] and self.h264_crf[1] <= 51):
+            raise UserError(f"degradation: h264_crf must be in [0, 51], got {self.h264_crf}")
+        if not (1 <= self.mpeg_q[0] and self.mpeg_q[1] <= 31):
+            raise UserError(f"degradation: mpeg_q must be in [1, 31], got {self.mpeg_q}")
+        if self.codec_frames[0] < 1 or self.codec_shift < 0 or self.grain_sigma[0] < 0 or self.grain_size[0] < 0:
+            raise UserError("degradation: codec_frames must be >= 1; codec_shift, grain_sigma, grain_size >= 0")
 
     @classmethod
     def tb(cls, scale: float, grayscale_prob: float = 0.0) -> "DegradationConfig":
@@ -98,6 +141,21 @@ class DegradationConfig:
         JPEG always on, downsampling fixed to ``scale``."""
         return cls(blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0, scale=(float(scale), float(scale)),
                    grayscale_prob=grayscale_prob)
+
+    @classmethod
+    def mild(cls, scale: float) -> "DegradationConfig":
+        """The "mild" test protocol: Gaussian blur σ 0-1.5 (at the HQ size), downsampling by
+        ``scale``, then noise σ 1-8 and JPEG quality 50-90 at the low resolution, all always on."""
+        return cls(blur_prob=1.0, motion_prob=0.0, gaussian_sigma=(0.0, 1.5), scale=(float(scale), float(scale)),
+                   noise_prob=1.0, noise_sigma=(1.0, 8.0), jpeg_prob=1.0, jpeg_quality=(50, 90))
+
+    @classmethod
+    def video(cls, scale: float) -> "DegradationConfig":
+        """The "video" test protocol: Gaussian blur σ 0-1.5, downsampling by ``scale``, noise
+        σ 1-4, then H.264 (CRF 23-35, a 3-frame clip with sub-pixel shifts; 4:2:0), no JPEG."""
+        return cls(blur_prob=1.0, motion_prob=0.0, gaussian_sigma=(0.0, 1.5), scale=(float(scale), float(scale)),
+                   noise_prob=1.0, noise_sigma=(1.0, 4.0), jpeg_prob=0.0, codec_prob=1.0, codecs=("h264",),
+                   h264_crf=(23, 35), codec_frames=(3, 3))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DegradationConfig":
@@ -124,10 +182,70 @@ class DegradationParams:
     noise_sigma: float
     jpeg_quality: int | None
     noise_seed: int
+    grain_sigma: float = 0.0
+    grain_size: float = 0.0
+    chroma420: bool = False
+    codec: str | None = None
+    codec_quality: int = 0
+    codec_frames: int = 1
+    codec_shift: float = 0.0
+    stage_seed: int = 0
 
 
-def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> DegradationParams:
-    """Draw one set of parameters. Always consumes the same number of draws from ``rng``."""
+CODECS = ("h264", "mpeg2", "mpeg4")
+"""Codec names of the codec stage: libx264 (CRF), mpeg2video and mpeg4 (constant quantiser)."""
+
+
+@dataclass(frozen=True)
+class DegradationMixture:
+    """Each sample is degraded by one of ``components``, drawn with probability proportional to
+    ``weights`` (e.g. the paper's degradation, a video one and a mild/clean one)."""
+
+    components: tuple[DegradationConfig, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.components or len(self.components) != len(self.weights):
+            raise UserError("degradation mixture: needs one weight per component and at least one component")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise UserError(f"degradation mixture: weights must be >= 0 with a positive sum, got {self.weights}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DegradationMixture":
+        """``{"mixture": [{"weight": w, **DegradationConfig keys}, ...]}``."""
+        items = d.get("mixture")
+        if set(d) != {"mixture"} or not isinstance(items, list):
+            raise UserError("degradation: a mixture is {mixture: [{weight: w, ...}, ...]} and nothing else")
+        comps, weights = [], []
+        for item in items:
+            if not isinstance(item, dict) or "weight" not in item:
+                raise UserError("degradation mixture: every component needs a weight")
+            rest = {k: v for k, v in item.items() if k != "weight"}
+            comps.append(DegradationConfig.from_dict(rest))
+            weights.append(float(item["weight"]))
+        return cls(tuple(comps), tuple(weights))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mixture": [{"weight": w, **c.to_dict()} for c, w in zip(self.components, self.weights)]}
+
+
+AnyDegradation = DegradationConfig | DegradationMixture
+
+
+def degradation_from_dict(d: dict[str, Any]) -> AnyDegradation:
+    """A train config's ``degradation`` mapping: a mixture when it has a ``mixture`` key, else
+    one ``DegradationConfig`` (missing keys: the paper's defaults)."""
+    return DegradationMixture.from_dict(d) if "mixture" in d else DegradationConfig.from_dict(d)
+
+
+def sample_params(rng: np.random.Generator, cfg: AnyDegradation) -> DegradationParams:
+    """Draw one set of parameters. Always consumes the same number of draws from ``rng`` for a
+    given config (a mixture draws its component first). The video stages' draws come after the
+    paper's, so a config without them gives the same paper parameters as before they existed."""
+    if isinstance(cfg, DegradationMixture):
+        w = np.asarray(cfg.weights, dtype=np.float64)
+        k = int(np.searchsorted(np.cumsum(w / w.sum()), rng.random(), side="right"))
+        return sample_params(rng, cfg.components[min(k, len(cfg.components) - 1)])
     u = rng.random(5)  # grayscale, blur on, motion vs gaussian, noise on, jpeg on
     sigma = float(rng.uniform(*cfg.gaussian_sigma))
     length = int(rng.integers(cfg.motion_length[0], cfg.motion_length[1] + 1))
@@ -136,9 +254,19 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> Degradati
     noise = float(rng.uniform(*cfg.noise_sigma))
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     noise_seed = int(rng.integers(0, 2**62))
+    v = rng.random(5)  # clean, grain on, chroma on, codec on, which codec
+    grain_sigma = float(rng.uniform(*cfg.grain_sigma))
+    grain_size = float(rng.uniform(*cfg.grain_size))
+    crf = int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1))
+    mpeg_q = int(rng.integers(cfg.mpeg_q[0], cfg.mpeg_q[1] + 1))
+    frames = int(rng.integers(cfg.codec_frames[0], cfg.codec_frames[1] + 1))
+    stage_seed = int(rng.integers(0, 2**62))
+    clean = bool(v[0] < cfg.clean_prob)
     blur: BlurKind = "none"
-    if u[1] < cfg.blur_prob:
+    if u[1] < cfg.blur_prob and not clean:
         blur = "motion" if u[2] < cfg.motion_prob else "gaussian"
+    codec = cfg.codecs[min(int(v[4] * len(cfg.codecs)), len(cfg.codecs) - 1)]
+    codec_on = v[3] < cfg.codec_prob and not clean
     return DegradationParams(
         grayscale=bool(u[0] < cfg.grayscale_prob),
         blur=blur,
@@ -146,9 +274,17 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> Degradati
         motion_length=length,
         motion_angle=angle,
         scale=scale,
-        noise_sigma=noise if u[3] < cfg.noise_prob else 0.0,
-        jpeg_quality=quality if u[4] < cfg.jpeg_prob else None,
+        noise_sigma=noise if u[3] < cfg.noise_prob and not clean else 0.0,
+        jpeg_quality=quality if u[4] < cfg.jpeg_prob and not clean else None,
         noise_seed=noise_seed,
+        grain_sigma=grain_sigma if v[1] < cfg.grain_prob and not clean else 0.0,
+        grain_size=grain_size,
+        chroma420=bool(v[2] < cfg.chroma_prob and not clean),
+        codec=codec if codec_on else None,
+        codec_quality=(crf if codec == "h264" else mpeg_q) if codec_on else 0,
+        codec_frames=frames,
+        codec_shift=cfg.codec_shift,
+        stage_seed=stage_seed,
     )
 
 
@@ -246,6 +382,92 @@ def jpeg(x: torch.Tensor, quality: int, grayscale: bool = False) -> torch.Tensor
     return torch.from_numpy(out).permute(2, 0, 1).to(device=x.device, dtype=x.dtype)
 
 
+def film_grain(x: torch.Tensor, sigma: float, size: float, seed: int) -> torch.Tensor:
+    """Add monochrome film grain to ``(3, H, W)``: white Gaussian noise blurred with a Gaussian
+    of ``size`` px (0: uncorrelated), rescaled to std ``sigma`` (0-255 scale), same on the 3
+    channels. Deterministic in ``seed``."""
+    g = np.random.default_rng(seed).standard_normal((1, *x.shape[-2:]), dtype=np.float32)
+    n = torch.from_numpy(g).to(device=x.device, dtype=x.dtype)
+    if size > 0:
+        n = gaussian_blur(n, size)
+        n = n / n.std().clamp_min(1e-6)
+    return (x + n * (sigma / 255.0)).clamp(0.0, 1.0)
+
+
+_YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def chroma_subsample_420(x: torch.Tensor) -> torch.Tensor:
+    """4:2:0 round trip of ``(3, H, W)`` in [0, 1]: BT.601 full-range YCbCr, Cb and Cr averaged
+    over 2x2 blocks (odd sides padded by replication) and bilinearly upsampled back, luma kept."""
+    _check_chw(x)
+    m = torch.tensor(_YCC, dtype=x.dtype, device=x.device)
+    ycc = torch.einsum("ij,jhw->ihw", m, x)
+    h, w = x.shape[-2:]
+    c = F.pad(ycc[None, 1:], (0, w % 2, 0, h % 2), mode="replicate")
+    c = F.avg_pool2d(c, 2)
+    c = F.interpolate(c, scale_factor=2.0, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    out = torch.einsum("ij,jhw->ihw", torch.linalg.inv(m), torch.cat([ycc[:1], c]))
+    return out.clamp(0.0, 1.0)
+
+
+_CODEC_SETUP = {  # name -> (encoder, container, options(quality))
+    "h264": ("libx264", "mp4", lambda q: {"crf": str(q), "preset": "medium", "threads": "1"}),
+    "mpeg2": ("mpeg2video", "mpeg", lambda q: {"qmin": str(q), "qmax": str(q), "threads": "1"}),
+    "mpeg4": ("mpeg4", "avi", lambda q: {"qmin": str(q), "qmax": str(q), "threads": "1"}),
+}
+
+
+def shift_image(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """``(C, H, W)`` translated by (dx, dy) pixels, bilinear, border values replicated."""
+    h, w = x.shape[-2:]
+    theta = torch.tensor([[[1.0, 0.0, -2.0 * dx / w], [0.0, 1.0, -2.0 * dy / h]]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta, [1, x.shape[0], h, w], align_corners=False)
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+def codec_roundtrip(
+    x: torch.Tensor, codec: str, quality: int, frames: int = 1, shift: float = 0.75, seed: int = 0
+) -> torch.Tensor:
+    """Encode and decode ``(3, H, W)`` in [0, 1] with a video codec, in memory (PyAV).
+
+    The clip is ``frames - 1`` copies of ``x`` shifted by random sub-pixel offsets (uniform in
+    ``[-shift, shift]`` px, from ``seed``) followed by ``x``; the last decoded frame is returned
+    ``(3, H, W)``. ``codec``: "h264" (``quality`` = CRF), "mpeg2" or "mpeg4" (``quality`` =
+    constant quantiser). Odd sides are padded by replication for 4:2:0 and cropped back.
+    """
+    import av
+
+    _check_chw(x)
+    if codec not in _CODEC_SETUP:
+        raise ValueError(f"unknown codec {codec!r}: choose from {', '.join(CODECS)}")
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    encoder, fmt, options = _CODEC_SETUP[codec]
+    h, w = x.shape[-2:]
+    xp = F.pad(x[None].float(), (0, w % 2, 0, h % 2), mode="replicate")[0]
+    g = np.random.default_rng(seed)
+    clip = [shift_image(xp, *g.uniform(-shift, shift, 2)) for _ in range(frames - 1)] + [xp]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(encoder, rate=25)
+        stream.width, stream.height, stream.pix_fmt = xp.shape[-1], xp.shape[-2], "yuv420p"
+        stream.options = options(int(quality))
+        for f in clip:
+            arr = (f.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf) as inp:
+        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    if len(decoded) != frames:
+        raise RuntimeError(f"codec {codec}: decoded {len(decoded)} frames of {frames}")
+    last = torch.from_numpy(decoded[-1][:h, :w].astype(np.float32) / 255.0).permute(2, 0, 1)
+    return last.to(device=x.device, dtype=x.dtype)
+
+
 def apply_params(hq: torch.Tensor, p: DegradationParams) -> torch.Tensor:
     """Degrade ``hq`` (3, H, W) in [0, 1] with the fixed parameters ``p``; returns the LQ image
     ``(3, h, w)`` at low resolution, in [0, 1]."""
@@ -253,16 +475,22 @@ def apply_params(hq: torch.Tensor, p: DegradationParams) -> torch.Tensor:
     x = hq.float() if hq.dtype not in (torch.float32, torch.float64) else hq
     if p.grayscale:
         x = to_grayscale(x)
-    if p.blur == "gaussian":
+    if p.blur == "gaussian" and p.sigma > 0:
         x = gaussian_blur(x, p.sigma)
     elif p.blur == "motion":
         x = _filter(x, motion_kernel(p.motion_length, p.motion_angle).to(x.device))
     x = downsample(x, p.scale)
+    if p.grain_sigma > 0:
+        x = film_grain(x, p.grain_sigma, p.grain_size, p.stage_seed)
     if p.noise_sigma > 0:
         g = np.random.default_rng(p.noise_seed)
         shape = (1 if p.grayscale else 3, *x.shape[-2:])
         n = g.standard_normal(shape, dtype=np.float32) * (p.noise_sigma / 255.0)
         x = (x + torch.from_numpy(n).to(device=x.device, dtype=x.dtype)).clamp(0.0, 1.0)
+    if p.chroma420:
+        x = chroma_subsample_420(x)
+    if p.codec is not None:
+        x = codec_roundtrip(x, p.codec, p.codec_quality, p.codec_frames, p.codec_shift, p.stage_seed + 1)
     if p.jpeg_quality is not None:
         x = jpeg(x, p.jpeg_quality, grayscale=p.grayscale)
     return x.clamp(0.0, 1.0)

@@ -9,11 +9,16 @@ import torch
 from rmmvideo.errors import UserError
 from rmmvideo.train.degrade import (
     DegradationConfig,
+    DegradationMixture,
     apply_params,
+    chroma_subsample_420,
+    codec_roundtrip,
+    degradation_from_dict,
     degrade,
     degrade_tb,
     degrade_td,
     _filter,
+    film_grain,
     gaussian_blur,
     gaussian_kernel,
     motion_kernel,
@@ -142,3 +147,129 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
         degrade(torch.rand(64, 64, 3), np.random.default_rng(0))
     assert DegradationConfig.from_dict(DegradationConfig().to_dict()) == DegradationConfig()
+
+
+# ----------------------------------------------------------------------------- video stages (issue 12)
+
+
+def _textured(size: int = 64, seed: int = 0) -> torch.Tensor:
+    """A smooth gradient with mild texture: compresses with visible 8x8 blocks at low quality."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.8, size)
+    base = 0.5 * ramp[None, :, None] + 0.5 * ramp[None, None, :]
+    tex = resize_to(torch.rand(3, 13, 13, generator=g), size) - 0.5
+    return (base + 0.3 * tex).clamp(0, 1)
+
+
+def _blockiness(x: torch.Tensor) -> float:
+    """Mean |horizontal step| across 8-px block borders over the mean step inside blocks."""
+    d = (x[..., 1:] - x[..., :-1]).abs().mean(dim=(0, 1))  # (W - 1,), step between col j and j+1
+    border = torch.tensor([j % 8 == 7 for j in range(d.numel())])
+    return float(d[border].mean() / d[~border].mean())
+
+
+def test_paper_draws_unchanged_by_video_stages() -> None:
+    # recorded before the video stages existed: eval protocols and old training draws stay put
+    p = sample_params(np.random.default_rng(123), DegradationConfig())
+    assert (p.blur, p.motion_length, p.jpeg_quality, p.noise_seed) == ("motion", 11, 77, 2365658676248364811)
+    assert p.scale == pytest.approx(10.197545615930022) and p.sigma == pytest.approx(4.248378026623095)
+    assert p.noise_sigma == pytest.approx(13.458497703556603)
+    assert (p.codec, p.chroma420, p.grain_sigma) == (None, False, 0.0)
+
+
+def test_video_stages_seeded_and_deterministic() -> None:
+    x = _textured(40)
+    assert torch.equal(film_grain(x, 6.0, 0.8, 5), film_grain(x, 6.0, 0.8, 5))
+    assert not torch.equal(film_grain(x, 6.0, 0.8, 5), film_grain(x, 6.0, 0.8, 6))
+    for codec in ("h264", "mpeg2", "mpeg4"):
+        a = codec_roundtrip(x, codec, 30 if codec == "h264" else 8, frames=4, seed=1)
+        assert torch.equal(a, codec_roundtrip(x, codec, 30 if codec == "h264" else 8, frames=4, seed=1))
+        assert a.shape == x.shape
+    # the shifted reference frames matter: another shift seed gives another last frame
+    assert not torch.equal(codec_roundtrip(x, "h264", 34, 4, seed=1), codec_roundtrip(x, "h264", 34, 4, seed=2))
+    cfg = DegradationConfig(grain_prob=1.0, chroma_prob=1.0, codec_prob=1.0, gaussian_sigma=(0.0, 1.5),
+                            scale=(1.5, 3.0))
+    hq = _face(96)
+    a, b = degrade(hq, np.random.default_rng(4), cfg), degrade(hq, np.random.default_rng(4), cfg)
+    assert torch.equal(a, b) and not torch.equal(a, degrade(hq, np.random.default_rng(5), cfg))
+
+
+def test_codec_stage_produces_8x8_blocking_and_quality_orders() -> None:
+    x = _textured(64)
+    assert _blockiness(x) < 1.2
+    for codec in ("mpeg2", "mpeg4"):
+        y = codec_roundtrip(x, codec, 24, frames=1)
+        assert _blockiness(y) > 1.5, codec
+    h = codec_roundtrip(x, "h264", 45, frames=1)
+    assert _blockiness(h) > 1.3
+    # error grows with CRF / quantiser; odd sides survive the 4:2:0 padding
+    err = [float((codec_roundtrip(x, "h264", q, 3) - x).abs().mean()) for q in (18, 30, 42)]
+    assert err[0] < err[1] < err[2]
+    err = [float((codec_roundtrip(x, "mpeg2", q, 3) - x).abs().mean()) for q in (2, 10, 28)]
+    assert err[0] < err[1] < err[2]
+    assert codec_roundtrip(_textured(64)[:, :37, :45], "mpeg4", 6, 3).shape == (3, 37, 45)
+
+
+def test_chroma_420_halves_chroma_resolution_and_keeps_luma() -> None:
+    m = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    ycc = torch.zeros(3, 32, 32)
+    ycc[0] = 0.5 + 0.2 * _textured(32)[0] - 0.1  # arbitrary luma detail
+    ycc[1, :, 0::2], ycc[1, :, 1::2] = 0.1, -0.1  # Cb alternates every column (full resolution)
+    ycc[2] = torch.linspace(-0.1, 0.1, 32)[None, :]  # Cr: smooth ramp (survives)
+    x = torch.einsum("ij,jhw->ihw", torch.linalg.inv(m), ycc)
+    assert x.min() >= 0 and x.max() <= 1
+    out = torch.einsum("ij,jhw->ihw", m, chroma_subsample_420(x))
+    assert torch.allclose(out[0], ycc[0], atol=1e-5)  # luma untouched
+    assert float(out[1].abs().max()) < 1e-5  # full-resolution chroma detail is gone
+    assert float((out[2] - ycc[2])[:, 2:-2].abs().max()) < 0.01  # half-resolution chroma kept
+    odd = torch.rand(3, 15, 9)
+    assert chroma_subsample_420(odd).shape == odd.shape
+
+
+def test_film_grain_level_and_correlation() -> None:
+    flat = torch.full((3, 96, 96), 0.5)
+    g = film_grain(flat, 8.0, 1.0, 0) - flat
+    assert abs(float(g.std()) * 255 - 8.0) < 0.5
+    assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])  # monochrome
+    r = float(torch.corrcoef(torch.stack([g[0, :, :-1].reshape(-1), g[0, :, 1:].reshape(-1)]))[0, 1])
+    assert r > 0.5  # neighbouring pixels correlated (grain size 1 px); white noise would give ~0
+
+
+def test_clean_share_and_zero_sigma() -> None:
+    hq = _face(64)
+    clean = DegradationConfig(clean_prob=1.0, codec_prob=1.0, grain_prob=1.0, chroma_prob=1.0,
+                              noise_prob=1.0, jpeg_prob=1.0, blur_prob=1.0, scale=(4.0, 4.0))
+    assert torch.equal(degrade(hq, np.random.default_rng(0), clean), degrade_td(hq, 4))
+    no_blur = DegradationConfig(blur_prob=1.0, motion_prob=0.0, gaussian_sigma=(0.0, 0.0), noise_prob=0.0,
+                                jpeg_prob=0.0, scale=(2.0, 2.0))
+    assert torch.equal(degrade(hq, np.random.default_rng(0), no_blur), degrade_td(hq, 2))
+    draws = [sample_params(np.random.default_rng(i), DegradationConfig(clean_prob=0.3, codec_prob=1.0))
+             for i in range(400)]
+    assert 0.22 < np.mean([p.codec is None for p in draws]) < 0.38
+
+
+def test_mixture_draws_components_by_weight() -> None:
+    d = {"mixture": [{"weight": 3, "scale": [2, 2]}, {"weight": 1, "scale": [8, 8], "codec_prob": 1.0}]}
+    mix = degradation_from_dict(d)
+    assert isinstance(mix, DegradationMixture) and degradation_from_dict(mix.to_dict()) == mix
+    assert isinstance(degradation_from_dict({"scale": [2, 4]}), DegradationConfig)
+    rng = np.random.default_rng(0)
+    draws = [sample_params(rng, mix) for _ in range(800)]
+    share8 = np.mean([p.scale == 8.0 for p in draws])
+    assert 0.2 < share8 < 0.3
+    assert all((p.codec is not None) == (p.scale == 8.0) for p in draws)
+    with pytest.raises(UserError):
+        degradation_from_dict({"mixture": [{"scale": [2, 2]}]})
+    with pytest.raises(UserError):
+        DegradationConfig(codecs=("vp9",))
+
+
+def test_mild_and_video_protocol_configs() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = sample_params(rng, DegradationConfig.mild(4))
+        assert p.scale == 4.0 and p.blur == "gaussian" and 0 <= p.sigma <= 1.5
+        assert 1 <= p.noise_sigma <= 8 and 50 <= (p.jpeg_quality or 0) <= 90 and p.codec is None
+        v = sample_params(rng, DegradationConfig.video(4))
+        assert v.codec == "h264" and 23 <= v.codec_quality <= 35 and v.jpeg_quality is None
+    assert degrade(_face(128), np.random.default_rng(0), DegradationConfig.video(4)).shape == (3, 32, 32)
