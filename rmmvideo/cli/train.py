@@ -34,12 +34,12 @@ def build_trainer(cfg: "TrainConfig", out: Path) -> tuple["Trainer", dict]:
     grids) and the data record that goes into the export's metadata."""
     from rmmvideo.errors import UserError
     from rmmvideo.train.data import FaceFolderDataset
-    from rmmvideo.train.degrade import DegradationConfig
+    from rmmvideo.train.degrade import degradation_from_dict
     from rmmvideo.train.trainer import Trainer
 
     if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
         raise UserError(f"data_dir not found: {cfg.data_dir}")
-    deg = DegradationConfig.from_dict(cfg.degradation)
+    deg = degradation_from_dict(cfg.degradation)
     common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
     train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
     val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)

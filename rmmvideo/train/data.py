@@ -24,7 +24,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from rmmvideo.errors import UserError
-from rmmvideo.train.degrade import DegradationConfig, apply_params, resize_to, sample_params, to_grayscale
+from rmmvideo.train.degrade import (
+    AnyDegradation,
+    DegradationConfig,
+    apply_params,
+    resize_to,
+    sample_params,
+    to_grayscale,
+)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Split = Literal["train", "val", "all"]
@@ -187,7 +194,8 @@ class FaceFolderDataset(Dataset):
         split: "train", "val" (``split_of`` on the relative path) or "all".
         val_fraction: share of files in "val".
         seed: base seed of the degradation.
-        degradation: ``DegradationConfig`` (None: the paper's default ranges).
+        degradation: ``DegradationConfig`` or ``DegradationMixture`` (None: the paper's default
+            ranges).
         grayscale_prob: probability that an item is grayscale in BOTH hq and lq (old-film
             training without learning to colourise). ``degradation.grayscale_prob`` instead greys
             only the lq.
@@ -211,7 +219,7 @@ class FaceFolderDataset(Dataset):
         split: Split = "train",
         val_fraction: float = 0.05,
         seed: int = 0,
-        degradation: DegradationConfig | None = None,
+        degradation: AnyDegradation | None = None,
         grayscale_prob: float = 0.0,
         align: bool = False,
         template: Sequence[Sequence[float]] | None = None,
