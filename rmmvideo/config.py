@@ -10,6 +10,11 @@ A config fixes:
   runs at ``size / 2**(n_rm3 - 1 - i)``.
 - ``rm3_kernel``: kernel size of the RM3 convolutions (z_S -> gamma/beta, attention maps);
   3 by default (older weights files without the key were built with 3).
+- ``global_residual``: the generator is already residual on its input (X_MR = x_lq + U-Net
+  correction, X̂_HR = X_MR + decoder correction, x_lq being the bicubic upscale); with this flag
+  the decoder's last layer starts at zero too (the U-Net's always does), so an untrained model
+  returns its input exactly. Only the initialisation differs: weights load the same either way.
+  Off by default (the bundled weights were built without it).
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
 """
@@ -72,6 +77,7 @@ class ModelConfig:
     key_dim: int = 128
     key_width: int = 64
     rm3_kernel: int = 3
+    global_residual: bool = False
     template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
     template_name: str = "ffhq"
 

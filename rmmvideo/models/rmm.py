@@ -11,6 +11,10 @@ Generator data flow for a crop of side S (``cfg.size``) and n = ``cfg.n_rm3`` bl
     x_hr = x_mr + to_rgb(h)  (1x1 conv)                             (decision: residual on X_MR,
                                                                     so "RM3 0" is X_MR alone)
 
+The U-Net is residual on x_lq (its output layer starts at zero), so the whole generator is a
+global residual on the bicubic-upscaled input. ``cfg.global_residual`` also starts ``to_rgb`` at
+zero, so that an untrained model is exactly the identity (default: 0.1 x the default init).
+
 Decision: Z_W enters the RM3 blocks multiplied by ``ZW_INPUT_SCALE`` (50): on face crops in
 [0, 1] its entries are ~5e-3 on average (max ~0.4), too small for the W layers to use early in
 training; the scale brings them to O(0.1-1). The memory stores and retrieves the unscaled code.
@@ -64,7 +68,7 @@ class RMMGenerator(nn.Module):
         )
         self.to_rgb = nn.Conv2d(dc[-1], 3, 1)
         with torch.no_grad():
-            self.to_rgb.weight.mul_(0.1)
+            self.to_rgb.weight.mul_(0.0 if cfg.global_residual else 0.1)
             self.to_rgb.bias.zero_()
 
     def decoder_modules(self) -> list[nn.Module]:

@@ -252,3 +252,31 @@ def test_forward_train_can_condition_on_the_retrieved_code() -> None:
         a = empty.forward_train(x_lq, x_hq, z, use_retrieved=mask)["x_hr"]
         b = empty.forward_train(x_lq, x_hq, z)["x_hr"]
     assert torch.equal(a, b)  # nothing to retrieve yet: the ground truth's code
+
+
+def test_global_residual_untrained_model_returns_its_input_upscaled() -> None:
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    cfg = replace(TINY, global_residual=True)
+    torch.manual_seed(0)
+    m = RMM(cfg)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    up = F.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    r = m.restore(x, noise=torch.randn(2, 8, generator=g))
+    assert torch.allclose(r.x_hr, up, atol=1e-6) and torch.allclose(r.x_mr, up, atol=1e-6)
+    # without the flag the decoder adds a small random correction from the start
+    torch.manual_seed(0)
+    plain = RMM(TINY).restore(x, noise=torch.randn(2, 8, generator=g))
+    assert float((plain.x_hr - up).abs().max()) > 1e-4
+    # still trainable: the zero output layer gets a gradient
+    out = m.forward_train(up, torch.rand(2, 3, 32, 32, generator=g), torch.randn(2, 8, generator=g))
+    (out["x_hr"] - 0.5).square().mean().backward()
+    assert float(m.generator.to_rgb.weight.grad.abs().sum()) > 0
+    # the flag travels with the config; configs written before it load as off
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    old = TINY.to_dict()
+    del old["global_residual"]
+    assert ModelConfig.from_dict(old) == TINY and not TINY.global_residual
