@@ -1,5 +1,5 @@
 """`rmmvideo eval`: score a model against bicubic upsampling on a folder of HQ faces under the
-paper's test protocols (-TB at a scale, -TD x4/x8/x16)."""
+paper's test protocols (-TB at a scale, -TD x4/x8/x16) and two milder ones (mild, video)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ HELP = "evaluate restoration on a folder of HQ faces (PSNR, SSIM, MS-SSIM, Hist-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("faces", metavar="DIR_OF_HQ_FACES", help="folder of high-quality face images")
-    p.add_argument("--protocol", choices=["tb", "td4", "td8", "td16"], default="tb",
-                   help="tb: blur+noise+JPEG at --scale; tdN: plain downsampling by N")
-    p.add_argument("--scale", type=float, default=4.0, help="downsampling factor of the tb protocol")
+    p.add_argument("--protocol", choices=["tb", "mild", "video", "td4", "td8", "td16"], default="tb",
+                   help="tb: blur+noise+JPEG at --scale; mild: blur sigma 0-1.5, noise 1-8, JPEG 50-90 at "
+                   "--scale; video: mild blur, noise 1-4, H.264 CRF 23-35 at --scale; tdN: plain downsampling by N")
+    p.add_argument("--scale", type=float, default=4.0,
+                   help="downsampling factor of the tb, mild and video protocols")
     p.add_argument("--weights", default=None,
                    help="model weights (.safetensors); omitted: the bundled default weights, "
                    "or the bicubic baseline only when there are none")

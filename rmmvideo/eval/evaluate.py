@@ -6,6 +6,10 @@ by the chosen protocol, the LQ image is bicubic-resized back to S, and both the 
 restoration and that bicubic image are scored against the reference with the same metrics:
 
 - "tb":  the paper's -TB protocol (blur + noise + JPEG) with the downsampling fixed to ``scale``;
+- "mild": realistic mild degradation at ``scale``: Gaussian blur σ 0-1.5 (at S), downsampling,
+  then noise σ 1-8 and JPEG 50-90 at the low resolution (``DegradationConfig.mild``);
+- "video": blur σ 0-1.5, downsampling by ``scale``, noise σ 1-4, then H.264 (CRF 23-35) on a
+  3-frame clip with sub-pixel shifts, 4:2:0 (``DegradationConfig.video``);
 - "td4", "td8", "td16": plain bicubic downsampling by 4, 8, 16 (-TD).
 
 Metrics (``rmmvideo.eval.metrics`` / ``face_metrics``): PSNR (RGB, capped at 100 dB), SSIM,
@@ -32,7 +36,8 @@ from rmmvideo.errors import UserError
 from rmmvideo.eval import metrics as M
 from rmmvideo.train.degrade import DegradationConfig, apply_params, downsample, resize_to, sample_params
 
-PROTOCOLS = ("tb", "td4", "td8", "td16")
+PROTOCOLS = ("tb", "mild", "video", "td4", "td8", "td16")
+_AT_SCALE = {"tb": DegradationConfig.tb, "mild": DegradationConfig.mild, "video": DegradationConfig.video}
 RestoreFn = Callable[[Tensor], Tensor]
 """``x_lq (B, 3, S, S)`` in [0, 1] (LQ resized back to S) -> ``x_hr (B, 3, S, S)`` in [0, 1]."""
 
@@ -66,17 +71,17 @@ class FaceSource(Protocol):
 
 
 def protocol_scale(protocol: str, scale: float) -> float:
-    """Downsampling factor of a protocol (``scale`` for "tb")."""
+    """Downsampling factor of a protocol (``scale`` for "tb", "mild" and "video")."""
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
-    return float(scale) if protocol == "tb" else float(protocol[2:])
+    return float(scale) if protocol in _AT_SCALE else float(protocol[2:])
 
 
 def degrade_for_protocol(hq: Tensor, protocol: str, scale: float, rng: np.random.Generator) -> Tensor:
     """LQ image at low resolution ``(3, h, w)`` of ``hq`` ``(3, S, S)`` under ``protocol``."""
     r = protocol_scale(protocol, scale)
-    if protocol == "tb":
-        return apply_params(hq, sample_params(rng, DegradationConfig.tb(r)))
+    if protocol in _AT_SCALE:
+        return apply_params(hq, sample_params(rng, _AT_SCALE[protocol](r)))
     return downsample(hq, r)
 
 
@@ -158,7 +163,8 @@ def evaluate(
     Args:
         source: faces (``FaceFolderDataset`` or anything with ``size``, ``names``, ``load_hq``).
         restore_fn: ``(B, 3, S, S) -> (B, 3, S, S)`` in [0, 1]; None scores bicubic only.
-        protocol: "tb", "td4", "td8" or "td16"; ``scale``: the -TB downsampling factor.
+        protocol: "tb", "mild", "video", "td4", "td8" or "td16"; ``scale``: the downsampling
+            factor of "tb", "mild" and "video".
         seed: base of the per-face degradation seeds.
         face_metrics: compute FED / LLE (dlib, ~0.1-0.2 s per face and method on CPU).
     """

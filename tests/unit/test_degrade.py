@@ -273,3 +273,28 @@ def test_mild_and_video_protocol_configs() -> None:
         v = sample_params(rng, DegradationConfig.video(4))
         assert v.codec == "h264" and 23 <= v.codec_quality <= 35 and v.jpeg_quality is None
     assert degrade(_face(128), np.random.default_rng(0), DegradationConfig.video(4)).shape == (3, 32, 32)
+
+
+def test_mild_and_video_eval_protocols(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from rmmvideo.cli.main import main
+    from rmmvideo.eval.evaluate import degrade_for_protocol, item_rng
+
+    hq = _face(64, seed=3)
+    for proto in ("mild", "video"):
+        a = degrade_for_protocol(hq, proto, 4, item_rng(0, "a"))
+        assert a.shape == (3, 16, 16) and torch.equal(a, degrade_for_protocol(hq, proto, 4, item_rng(0, "a")))
+        assert not torch.equal(a, degrade_for_protocol(hq, proto, 4, item_rng(1, "a")))
+    for i in range(3):
+        arr = (_textured(64, seed=i).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"f{i}.png")
+    psnr = {}
+    for proto in ("tb", "mild", "video", "td4"):
+        out = tmp_path / f"{proto}.json"
+        assert main(["eval", str(tmp_path), "--protocol", proto, "--split", "all", "--size", "64",
+                     "--no-face-metrics", "--bicubic-only", "--json", str(out), "--quiet"]) == 0
+        psnr[proto] = json.loads(out.read_text())["methods"]["bicubic"]["psnr"]
+    assert psnr["tb"] < psnr["mild"] < psnr["td4"] and psnr["video"] < psnr["td4"]
