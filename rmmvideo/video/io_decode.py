@@ -5,15 +5,15 @@ Frames come out upright (the stream's rotation is applied with `np.rot90`), as R
 Time always comes from pts (`pts * time_base`), never from index x fps, so VFR is kept exactly.
 
 Damaged input policy (`on_damage`):
-  "error" (default): a one-line UserError. If the container's index already proves the file
-      was cut short (mp4 with its index first), it is raised before any frame, so no work is
-      wasted; otherwise (index lost, e.g. mp4 index last: unreadable, see probe; Matroska cut
-      before its cues) the decodable frames are yielded and the error is raised at the end,
-      when the stream stopped early (fewer packets than indexed, or the last frame well before
-      the announced duration) or packets failed to decode. A caller writing through
-      `VideoWriter` then discards its output: never a silently short video.
-  "warn": decode what can be decoded, log a warning, end normally (a partial result the
-      caller chose).
+  "error" (default): a one-line UserError, as early as the damage is known: before any frame
+      if the container's index already proves the file was cut short (mp4 with its index
+      first); at the first undecodable packet or read error; otherwise (index lost, e.g.
+      Matroska cut before its cues) at the end, when the stream stopped early (fewer packets
+      than indexed, or the last frame well before the announced duration). A caller writing
+      through `VideoWriter` then discards its output: never a silently short video.
+  "warn": every decodable frame is yielded with its own pts (a damaged frame is left out, so
+      the output has a gap in time there, never a shifted timeline); a warning is logged at the
+      end naming the damaged spans, and a `DamageReport` passed as `damage` holds them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -45,6 +45,32 @@ from rmmvideo.video.probe import (
 log = logging.getLogger(__name__)
 
 OnDamage = Literal["error", "warn"]
+ON_DAMAGE = ("error", "warn")
+
+
+@dataclass
+class DamageReport:
+    """What was wrong with a decoded input; filled by `decode_frames`, complete once it ends.
+
+    problems: one phrase each ("1 undecodable packets", "truncated: ...").
+    spans: ``(start, end)`` seconds of the input's timeline with no decodable frame
+        (``end`` is the next decoded frame's time, or the announced end of the stream).
+    """
+
+    problems: list[str] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+    def spans_text(self) -> str:
+        """``6.100-6.133s, 10.000-12.000s`` (empty when no span is known)."""
+        return ", ".join(f"{a:.3f}-{b:.3f}s" for a, b in self.spans)
+
+    def line(self) -> str:
+        """One line: the problems and the damaged spans."""
+        text = "; ".join(self.problems)
+        return f"{text}; damaged spans {self.spans_text()}" if self.spans else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +133,7 @@ def _decode_sequential(
     high_bit_depth: bool,
     max_frames: int | None,
     on_damage: OnDamage,
+    damage: DamageReport | None = None,
 ) -> Iterator[DecodedFrame]:
     with open_input(path) as container:
         vs = video_stream_of(container, path)
@@ -122,8 +149,18 @@ def _decode_sequential(
         bad_packets = 0
         index = 0
         demux_error: str | None = None
+        report = damage if damage is not None else DamageReport()
+        packet_pts: list[int] = []  # pts of every video packet read, to find the frames lost to damage
+        decoded_pts: set[int] = set()
 
         size: tuple[int, int] | None = None
+
+        def last_time() -> float:
+            return float(fix.prev * tb) if fix.prev is not None else 0.0
+
+        def bad(what: str) -> None:
+            if on_damage == "error":
+                raise UserError(f"damaged input {path}: {what} near t={last_time():.3f}s (after {index} good frames)")
 
         def emit(frames: list[av.VideoFrame]) -> Iterator[DecodedFrame]:
             nonlocal index, size
@@ -139,6 +176,8 @@ def _decode_sequential(
                 pts = fix(f.pts)
                 if prev is not None and pts > prev and len(gaps) < 256:
                     gaps.append(pts - prev)
+                if f.pts is not None:
+                    decoded_pts.add(int(f.pts))
                 yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth))
                 index += 1
 
@@ -148,10 +187,13 @@ def _decode_sequential(
                     return
                 if packet.size:
                     packets += 1
+                    if packet.pts is not None:
+                        packet_pts.append(int(packet.pts))
                 try:
                     frames = vs.decode(packet)
                 except av.error.InvalidDataError:
                     bad_packets += 1
+                    bad("undecodable packet")
                     continue
                 for d in emit(frames):
                     if max_frames is not None and d.index >= max_frames:
@@ -159,6 +201,7 @@ def _decode_sequential(
                     yield d
         except av.error.FFmpegError as e:  # read error mid-file: flush what the decoder holds
             demux_error = str(e)
+            bad(f"read error ({e})")
             try:
                 for d in emit(vs.decode(None)):
                     if max_frames is not None and d.index >= max_frames:
@@ -174,22 +217,45 @@ def _decode_sequential(
         problems = []
         gap = float(np.median(gaps) * tb) if gaps else 0.0
         last_end = float(fix.prev * tb) + gap
+        cut = False
         if reported and packets < reported:
             problems.append(f"truncated: {packets} of {reported} video packets present")
+            cut = True
         elif announced_end is not None and last_end < announced_end - max(0.25, 3 * gap):
             problems.append(f"truncated: video ends at {last_end:.3f}s, the file announces {announced_end:.3f}s")
+            cut = True
         if bad_packets:
             problems.append(f"{bad_packets} undecodable packets")
         if demux_error:
             problems.append(f"read error: {demux_error}")
+        if bad_packets or demux_error:
+            report.spans.extend(_lost_spans(packet_pts, decoded_pts, tb))
+        if cut and announced_end is not None and announced_end > last_end:  # runs to the announced end
+            report.spans.append((last_end, announced_end))
         if problems:
-            msg = (
-                f"damaged input {path}: {'; '.join(problems)}; "
-                f"decoded {index} frames up to t={float(fix.prev * tb):.3f}s"
-            )
+            report.problems.extend(problems)
+            msg = f"damaged input {path}: {report.line()}; decoded {index} frames up to t={last_time():.3f}s"
             if on_damage == "error":
                 raise UserError(msg)
-            log.warning("%s (partial result kept)", msg)
+            log.warning("%s (every decodable frame kept with its timestamp)", msg)
+
+
+def _lost_spans(packet_pts: list[int], decoded_pts: set[int], tb: Fraction) -> list[tuple[float, float]]:
+    """Seconds ``[start, end)`` of runs of packets whose frame never came out of the decoder:
+    from the first lost frame's time to the next decoded frame's time (or the last packet's)."""
+    order = sorted(set(packet_pts))
+    spans: list[tuple[float, float]] = []
+    start: int | None = None
+    for p in order:
+        if p not in decoded_pts:
+            start = p if start is None else start
+        elif start is not None:
+            spans.append((float(start * tb), float(p * tb)))
+            start = None
+    if start is not None:
+        end = order[-1] + (order[-1] - order[-2] if len(order) > 1 else 1)
+        spans.append((float(start * tb), float(end * tb)))
+    return spans
 
 
 T = TypeVar("T")
@@ -256,6 +322,7 @@ def decode_frames(
     max_frames: int | None = None,
     prefetch_frames: int = 0,
     on_damage: OnDamage = "error",
+    damage: DamageReport | None = None,
 ) -> Iterator[DecodedFrame]:
     """Stream the frames of `path` in presentation order, upright, with pts-exact times.
 
@@ -266,6 +333,8 @@ def decode_frames(
         prefetch_frames: if > 0, decode in a background thread up to this many frames ahead
             (overlaps decode and colour conversion with the caller's compute).
         on_damage: "error" or "warn" for truncated / partly undecodable input (module doc).
+        damage: filled with the problems and damaged spans found (complete when the iterator
+            ends); with on_damage="warn" the caller's way to report them.
 
     Yields:
         DecodedFrame(index, pts, time, image (H, W, 3)).
@@ -274,11 +343,13 @@ def decode_frames(
         UserError: unreadable input, no video, no decodable frame, or damaged input with
             on_damage="error" (raised after the decodable frames were yielded).
     """
+    if on_damage not in ON_DAMAGE:
+        raise ValueError(f"on_damage must be one of {ON_DAMAGE}, got {on_damage!r}")
     p = Path(path)
     open_input(p).close()  # fail early with a clear message, before any thread starts
 
     def make() -> Iterator[DecodedFrame]:
-        return _decode_sequential(p, high_bit_depth, max_frames, on_damage)
+        return _decode_sequential(p, high_bit_depth, max_frames, on_damage, damage)
 
     if prefetch_frames > 0:
         return prefetch(make, prefetch_frames)
