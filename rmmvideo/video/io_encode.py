@@ -7,6 +7,14 @@ input's frames and timestamps (mp4/mov keep the time_base; Matroska always store
 there pts are rescaled to milliseconds). Audio and subtitle packets of `source` are copied
 byte for byte (`add_stream_from_template`), interleaved with the video by time.
 
+Audio the output container cannot hold (found by a dry run: a few of its packets muxed into
+memory, e.g. DV's pcm_s16le in .mp4) is re-encoded losslessly instead: FLAC in .mp4/.mkv, PCM
+in .mov (sample-identical to the decoded source). `audio_notes` says what was done per stream.
+
+Sample aspect ratio: `sar` tags the stream (e.g. 8/9 for NTSC 4:3). `input_size` lets `write`
+take images of another size (square pixels) that swscale resamples to width x height in the
+same call that converts them to YUV (`--sar keep`).
+
 Pixel formats (`choose_pix_fmt`):
     libx264 / libx265: yuv420p (8-bit) or yuv420p10le (10-bit). H.264/HEVC 4:2:0 cannot code an
         odd width or height (the crop unit is 2 pixels), so an odd output size switches to
@@ -20,6 +28,8 @@ bits), so a grey input stays grey; nothing is tinted.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import queue
 import threading
@@ -37,6 +47,7 @@ from rmmvideo.video.safe_output import AtomicOutput
 if TYPE_CHECKING:
     import torch
 
+    from rmmvideo.video.archive import FrameView
     from rmmvideo.video.probe import VideoInfo
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -47,6 +58,9 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 _BT709 = 1
 _MUXER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}  # the new muxer writes its own
 _LIMITED = 1  # ColorRange.MPEG
+_DRY_RUN_PACKETS = 8  # packets of a source stream muxed into memory to test that it can be copied
+
+log = logging.getLogger(__name__)
 
 
 def container_format_for(path: str | os.PathLike) -> str:
@@ -99,6 +113,46 @@ def encoder_options(codec: str, crf: int, preset: str) -> dict[str, str]:
 _END = object()
 
 
+def can_copy_stream(source: str | os.PathLike, index: int, fmt: str) -> bool:
+    """True when stream `index` of `source` can be copied packet for packet into a `fmt` file:
+    its first packets are muxed into memory, header and trailer included (some codecs pass the
+    header and fail at the trailer, e.g. pcm_s16le in mp4)."""
+    buf = io.BytesIO()
+    try:
+        with av.open(os.fspath(source)) as src:
+            stream = src.streams[index]
+            out = av.open(buf, mode="w", format=fmt)
+            try:
+                ost = out.add_stream_from_template(stream)
+                out.start_encoding()
+                n = 0
+                for p in src.demux(stream):
+                    if p.size:
+                        p.stream = ost
+                        out.mux(p)
+                        n += 1
+                        if n >= _DRY_RUN_PACKETS:
+                            break
+            finally:
+                out.close()
+    except (ValueError, av.error.FFmpegError):
+        return False
+    return True
+
+
+def lossless_audio_codec(fmt: str, sample_format: str) -> tuple[str, str]:
+    """(encoder, sample format) to re-encode decoded audio of `sample_format` losslessly into a
+    `fmt` container: FLAC (16/32-bit integer) in mp4/matroska, PCM in mov and for float samples."""
+    base = sample_format.rstrip("p")
+    if base in ("u8", "s16"):
+        return ("pcm_s16le" if fmt == "mov" else "flac"), "s16"
+    if base == "s32":
+        return ("pcm_s32le" if fmt == "mov" else "flac"), "s32"
+    if fmt in ("mov", "matroska"):
+        return ("pcm_f64le" if base == "dbl" else "pcm_f32le"), ("dbl" if base == "dbl" else "flt")
+    raise UserError(f"audio with {sample_format} samples cannot be stored losslessly in an .mp4 file: use .mkv or .mov")
+
+
 def _frame_from_planes(planes: Sequence[np.ndarray], pix_fmt: str) -> av.VideoFrame:
     """A VideoFrame of `pix_fmt` filled from its planes (copied row by row past the padding)."""
     h, w = planes[0].shape
@@ -138,6 +192,9 @@ class VideoWriter:
         background: convert RGB->YUV, encode and mux in a worker thread fed by a bounded queue
             of `queue_size` frames, overlapping with the caller's compute.
         threads: swscale threads for the RGB->YUV conversion (0 = automatic).
+        sar: sample aspect ratio the stream is tagged with (1 = square pixels).
+        input_size: (width, height) of the images `write`/`write_chw` take when it differs from
+            the encoded size (resampled by swscale, bicubic); None = width x height.
     """
 
     def __init__(
@@ -160,9 +217,17 @@ class VideoWriter:
         background: bool = True,
         queue_size: int = 4,
         threads: int = 0,
+        sar: Fraction = Fraction(1),
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"output size must be positive, got {width}x{height}")
+        if Fraction(sar) <= 0:
+            raise ValueError(f"sample aspect ratio must be positive, got {sar}")
+        self.sar = Fraction(sar)
+        self.input_width, self.input_height = input_size if input_size is not None else (int(width), int(height))
+        self.audio_notes: list[str] = []
+        self._audio_encoders: dict[int, tuple[av.audio.stream.AudioStream, av.audio.stream.AudioStream]] = {}
         self.codec = normalise_codec(codec)
         self.format = container_format_for(path)
         self.width, self.height = int(width), int(height)
@@ -197,16 +262,27 @@ class VideoWriter:
 
     @classmethod
     def for_input(
-        cls, info: VideoInfo, path: str | os.PathLike, scale: float = 1.0, **kwargs: object
+        cls, info: VideoInfo, path: str | os.PathLike, scale: float = 1.0,
+        view: FrameView | None = None, **kwargs: object
     ) -> VideoWriter:
         """A writer for `info`'s video upscaled by `scale`: size round(W*s) x round(H*s), the
-        input's time_base and rate, its audio/subtitles copied, the input protected."""
+        input's time_base and rate, its audio/subtitles copied, the input protected.
+
+        With a decode `view` (`rmmvideo.video.archive.plan_view`): frames of the view's size
+        (square pixels) scaled, pts in the view's time base (half the input's for one frame per
+        field), and the output geometry of its SAR mode (square pixels, or the input's SAR)."""
         from rmmvideo.video.upscale import scaled_size
 
-        h, w = scaled_size(info.height, info.width, scale)
-        kwargs.setdefault("rate", info.average_rate)
         kwargs.setdefault("source", info.path)
-        return cls(path, width=w, height=h, time_base=info.time_base, **kwargs)  # type: ignore[arg-type]
+        if view is None:
+            h, w = scaled_size(info.height, info.width, scale)
+            kwargs.setdefault("rate", info.average_rate)
+            return cls(path, width=w, height=h, time_base=info.time_base, **kwargs)  # type: ignore[arg-type]
+        w, h, sar = view.output_geometry(info, scale)
+        ih, iw = scaled_size(view.height, view.width, scale)
+        kwargs.setdefault("rate", view.rate)
+        return cls(path, width=w, height=h, time_base=view.time_base, sar=sar,  # type: ignore[arg-type]
+                   input_size=None if (iw, ih) == (w, h) else (iw, ih), **kwargs)
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -229,6 +305,8 @@ class VideoWriter:
         cc.color_primaries = _BT709
         cc.color_trc = _BT709
         cc.color_range = _LIMITED
+        if self.sar != 1:
+            cc.sample_aspect_ratio = self.sar
         vs.options = options
         self._vs = vs
         if source is not None:
@@ -238,7 +316,13 @@ class VideoWriter:
             out.metadata.update({k: v for k, v in self._src.metadata.items() if k.lower() not in _MUXER_TAGS})
             copied = []
             for s in self._src.streams:
+                if s.type == "audio" and copy_audio and not can_copy_stream(source, s.index, self.format):
+                    self._add_lossless_audio(out, s)
+                    copied.append(s)
+                    continue
                 if (s.type == "audio" and copy_audio) or (s.type == "subtitle" and copy_subtitles):
+                    if s.type == "audio":
+                        self.audio_notes.append(f"audio #{s.index} ({s.codec_context.name}): copied packet for packet")
                     try:
                         ost = out.add_stream_from_template(s)
                         self._stream_map[s.index] = ost
@@ -251,13 +335,61 @@ class VideoWriter:
                         ) from None
                     copied.append(s)
             if copied:
-                self._src_packets = (p for p in self._src.demux(*copied) if p.size)
+                self._src_packets = self._source_packets(copied)
                 self._pending = next(self._src_packets, None)
+            for note in self.audio_notes:
+                log.info("%s: %s", self.path.name, note)
         try:
             out.start_encoding()
         except (ValueError, av.error.FFmpegError) as e:
             hint = "; the copied audio/subtitle streams may not fit this container: try .mkv" if self._stream_map else ""
             raise UserError(f"cannot start writing {self.path.name} with {self.codec}/{self.pix_fmt} ({e}){hint}") from None
+
+    def _add_lossless_audio(self, out: av.container.OutputContainer, s: av.audio.stream.AudioStream) -> None:
+        """An output stream that re-encodes source audio stream `s` losslessly (module doc)."""
+        cc = s.codec_context
+        codec, sample_format = lossless_audio_codec(self.format, cc.format.name if cc.format else "s16")
+        try:
+            ost = out.add_stream(codec, rate=cc.sample_rate)
+            ost.layout = cc.layout
+            ost.format = sample_format
+            ost.time_base = Fraction(1, cc.sample_rate)
+        except (ValueError, av.error.FFmpegError) as e:
+            raise UserError(f"cannot store audio stream #{s.index} ({cc.name}) in a {self.path.suffix} "
+                            f"file, nor re-encode it as {codec} ({e}); try .mkv") from None
+        ost.metadata.update(s.metadata)
+        ost.disposition = s.disposition
+        self._audio_encoders[s.index] = (s, ost)
+        self.audio_notes.append(
+            f"audio #{s.index} ({cc.name}) cannot be copied into {self.path.suffix}: "
+            f"re-encoded losslessly as {codec}")
+
+    def _source_packets(self, streams: list[av.stream.Stream]) -> Iterator[av.Packet]:
+        """Packets for the output, in the source's order: copied ones (still in the source's
+        time base; `_copy_source_until` assigns their stream), and re-encoded audio."""
+        for p in self._src.demux(*streams):
+            enc = self._audio_encoders.get(p.stream.index)
+            if enc is None:
+                if p.size:
+                    yield p
+                continue
+            src, ost = enc
+            try:
+                frames = src.decode(p if p.size else None)
+            except av.error.InvalidDataError:
+                continue  # a damaged audio packet: the video decoder reports damage
+            for frame in frames:
+                yield from self._encode_audio(ost, frame)
+        for src, ost in self._audio_encoders.values():
+            yield from self._encode_audio(ost, None)
+
+    @staticmethod
+    def _encode_audio(ost: av.audio.stream.AudioStream, frame: av.AudioFrame | None) -> Iterator[av.Packet]:
+        if frame is not None and frame.pts is not None and frame.time_base is not None:
+            frame.pts = int(round(Fraction(frame.pts) * Fraction(frame.time_base) / ost.time_base))
+            frame.time_base = ost.time_base
+        for q in ost.encode(frame):
+            yield q
 
     def _teardown(self) -> None:
         for c in (self._out, self._src):
@@ -276,9 +408,9 @@ class VideoWriter:
 
         Converted to YUV by swscale (threaded) in the worker. pts must increase strictly.
         Raises the worker's error if encoding failed."""
-        if image.shape != (self.height, self.width, 3) or image.dtype not in (np.uint8, np.uint16):
+        if image.shape != (self.input_height, self.input_width, 3) or image.dtype not in (np.uint8, np.uint16):
             raise ValueError(
-                f"expected image (H, W, 3) = ({self.height}, {self.width}, 3) uint8/uint16, "
+                f"expected image (H, W, 3) = ({self.input_height}, {self.input_width}, 3) uint8/uint16, "
                 f"got {image.shape} {image.dtype}"
             )
         self._submit(("rgb", image), pts)
@@ -289,9 +421,9 @@ class VideoWriter:
         Cheaper than `write` for channel-first uint8 data: no interleaving copy; swscale reads the
         planes directly (gbrp), with the same result as `write`. The array must not be modified
         until the writer is closed."""
-        if image.shape != (3, self.height, self.width) or image.dtype not in (np.uint8, np.uint16):
+        if image.shape != (3, self.input_height, self.input_width) or image.dtype not in (np.uint8, np.uint16):
             raise ValueError(
-                f"expected image (3, H, W) = (3, {self.height}, {self.width}) uint8/uint16, "
+                f"expected image (3, H, W) = (3, {self.input_height}, {self.input_width}) uint8/uint16, "
                 f"got {image.shape} {image.dtype}"
             )
         self._submit(("chw", image), pts)
@@ -322,11 +454,12 @@ class VideoWriter:
         One colour conversion and one device->host copy for the whole batch (see write_tensor)."""
         from rmmvideo.video.io_colour import YUV_FORMATS, rgb_to_yuv_planes
 
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.height, self.width) or x.shape[0] != len(pts):
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.input_height, self.input_width) or x.shape[0] != len(pts):
             raise ValueError(
-                f"expected tensor ({len(pts)}, 3, {self.height}, {self.width}) for {len(pts)} pts, got {tuple(x.shape)}"
+                f"expected tensor ({len(pts)}, 3, {self.input_height}, {self.input_width}) for {len(pts)} pts, "
+                f"got {tuple(x.shape)}"
             )
-        if self.pix_fmt in YUV_FORMATS:
+        if self.pix_fmt in YUV_FORMATS and self._resamples is False:
             planes = [p.cpu().numpy() for p in rgb_to_yuv_planes(x, self.pix_fmt)]
             if self.pix_fmt.endswith("10le"):
                 planes = [p.astype(np.uint16) for p in planes]
@@ -387,9 +520,15 @@ class VideoWriter:
             fmt = "rgb24" if image.dtype == np.uint8 else "rgb48le"
             # zero-copy wrap; `image` stays alive until reformat has made the YUV copy
             frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(image), format=fmt)
+        resize = {"width": self.width, "height": self.height, "interpolation": "BICUBIC"} if self._resamples else {}
         return frame.reformat(
-            format=self.pix_fmt, dst_colorspace=_BT709, dst_color_range=_LIMITED, threads=self.threads
+            format=self.pix_fmt, dst_colorspace=_BT709, dst_color_range=_LIMITED, threads=self.threads, **resize
         )
+
+    @property
+    def _resamples(self) -> bool:
+        """Images arrive at another size than the encoded one (see `input_size`)."""
+        return (self.input_width, self.input_height) != (self.width, self.height)
 
     def _encode(self, item: tuple[str, object], pts: int) -> None:
         frame = self._to_frame(item)
@@ -412,7 +551,8 @@ class VideoWriter:
             t = p.dts if p.dts is not None else p.pts
             if seconds is not None and t is not None and float(t * p.time_base) > seconds:
                 return
-            p.stream = self._stream_map[p.stream.index]
+            if p.stream.container is self._src:
+                p.stream = self._stream_map[p.stream.index]
             self._out.mux(p)
             self._pending = next(self._src_packets, None)
 

@@ -1,4 +1,5 @@
-"""Probe a video file: sizes, rotation, timing, bit depth, greyness and other streams.
+"""Probe a video file: sizes, rotation, timing, bit depth, greyness, interlacing flags, sample
+aspect ratio, colour tags and other streams.
 
 `probe(path)` is the one place that turns "this is not a usable video" into a one-line
 `UserError` (missing, empty, not media, audio-only, no decodable frame). It never trusts the
@@ -23,6 +24,17 @@ _GRAY_CHECK_FRAMES = 3
 _GRAY_TOLERANCE = 4
 # AVColorTransferCharacteristic values of HDR video: 16 = SMPTE ST 2084 (PQ), 18 = ARIB STD-B67 (HLG)
 _HDR_TRANSFERS = (16, 18)
+# A tinted monochrome frame (sepia, cyanotype, a faded B&W scan): its chroma is a function of
+# luma. Max 99th-percentile deviation (8-bit units) of chroma from the median chroma of its
+# luma band, and the largest chroma still called a tint rather than colour.
+_TINT_RESIDUAL = 6.0
+_TINT_MAX_CHROMA = 96.0
+# AVFieldOrder -> name (tt/bb: top/bottom field coded and shown first; tb/bt: coded one way,
+# shown the other)
+FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+COLOR_RANGES = {1: "tv", 2: "pc"}
+COLOR_MATRICES = {0: "rgb", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+                  8: "ycgco", 9: "bt2020nc", 10: "bt2020c"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,19 @@ class VideoInfo:
     colorspace: int  # swscale colourspace used to convert to RGB (1 = BT.709, 5 = BT.601)
     truncated: bool = False  # the container's own index points past the end of the file
     hdr: bool = False  # PQ or HLG transfer: the writer outputs SDR BT.709 (no tone mapping)
+    field_order: str = "unknown"  # stream flag: progressive | tt | bb | tb | bt | unknown
+    interlaced_frames: bool = False  # the first decoded frames are flagged interlaced
+    sar: Fraction = Fraction(1)  # sample (pixel) aspect ratio; 1 when the file gives none
+    color_range: str = "unknown"  # tv (limited) | pc (full) | unknown (read as tv)
+    color_matrix: str = "unknown"  # bt709, bt470bg, smpte170m, ... | unknown (read as BT.601)
+    tinted: bool = False  # is_gray because monochrome with a tint (sepia etc.), not neutral grey
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Display aspect ratio width/height (upright): the stored size times the SAR."""
+        if self.rotation in (90, 270):
+            return Fraction(self.width, 1) / (self.height * self.sar)
+        return self.width * self.sar / self.height
 
 
 def check_input_file(path: str | os.PathLike) -> Path:
@@ -137,16 +162,51 @@ def expected_video_end(vs: av.video.stream.VideoStream) -> float | None:
     return None
 
 
-def _frame_is_gray(frame: av.VideoFrame) -> bool:
+def monochrome_kind(rgb: np.ndarray) -> str:
+    """"grey", "tinted" or "colour" for an RGB image (H, W, 3) uint8.
+
+    grey: |R-G| and |G-B| within a few levels everywhere (codec chroma noise).
+    tinted: chroma (B-Y, R-Y) is a function of luma: within each band of 16 luma levels it
+        stays within a few levels of the band's median (99th percentile), and it is small
+        (a tint, not colour). Covers sepia or blue-toned prints and faded B&W scans with grain.
+    """
+    x = rgb.astype(np.float32)
+    if (np.abs(x[..., 0] - x[..., 1]).max() <= _GRAY_TOLERANCE
+            and np.abs(x[..., 1] - x[..., 2]).max() <= _GRAY_TOLERANCE):
+        return "grey"
+    y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    chroma = np.stack([x[..., 2] - y, x[..., 0] - y], -1).reshape(-1, 2)
+    if np.percentile(np.abs(chroma), 99) > _TINT_MAX_CHROMA:
+        return "colour"
+    band = np.clip(y.reshape(-1) // 16, 0, 15).astype(np.int64)
+    residual = np.zeros_like(chroma)
+    for b in np.unique(band):
+        sel = band == b
+        residual[sel] = chroma[sel] - np.median(chroma[sel], axis=0)
+    return "tinted" if np.percentile(np.abs(residual), 99) <= _TINT_RESIDUAL else "colour"
+
+
+def _frame_monochrome(frame: av.VideoFrame) -> str:
     if frame.format.name.startswith(("gray", "ya")):
-        return True
+        return "grey"
     w = max(2, frame.width // 4)
     h = max(2, frame.height // 4)
-    rgb = frame.to_ndarray(width=w, height=h, format="rgb24").astype(np.int16)
-    return bool(
-        np.abs(rgb[..., 0] - rgb[..., 1]).max() <= _GRAY_TOLERANCE
-        and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= _GRAY_TOLERANCE
-    )
+    return monochrome_kind(frame.to_ndarray(width=w, height=h, format="rgb24"))
+
+
+def _name(table: dict[int, str], value: object) -> str:
+    try:
+        return table.get(int(value), "unknown")  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _sample_aspect(vs: av.video.stream.VideoStream) -> Fraction:
+    """The stream's SAR (container first, then the codec's), 1 when absent or invalid."""
+    for sar in (vs.sample_aspect_ratio, vs.codec_context.sample_aspect_ratio):
+        if sar is not None and sar.numerator > 0 and sar.denominator > 0:
+            return Fraction(sar)
+    return Fraction(1)
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -174,6 +234,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         cw, ch = first.width, first.height
         w, h = (ch, cw) if rotation in (90, 270) else (cw, ch)
         pix_fmt = first.format.name
+        kinds = [_frame_monochrome(f) for f in frames]
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         if vs.duration:
             duration: float | None = float(vs.duration * tb)
@@ -194,7 +255,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration=duration,
             bit_depth=bit_depth_of(pix_fmt),
             pix_fmt=pix_fmt,
-            is_gray=all(_frame_is_gray(f) for f in frames),
+            is_gray=all(k != "colour" for k in kinds),
             has_audio=len(container.streams.audio) > 0,
             has_subtitles=len(container.streams.subtitles) > 0,
             codec=vs.codec_context.name,
@@ -202,4 +263,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             colorspace=frame_colorspace(first),
             truncated=index_points_past_end(container, p.stat().st_size),
             hdr=int(first.color_trc) in _HDR_TRANSFERS,
+            field_order=_name(FIELD_ORDERS, vs.codec_context.field_order),
+            interlaced_frames=any(f.interlaced_frame for f in frames),
+            sar=_sample_aspect(vs),
+            color_range=_name(COLOR_RANGES, first.color_range),
+            color_matrix=_name(COLOR_MATRICES, first.colorspace),
+            tinted="tinted" in kinds and "colour" not in kinds,
         )

@@ -1,0 +1,340 @@
+"""Archive footage: interlacing (field order, FFmpeg's idet), telecine, sample aspect ratio, and
+the decode *view* that turns such a stream into progressive, square-pixel frames.
+
+    scan_fields(path) -> FieldScan          idet over the first frames: tff / bff / progressive
+                                            votes, repeated fields (hard telecine), pts cadence
+                                            (soft telecine)
+    plan_view(info, deinterlace, sar) -> FrameView
+                                            what `decode_frames` yields (size, time base) and
+                                            what `VideoWriter.for_input` writes back (size, SAR)
+
+Deinterlacing (`deinterlace`):
+    "off":   frames as stored (an interlaced stream stays combed).
+    "frame": bwdif, one progressive frame per frame, pts unchanged (the stream's time base).
+    "field": bwdif, one frame per field (double rate); pts in half the stream's time base:
+             frame pts p gives fields at 2p and p + p_next (the last one extrapolated).
+    "auto":  "frame" when the stream is interlaced, else "off". Interlaced means: idet's content
+             votes say so (they win over the flags: a stream can be flagged progressive and be
+             combed, or flagged bff and be tff); with no clear vote, the stream's field_order or
+             the frames' interlaced flag.
+
+Sample aspect ratio (`sar`): frames are always decoded resampled to square pixels (faces are
+detected, aligned and restored in display geometry, never squashed). No sample is dropped: a
+SAR above 1 widens the frame (720x576 at 16:15 -> 768x576), below 1 makes it taller (720x480 at
+8:9 -> 720x540); sizes are rounded to even numbers. The output is then
+    "square": written with square pixels at the display aspect (scale x the square size);
+    "keep":   resampled back to the source's pixel grid (scale x the stored size) and tagged
+              with the source's SAR.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.probe import VideoInfo, open_input, video_stream_of
+
+Deinterlace = Literal["auto", "off", "frame", "field"]
+SarMode = Literal["square", "keep"]
+DEINTERLACE_MODES: tuple[str, ...] = ("auto", "off", "frame", "field")
+SAR_MODES: tuple[str, ...] = ("square", "keep")
+
+# frames idet looks at (decoded at full size: ~0.1 s for SD, ~0.5 s for 1080p on one core)
+SCAN_FRAMES = 48
+# idet's multi-frame votes for a verdict: at least this share of the decided frames
+_VOTE_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class FieldScan:
+    """idet's verdict on the first `frames` frames, and the telecine signs seen there.
+
+    tff / bff / progressive / undetermined: idet's multiple-frame classification counts.
+    repeated: frames whose top or bottom field repeats the previous frame's (hard telecine
+        shows 2 in every 5 frames).
+    telecine: "hard 3:2" (repeated fields, 2 in 5 frames), "soft 3:2" (frame durations
+        alternating 3:2, from MPEG-2 repeat-field flags), or None.
+    """
+
+    frames: int
+    tff: int
+    bff: int
+    progressive: int
+    undetermined: int
+    repeated: int
+    telecine: str | None
+
+    @property
+    def verdict(self) -> str:
+        """"tff", "bff", "progressive" or "undetermined" (no clear majority)."""
+        decided = self.tff + self.bff + self.progressive
+        if decided == 0:
+            return "undetermined"
+        best = max(("tff", self.tff), ("bff", self.bff), ("progressive", self.progressive), key=lambda kv: kv[1])
+        return best[0] if best[1] >= _VOTE_SHARE * decided else "undetermined"
+
+    def line(self) -> str:
+        tel = f", telecine {self.telecine}" if self.telecine else ""
+        return (f"idet over {self.frames} frames: {self.verdict} (tff {self.tff}, bff {self.bff}, "
+                f"progressive {self.progressive}, undetermined {self.undetermined}; "
+                f"repeated fields {self.repeated}){tel}")
+
+
+def _pull_all(graph: av.filter.Graph) -> list[av.VideoFrame]:
+    out = []
+    while True:
+        try:
+            out.append(graph.pull())
+        except (av.error.BlockingIOError, av.error.EOFError):
+            return out
+
+
+def _cadence_telecine(pts: list[int]) -> bool:
+    """True when frame durations alternate in a 3:2 ratio (soft telecine: repeat-field flags)."""
+    gaps = [b - a for a, b in zip(pts, pts[1:]) if b > a]
+    if len(gaps) < 8:
+        return False
+    lo, hi = min(gaps), max(gaps)
+    if lo <= 0 or abs(hi / lo - 1.5) > 0.05:
+        return False
+    longs = sum(abs(g - hi) <= 1 for g in gaps)
+    shorts = sum(abs(g - lo) <= 1 for g in gaps)
+    return longs + shorts == len(gaps) and abs(longs - shorts) <= 2
+
+
+def scan_fields(path: str | os.PathLike, frames: int = SCAN_FRAMES) -> FieldScan:
+    """Run FFmpeg's idet filter over the first `frames` frames of `path` (see FieldScan).
+
+    Raises UserError (via open_input / video_stream_of) for unreadable files."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    with open_input(path) as container:
+        vs = video_stream_of(container, os.fspath(path))  # type: ignore[arg-type]
+        vs.thread_type = "AUTO"
+        graph = av.filter.Graph()
+        src = graph.add_buffer(template=vs)
+        idet = graph.add("idet")
+        sink = graph.add("buffersink")
+        src.link_to(idet)
+        idet.link_to(sink)
+        graph.configure()
+        last: av.VideoFrame | None = None
+        pts: list[int] = []
+        repeated = 0
+        n = 0
+        try:
+            for frame in container.decode(vs):
+                if frame.pts is not None:
+                    pts.append(int(frame.pts))
+                graph.push(frame)
+                for out in _pull_all(graph):
+                    last = out
+                    repeated += out.metadata.get("lavfi.idet.repeated.current_frame", "neither") != "neither"
+                n += 1
+                if n >= frames:
+                    break
+        except av.error.FFmpegError:
+            pass  # a damaged tail: judge the frames decoded so far (decode reports damage itself)
+    meta = dict(last.metadata) if last is not None else {}
+
+    def count(key: str) -> int:
+        return int(float(meta.get(f"lavfi.idet.multiple.{key}", "0")))
+
+    telecine = None
+    if n >= 10 and 0.3 <= repeated / n <= 0.5:
+        telecine = "hard 3:2"
+    elif _cadence_telecine(sorted(pts)):
+        telecine = "soft 3:2"
+    return FieldScan(n, count("tff"), count("bff"), count("progressive"), count("undetermined"),
+                     repeated, telecine)
+
+
+def square_size(width: int, height: int, sar: Fraction) -> tuple[int, int]:
+    """Stored (width, height) with sample aspect `sar` -> the square-pixel size, never dropping a
+    sample (SAR > 1 widens, SAR < 1 heightens), rounded to even numbers (at least 2)."""
+    if sar <= 0:
+        raise ValueError(f"sample aspect ratio must be positive, got {sar}")
+
+    def even(x: Fraction | int) -> int:
+        return max(2, 2 * round(Fraction(x) / 2))
+
+    if sar == 1:
+        return width, height
+    if sar > 1:
+        return even(width * sar), height
+    return width, even(height / sar)
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """How `decode_frames` presents a stream, and what the writer turns it back into.
+
+    deinterlace: "off" | "frame" | "field" (resolved; never "auto").
+    parity: "tff" | "bff", the field order bwdif is told (from idet, else the flags).
+    sar: the source's sample aspect ratio (1 = square pixels).
+    sar_mode: "square" | "keep" (see the module doc).
+    width, height: size of the decoded frames (upright, square pixels).
+    decode_size: (width, height) frames are resampled to before rotation (None: as stored).
+    time_base: pts unit of the decoded frames (the stream's; half of it in "field" mode).
+    rate: nominal frame rate of the decoded frames (doubled in "field" mode), or None.
+    reason: one line for the log: what was found and what is done.
+    """
+
+    deinterlace: str
+    parity: str
+    sar: Fraction
+    sar_mode: str
+    width: int
+    height: int
+    decode_size: tuple[int, int] | None
+    time_base: Fraction
+    rate: Fraction | None
+    reason: str
+
+    @property
+    def filters(self) -> str | None:
+        """The bwdif filter description, or None when no deinterlacing is done."""
+        if self.deinterlace == "off":
+            return None
+        mode = "send_field" if self.deinterlace == "field" else "send_frame"
+        return f"mode={mode}:parity={self.parity}:deint=all"
+
+    def output_geometry(self, info: VideoInfo, scale: float) -> tuple[int, int, Fraction]:
+        """(width, height, sample aspect ratio) of the output at `scale`.
+
+        "square": scale x the square-pixel size, SAR 1. "keep": scale x the stored (upright)
+        size, the source's SAR (inverted for a stream displayed turned by 90 degrees)."""
+        from rmmvideo.video.upscale import scaled_size
+
+        if self.sar_mode == "keep" and self.sar != 1:
+            h, w = scaled_size(info.height, info.width, scale)
+            sar = 1 / self.sar if info.rotation in (90, 270) else self.sar
+            return w, h, sar
+        h, w = scaled_size(self.height, self.width, scale)
+        return w, h, Fraction(1)
+
+
+def resolve_deinterlace(info: VideoInfo, mode: str, scan: FieldScan | None) -> tuple[str, str, str]:
+    """(mode "off"/"frame"/"field", parity "tff"/"bff", why) for a requested `mode`.
+
+    `scan` is idet's verdict (needed for "auto"; used for the parity when given)."""
+    if mode not in DEINTERLACE_MODES:
+        raise ValueError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {mode!r}")
+    flag_interlaced = info.field_order in ("tt", "bb", "tb", "bt") or info.interlaced_frames
+    verdict = scan.verdict if scan is not None else "undetermined"
+    if verdict in ("tff", "bff"):
+        parity = verdict
+    else:
+        parity = "bff" if info.field_order in ("bb", "bt") else "tff"
+    flags = f"flags: field_order {info.field_order}, interlaced frames {'yes' if info.interlaced_frames else 'no'}"
+    seen = f"{flags}; {scan.line()}" if scan is not None else flags
+    if mode == "auto":
+        if verdict in ("tff", "bff"):
+            interlaced, basis = True, "idet"
+        elif verdict == "progressive":
+            interlaced, basis = False, "idet"
+        else:
+            interlaced, basis = flag_interlaced, "flags"
+        mode = "frame" if interlaced else "off"
+        what = f"interlaced ({parity}, by {basis}): deinterlaced with bwdif, one frame per frame" if interlaced \
+            else f"progressive (by {basis}): not deinterlaced"
+        return mode, parity, f"{what} [{seen}]"
+    if mode == "off":
+        return "off", parity, f"deinterlacing off [{seen}]"
+    rate = "double rate, one frame per field" if mode == "field" else "one frame per frame"
+    return mode, parity, f"deinterlaced with bwdif ({parity}, {rate}) [{seen}]"
+
+
+def plan_view(info: VideoInfo, deinterlace: str = "auto", sar: str = "square",
+              scan: FieldScan | None = None) -> FrameView:
+    """The decode view for `info` (see the module doc). Runs `scan_fields` (for the verdict and
+    the field order) unless `deinterlace` is "off" or a `scan` is given: once per run, 48 frames
+    (0.02 s for 576i, 0.09 s for 720p here)."""
+    if sar not in SAR_MODES:
+        raise ValueError(f"sar must be one of {', '.join(SAR_MODES)}, got {sar!r}")
+    if scan is None and deinterlace != "off":
+        scan = scan_fields(info.path)
+    mode, parity, why = resolve_deinterlace(info, deinterlace, scan)
+    source_sar = info.sar if info.sar > 0 else Fraction(1)
+    decode_size = None
+    w, h = info.width, info.height
+    if source_sar != 1:
+        cw, ch = square_size(info.coded_width, info.coded_height, source_sar)
+        decode_size = (cw, ch)
+        w, h = (ch, cw) if info.rotation in (90, 270) else (cw, ch)
+        geometry = "square pixels at the display aspect" if sar == "square" else f"SAR {source_sar} kept"
+        why += (f"; SAR {source_sar} ({info.width}x{info.height}, display aspect {info.display_aspect}): "
+                f"faces restored at {w}x{h} square pixels, output {geometry}")
+    field = mode == "field"
+    rate = info.average_rate * 2 if (field and info.average_rate) else info.average_rate
+    tb = info.time_base / 2 if field else info.time_base
+    return FrameView(mode, parity, source_sar, sar, w, h, decode_size, tb, rate, why)
+
+
+def audio_handling(path: str | os.PathLike, suffix: str) -> list[str]:
+    """What a `.mp4`/`.mov`/`.mkv` output would do with each audio stream of `path`: one line
+    each, "copied" or "re-encoded losslessly as X" (the writer's own dry-run decides)."""
+    from rmmvideo.video.io_encode import container_format_for, can_copy_stream, lossless_audio_codec
+
+    fmt = container_format_for(f"x{suffix}")
+    lines = []
+    with open_input(path) as container:
+        for s in container.streams.audio:
+            cc = s.codec_context
+            if can_copy_stream(path, s.index, fmt):
+                lines.append(f"#{s.index} {cc.name}: copied")
+                continue
+            try:
+                codec, _ = lossless_audio_codec(fmt, cc.format.name if cc.format else "s16")
+                lines.append(f"#{s.index} {cc.name}: re-encoded losslessly as {codec}")
+            except UserError as e:
+                lines.append(f"#{s.index} {cc.name}: cannot be written ({e})")
+    return lines
+
+
+def describe(info: VideoInfo, scan: FieldScan | None = None, outputs: tuple[str, ...] = ()) -> dict[str, object]:
+    """A JSON-ready description of an input for `rmmvideo probe`, the run log and batch reports:
+    geometry (SAR, display aspect, the square-pixel size faces are restored at), scan type
+    (flags, idet, telecine, what `--deinterlace auto` does), colour tags, monochrome, audio and
+    what each output container in `outputs` (".mp4", ...) would do with it."""
+    scan = scan if scan is not None else scan_fields(info.path)
+    view = plan_view(info, "auto", "square", scan=scan)
+    with open_input(info.path) as container:
+        fmt = container.format.name
+        audio = [f"#{s.index} {s.codec_context.name} {s.codec_context.sample_rate} Hz "
+                 f"{s.codec_context.channels} ch" for s in container.streams.audio]
+    return {
+        "path": str(info.path),
+        "container": fmt,
+        "codec": info.codec,
+        "size": [info.width, info.height],
+        "sar": str(info.sar),
+        "display_aspect": str(info.display_aspect),
+        "square_size": [view.width, view.height],
+        "rotation": info.rotation,
+        "rate": str(info.average_rate) if info.average_rate else None,
+        "time_base": str(info.time_base),
+        "frames": info.frame_count,
+        "duration": info.duration,
+        "pix_fmt": info.pix_fmt,
+        "bit_depth": info.bit_depth,
+        "color_range": info.color_range,
+        "color_matrix": info.color_matrix,
+        "monochrome": "tinted" if info.tinted else ("grey" if info.is_gray else "no"),
+        "field_order": info.field_order,
+        "interlaced_frames": info.interlaced_frames,
+        "idet": {"verdict": scan.verdict, "frames": scan.frames, "tff": scan.tff, "bff": scan.bff,
+                 "progressive": scan.progressive, "undetermined": scan.undetermined,
+                 "repeated_fields": scan.repeated},
+        "telecine": scan.telecine,
+        "deinterlace_auto": view.deinterlace,
+        "decision": view.reason,
+        "audio": audio,
+        "audio_output": {suffix: audio_handling(info.path, suffix) for suffix in outputs},
+        "subtitles": info.has_subtitles,
+    }
