@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "train",
     "eval": "evaluate",
     "info": "info",
+    "probe": "probe",
     "bench": "bench",
 }
 

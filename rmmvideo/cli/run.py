@@ -33,6 +33,12 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="output bit depth (default: 10 for 10-bit input, else 8)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only log lines")
+    p.add_argument("--deinterlace", choices=["auto", "off", "frame", "field"], default="auto",
+                   help="interlaced input: bwdif to one frame per frame, or per field (double rate); "
+                        "auto = when idet or the stream's flags say interlaced")
+    p.add_argument("--sar", choices=["square", "keep"], default="square",
+                   help="anamorphic input (faces are always restored in square pixels): write square "
+                        "pixels at the display aspect, or keep the input's sample aspect ratio")
 
 
 def restore_options(args: argparse.Namespace) -> "object":
@@ -43,6 +49,7 @@ def restore_options(args: argparse.Namespace) -> "object":
         models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, seed=args.seed,
         detect_every=args.detect_every, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
         preset=args.preset, bit_depth=args.bit_depth, threads=args.threads, quiet=args.quiet,
+        deinterlace=args.deinterlace, sar=args.sar,
     )
 
 

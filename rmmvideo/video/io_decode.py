@@ -4,6 +4,11 @@ Frames come out upright (the stream's rotation is applied with `np.rot90`), as R
 `(H, W, 3)` uint8, or uint16 (rgb48, full 16-bit scale) for >8-bit input when asked.
 Time always comes from pts (`pts * time_base`), never from index x fps, so VFR is kept exactly.
 
+Archive footage (`view=`, a `rmmvideo.video.archive.FrameView`): interlaced streams go through
+FFmpeg's bwdif in a PyAV filter graph (one frame per frame with the input pts, or one per field
+at double rate with pts in half the time base), and anamorphic frames are resampled to square
+pixels in the same swscale call that converts them to RGB.
+
 Damaged input policy (`on_damage`):
   "error" (default): a one-line UserError, as early as the damage is known: before any frame
       if the container's index already proves the file was cut short (mp4 with its index
@@ -26,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import av
 import numpy as np
@@ -41,6 +46,9 @@ from rmmvideo.video.probe import (
     open_input,
     video_stream_of,
 )
+
+if TYPE_CHECKING:
+    from rmmvideo.video.archive import FrameView
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +91,20 @@ class DecodedFrame:
     image: np.ndarray
 
 
-def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
     """Convert a decoded frame to upright RGB: (H, W, 3) uint8, or uint16 if `high_bit_depth`
     and the frame has more than 8 bits per component. Colour matrix: the frame's tag, else BT.601
-    (as the ffmpeg command line does)."""
+    (as the ffmpeg command line does). `size`: (width, height) to resample to before rotation
+    (bicubic, e.g. anamorphic -> square pixels); None keeps the stored size."""
     deep = high_bit_depth and bit_depth_of(frame.format.name) > 8
     rng = int(frame.color_range)
+    resize = {} if size is None else {"width": size[0], "height": size[1], "interpolation": "BICUBIC"}
     img = frame.to_ndarray(
         format="rgb48le" if deep else "rgb24",
         src_colorspace=frame_colorspace(frame),
         src_color_range=rng if rng in (1, 2) else 1,
+        **resize,
     )
     k = normalise_rotation(frame.rotation) // 90
     if k:
@@ -122,6 +134,45 @@ class _PtsFixer:
         return int(pts)
 
 
+class _Deinterlacer:
+    """bwdif in a PyAV filter graph. Frames in (stream time base, increasing pts), progressive
+    frames out with pts in `view.time_base` (exact: bwdif works in half the input time base)."""
+
+    def __init__(self, vs: av.video.stream.VideoStream, view: FrameView) -> None:
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(template=vs)
+        bwdif = self.graph.add("bwdif", view.filters)
+        sink = self.graph.add("buffersink")
+        src.link_to(bwdif)
+        bwdif.link_to(sink)
+        self.graph.configure()
+        self.out_tb = view.time_base
+
+    def _pull(self) -> list[av.VideoFrame]:
+        out = []
+        while True:
+            try:
+                f = self.graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+            pts = Fraction(f.pts) * Fraction(f.time_base) / self.out_tb
+            if pts.denominator != 1:
+                raise RuntimeError(f"deinterlaced pts {f.pts} in {f.time_base} is not a whole number of {self.out_tb}")
+            f.pts = int(pts)
+            out.append(f)
+
+    def push(self, frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        out = []
+        for f in frames:
+            self.graph.push(f)
+            out += self._pull()
+        return out
+
+    def flush(self) -> list[av.VideoFrame]:
+        self.graph.push(None)
+        return self._pull()
+
+
 def _default_step(vs: av.video.stream.VideoStream) -> int:
     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
     tb = vs.time_base or Fraction(1, 90000)
@@ -134,12 +185,17 @@ def _decode_sequential(
     max_frames: int | None,
     on_damage: OnDamage,
     damage: DamageReport | None = None,
+    view: FrameView | None = None,
 ) -> Iterator[DecodedFrame]:
     with open_input(path) as container:
         vs = video_stream_of(container, path)
         vs.thread_type = "AUTO"
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         fix = _PtsFixer(_default_step(vs))
+        through, deint, resample = _view_stage(vs, view, fix)
+        if deint is not None:  # frames come out in the view's time base; count and check them there
+            tb = view.time_base
+            fix = _PtsFixer(max(1, round(_default_step(vs) * Fraction(vs.time_base or tb) / tb)))
         reported = int(vs.frames or 0)
         if on_damage == "error" and index_points_past_end(container, path.stat().st_size):
             raise UserError(f"damaged input {path}: truncated (its index points past the end of the file)")
@@ -178,7 +234,7 @@ def _decode_sequential(
                     gaps.append(pts - prev)
                 if f.pts is not None:
                     decoded_pts.add(int(f.pts))
-                yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth))
+                yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth, resample))
                 index += 1
 
         try:
@@ -190,7 +246,7 @@ def _decode_sequential(
                     if packet.pts is not None:
                         packet_pts.append(int(packet.pts))
                 try:
-                    frames = vs.decode(packet)
+                    frames = through(vs.decode(packet))
                 except av.error.InvalidDataError:
                     bad_packets += 1
                     bad("undecodable packet")
@@ -203,12 +259,17 @@ def _decode_sequential(
             demux_error = str(e)
             bad(f"read error ({e})")
             try:
-                for d in emit(vs.decode(None)):
+                for d in emit(through(vs.decode(None))):
                     if max_frames is not None and d.index >= max_frames:
                         return
                     yield d
             except av.error.FFmpegError:
                 pass
+        if deint is not None:  # the frames bwdif still holds (it looks one frame ahead)
+            for d in emit(deint.flush()):
+                if max_frames is not None and d.index >= max_frames:
+                    return
+                yield d
         if index == 0:
             raise UserError(f"no decodable video frame in {path}")
         if fix.fixed:
@@ -256,6 +317,23 @@ def _lost_spans(packet_pts: list[int], decoded_pts: set[int], tb: Fraction) -> l
         end = order[-1] + (order[-1] - order[-2] if len(order) > 1 else 1)
         spans.append((float(start * tb), float(end * tb)))
     return spans
+
+
+def _view_stage(vs: av.video.stream.VideoStream, view: FrameView | None, fix: _PtsFixer) -> tuple[
+        Callable[[list[av.VideoFrame]], list[av.VideoFrame]], _Deinterlacer | None, tuple[int, int] | None]:
+    """(frames -> frames through the deinterlacer or unchanged, the deinterlacer or None,
+    the (width, height) to resample each frame to or None) for a decode `view`."""
+    resample = view.decode_size if view is not None else None
+    if view is None or view.filters is None:
+        return (lambda frames: frames), None, resample
+    deint = _Deinterlacer(vs, view)
+
+    def through(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        for f in frames:
+            f.pts = fix(f.pts)  # bwdif needs increasing input pts
+        return deint.push(frames)
+
+    return through, deint, resample
 
 
 T = TypeVar("T")
@@ -323,6 +401,7 @@ def decode_frames(
     prefetch_frames: int = 0,
     on_damage: OnDamage = "error",
     damage: DamageReport | None = None,
+    view: FrameView | None = None,
 ) -> Iterator[DecodedFrame]:
     """Stream the frames of `path` in presentation order, upright, with pts-exact times.
 
@@ -335,6 +414,8 @@ def decode_frames(
         on_damage: "error" or "warn" for truncated / partly undecodable input (module doc).
         damage: filled with the problems and damaged spans found (complete when the iterator
             ends); with on_damage="warn" the caller's way to report them.
+        view: deinterlacing and square-pixel resampling (`rmmvideo.video.archive.plan_view`);
+            frames then have the view's size and pts in `view.time_base`. None: as stored.
 
     Yields:
         DecodedFrame(index, pts, time, image (H, W, 3)).
@@ -349,7 +430,7 @@ def decode_frames(
     open_input(p).close()  # fail early with a clear message, before any thread starts
 
     def make() -> Iterator[DecodedFrame]:
-        return _decode_sequential(p, high_bit_depth, max_frames, on_damage, damage)
+        return _decode_sequential(p, high_bit_depth, max_frames, on_damage, damage, view)
 
     if prefetch_frames > 0:
         return prefetch(make, prefetch_frames)

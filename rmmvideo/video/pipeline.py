@@ -60,8 +60,14 @@ class RestoreOptions:
     bit_depth: int | None = None  # None: 10 for >8-bit input, else 8
     threads: int = 0  # torch CPU threads (0 = torch's default)
     quiet: bool = False
+    deinterlace: str = "auto"  # auto | off | frame | field (rmmvideo.video.archive)
+    sar: str = "square"  # square | keep: output pixel aspect for anamorphic input
 
     def __post_init__(self) -> None:
+        if self.deinterlace not in ("auto", "off", "frame", "field"):
+            raise UserError(f"--deinterlace must be auto, off, frame or field, got {self.deinterlace!r}")
+        if self.sar not in ("square", "keep"):
+            raise UserError(f"--sar must be 'square' or 'keep', got {self.sar!r}")
         if not self.scale > 0 or self.scale > 16:
             raise UserError(f"--scale must be in (0, 16], got {self.scale}")
         if self.temporal not in ("track", "frame"):
@@ -514,6 +520,16 @@ def _bit_depth(options: RestoreOptions, info: VideoInfo) -> tuple[int, bool]:
     return bd, bd > 8 and info.bit_depth > 8
 
 
+def _view(info: VideoInfo, options: RestoreOptions, log: Callable[[str], None] | None) -> "object":
+    """The decode view (deinterlacing, square pixels) of ``rmmvideo.video.archive``; logs why."""
+    from rmmvideo.video.archive import plan_view
+
+    view = plan_view(info, options.deinterlace, options.sar)
+    if log is not None:
+        log(f"{info.path.name}: {view.reason}")
+    return view
+
+
 def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = None,
                   options: RestoreOptions | None = None, components: Components | None = None,
                   max_frames: int | None = None,
@@ -542,11 +558,14 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     styler = TrackStyler(comps.model, options.seed)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
-    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8)
+    view = _view(info, options, log)
+    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8, view=view)
     n = 0
     try:
-        with VideoWriter.for_input(info, target, options.scale, codec=options.codec, crf=options.crf,
+        with VideoWriter.for_input(info, target, options.scale, view=view, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth) as writer:
+            for note in writer.audio_notes:
+                log(note)
             for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
@@ -574,7 +593,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     styler = TrackStyler(comps.model, options.seed)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     table = TrackTable()
-    frames = decode_frames(info.path, prefetch_frames=8)
+    frames = decode_frames(info.path, prefetch_frames=8, view=_view(info, options, _log(options)))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
         for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
@@ -608,7 +627,8 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     bit_depth, deep = _bit_depth(options, info)
     styler = TrackStyler(comps.model, options.seed, styles=table.styles)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
-    frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8)
+    view = _view(info, options, None)
+    frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, view=view)
 
     def planned() -> Iterator[FramePlan]:
         for f in frames:
@@ -621,7 +641,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     n = 0
     tracks: set[int] = set()
     try:
-        with VideoWriter.for_input(info, output, options.scale, codec=options.codec, crf=options.crf,
+        with VideoWriter.for_input(info, output, options.scale, view=view, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth,
                                    copy_audio=audio, copy_subtitles=audio) as writer:
             for batch in batched(planned(), options.batch_size):
