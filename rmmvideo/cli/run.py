@@ -34,7 +34,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only log lines")
     p.add_argument("--deinterlace", choices=["auto", "off", "frame", "field"], default="auto",
-                   help="interlaced input: bwdif to one frame per frame, or per field (double rate); "
+                   help="interlaced input: yadif to one frame per frame, or per field (double rate); "
                         "auto = when idet or the stream's flags say interlaced")
     p.add_argument("--sar", choices=["square", "keep"], default="square",
                    help="anamorphic input (faces are always restored in square pixels): write square "

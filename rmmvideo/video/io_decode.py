@@ -5,7 +5,7 @@ Frames come out upright (the stream's rotation is applied with `np.rot90`), as R
 Time always comes from pts (`pts * time_base`), never from index x fps, so VFR is kept exactly.
 
 Archive footage (`view=`, a `rmmvideo.video.archive.FrameView`): interlaced streams go through
-FFmpeg's bwdif in a PyAV filter graph (one frame per frame with the input pts, or one per field
+FFmpeg's yadif in a PyAV filter graph (one frame per frame with the input pts, or one per field
 at double rate with pts in half the time base), and anamorphic frames are resampled to square
 pixels in the same swscale call that converts them to RGB.
 
@@ -135,16 +135,17 @@ class _PtsFixer:
 
 
 class _Deinterlacer:
-    """bwdif in a PyAV filter graph. Frames in (stream time base, increasing pts), progressive
-    frames out with pts in `view.time_base` (exact: bwdif works in half the input time base)."""
+    """yadif/bwdif in a PyAV filter graph. Frames in (stream time base, increasing pts),
+    progressive frames out with pts in `view.time_base` (exact: the filter works in half the
+    input time base)."""
 
     def __init__(self, vs: av.video.stream.VideoStream, view: FrameView) -> None:
         self.graph = av.filter.Graph()
         src = self.graph.add_buffer(template=vs)
-        bwdif = self.graph.add("bwdif", view.filters)
+        deint = self.graph.add(*view.filters)
         sink = self.graph.add("buffersink")
-        src.link_to(bwdif)
-        bwdif.link_to(sink)
+        src.link_to(deint)
+        deint.link_to(sink)
         self.graph.configure()
         self.out_tb = view.time_base
 
@@ -265,7 +266,7 @@ def _decode_sequential(
                     yield d
             except av.error.FFmpegError:
                 pass
-        if deint is not None:  # the frames bwdif still holds (it looks one frame ahead)
+        if deint is not None:  # the frames the deinterlacer still holds (it looks one frame ahead)
             for d in emit(deint.flush()):
                 if max_frames is not None and d.index >= max_frames:
                     return
@@ -330,7 +331,7 @@ def _view_stage(vs: av.video.stream.VideoStream, view: FrameView | None, fix: _P
 
     def through(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
         for f in frames:
-            f.pts = fix(f.pts)  # bwdif needs increasing input pts
+            f.pts = fix(f.pts)  # the deinterlacer needs increasing input pts
         return deint.push(frames)
 
     return through, deint, resample
