@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from typing import Literal
 
 import av
@@ -100,7 +101,7 @@ def _pull_all(graph: av.filter.Graph) -> list[av.VideoFrame]:
 
 def _cadence_telecine(pts: list[int]) -> bool:
     """True when frame durations alternate in a 3:2 ratio (soft telecine: repeat-field flags)."""
-    gaps = [b - a for a, b in zip(pts, pts[1:]) if b > a]
+    gaps = [b - a for a, b in pairwise(pts) if b > a]
     if len(gaps) < 8:
         return False
     lo, hi = min(gaps), max(gaps)
@@ -283,7 +284,11 @@ def plan_view(info: VideoInfo, deinterlace: str = "auto", sar: str = "square",
 def audio_handling(path: str | os.PathLike, suffix: str) -> list[str]:
     """What a `.mp4`/`.mov`/`.mkv` output would do with each audio stream of `path`: one line
     each, "copied" or "re-encoded losslessly as X" (the writer's own dry-run decides)."""
-    from rmmvideo.video.io_encode import container_format_for, can_copy_stream, lossless_audio_codec
+    from rmmvideo.video.io_encode import (
+        can_copy_stream,
+        container_format_for,
+        lossless_audio_codec,
+    )
 
     fmt = container_format_for(f"x{suffix}")
     lines = []

@@ -386,10 +386,9 @@ class VideoWriter:
     @staticmethod
     def _encode_audio(ost: av.audio.stream.AudioStream, frame: av.AudioFrame | None) -> Iterator[av.Packet]:
         if frame is not None and frame.pts is not None and frame.time_base is not None:
-            frame.pts = int(round(Fraction(frame.pts) * Fraction(frame.time_base) / ost.time_base))
+            frame.pts = round(Fraction(frame.pts) * Fraction(frame.time_base) / ost.time_base)
             frame.time_base = ost.time_base
-        for q in ost.encode(frame):
-            yield q
+        yield from ost.encode(frame)
 
     def _teardown(self) -> None:
         for c in (self._out, self._src):

@@ -85,7 +85,7 @@ def _encode_audio(out: av.container.OutputContainer, codec: str, samples: np.nda
     return packets
 
 
-def _write(path: Path, fmt: str | None, codec: str, frames: Sequence[np.ndarray], rate: Fraction,
+def write_video(path: Path, fmt: str | None, codec: str, frames: Sequence[np.ndarray], rate: Fraction,
            sar: Fraction = Fraction(1), interlaced_top: bool | None = None,
            audio: tuple[str, np.ndarray, str] | None = None, bit_rate: int = 12_000_000,
            pix_fmt: str = "yuv420p") -> Path:
@@ -129,9 +129,9 @@ def interlaced_576i(src: Path, dst: Path, frames: int = 20) -> tuple[Path, Path,
     woven = [weave(canvas[2 * k], canvas[2 * k + 1], top_first=True) for k in range(frames)]
     prog = [canvas[2 * k] for k in range(frames)]
     samples = source_audio(src, frames / 15)
-    i = _write(dst / "interlaced_576i.ts", "mpegts", "mpeg2video", woven, Fraction(15),
+    i = write_video(dst / "interlaced_576i.ts", "mpegts", "mpeg2video", woven, Fraction(15),
                interlaced_top=True, audio=("mp2", samples, "s16"))
-    p = _write(dst / "progressive_576p.ts", "mpegts", "mpeg2video", prog, Fraction(15),
+    p = write_video(dst / "progressive_576p.ts", "mpegts", "mpeg2video", prog, Fraction(15),
                audio=("ac3", samples, "fltp"))
     return i, p, prog
 
@@ -142,7 +142,7 @@ def anamorphic_480(src: Path, dst: Path, frames: int = 24) -> tuple[Path, list[n
     display = [place(resize(f, 480, 480), 640, 480) for f in source_frames(src, frames)]
     stored = [resize(d, 720, 480) for d in display]
     path = dst / "anamorphic_480_sar8-9.mp4"
-    _write(path, None, "libx264", stored, Fraction(30), sar=Fraction(8, 9))
+    write_video(path, None, "libx264", stored, Fraction(30), sar=Fraction(8, 9))
     _add_source_audio(src, path, frames / 30)
     return path, display
 
@@ -172,7 +172,7 @@ def dv_pal(src: Path, dst: Path, frames: int = 12) -> tuple[Path, list[np.ndarra
     stored = [resize(d, 720, 576) for d in raw]
     woven = [weave(stored[2 * k], stored[2 * k + 1], top_first=False) for k in range(frames)]
     samples = source_audio(src, frames / 25)
-    path = _write(dst / "dv_pal.avi", "avi", "dvvideo", woven, Fraction(25), sar=Fraction(16, 15),
+    path = write_video(dst / "dv_pal.avi", "avi", "dvvideo", woven, Fraction(25), sar=Fraction(16, 15),
                   audio=("pcm_s16le", samples, "s16"))
     return path, [raw[2 * k] for k in range(frames)]
 
@@ -195,7 +195,7 @@ def monochrome_grain(src: Path, dst: Path, frames: int = 12, sepia: bool = False
             rgb = np.repeat(y[..., None], 3, axis=-1)
         out.append(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
     path = dst / ("sepia_grain.mp4" if sepia else "grey_grain.mp4")
-    _write(path, None, "libx264", out, Fraction(30))
+    write_video(path, None, "libx264", out, Fraction(30))
     return path, out
 
 

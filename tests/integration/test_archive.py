@@ -213,7 +213,7 @@ def test_dv_avi_to_mov_copies_pcm(dv, work: Path, comps) -> None:
 def test_monochrome_with_grain_stays_monochrome(source: Path, work: Path, comps, sepia: bool) -> None:
     from rmmvideo.video.probe import monochrome_kind, probe
 
-    src, frames = clips.monochrome_grain(source, work, sepia=sepia)
+    src, _ = clips.monochrome_grain(source, work, sepia=sepia)
     info = probe(src)
     assert info.is_gray and info.tinted == sepia
     out = _restore(src, work / f"mono_{sepia}.mp4", comps)
