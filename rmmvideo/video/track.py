@@ -3,9 +3,16 @@
 How it works (all decisions are delayed by a bounded ``lag`` so they can be applied to frames
 already seen, and memory stays O(lag) frames):
 
-1. **Detection** runs on every ``detect_every``-th pushed frame (k), in one batched detector
-   call per :meth:`FaceTracker.push`; :meth:`FaceTracker.flush` also detects the last frame so
-   the stream tail is covered.
+0. **Scene cuts** (:class:`SceneCutDetector`, on 64x36 thumbnails of every frame): at a cut,
+   the last frame of the old scene is detected (if it was not a detection frame), every track
+   ends, and the frames before the cut are returned at once. Nothing crosses a cut: tracks after
+   it get new ids, and interpolation and smoothing stay within a track. The detection cadence
+   restarts on the first frame after the cut.
+1. **Detection** runs on every ``detect_every``-th frame of a scene (k) and on its last frame
+   (:meth:`FaceTracker.flush` ends the last scene). With a detector that has ``detect_near``
+   (track-guided search), the scene's first detection frame and every ``full_every``-th one scan
+   the whole frame, and the others search only around the live tracks' predicted boxes (no
+   call when there is none); other detectors get all of a push's detection frames in one call.
 2. **Association** (per detection frame, in order): every live track predicts its box and 68
    points at this frame with constant velocity from its last two detections; the cost of track i
    vs detection j is ``(1 - IoU) + mean landmark distance / face size``, solved with the
@@ -16,7 +23,9 @@ already seen, and memory stays O(lag) frames):
    public id, ids count up from 0) after ``min_hits`` consecutive detection-frame hits and dies on
    its first miss before that (false positives never reach the output). A confirmed track dies
    after ``max_gap`` consecutive missed detection frames. Frames before confirmation still get
-   the face, because they are not final yet (``lag >= (min_hits - 1) * k``).
+   the face, because they are not final yet (``lag >= (min_hits - 1) * k``). A scene too short
+   to confirm anything (a still image, a 1-frame clip, a very short shot) keeps the tentative
+   tracks that were detected in every one of its detection frames.
 4. **Between detections** landmarks and boxes are linearly interpolated between the track's
    detections (this also bridges missed detections of a live track). No extrapolation: a track
    is present from its first to its last detection.
@@ -116,6 +125,62 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+class SceneCutDetector:
+    """Hard scene cuts between consecutive frames, from 64x36 thumbnails.
+
+    Two measures of frame t against frame t-1: ``hist``, half the L1 distance between joint
+    RGB histograms (4x4x4 bins; 0 = same colours, 1 = disjoint), and ``diff``, the mean absolute
+    difference of the grey thumbnails (0-1). A cut needs both: ``hist`` at least
+    ``hist_threshold`` and at least ``ratio`` times the median ``hist`` of the last ``window``
+    frames (motion within a shot, even a fast pan, moves pixels but keeps most colours: on a
+    24 px/frame pan ``hist`` stays under 0.07 while ``diff`` reaches 0.12), and ``diff`` at least
+    ``diff_threshold`` (a colour shift that leaves the picture in place is no cut). Cuts
+    between two shots of nearly the same colours, and gradual transitions (fades, dissolves),
+    are not detected.
+    """
+
+    def __init__(self, hist_threshold: float = 0.1, diff_threshold: float = 0.08, ratio: float = 3.0,
+                 window: int = 15) -> None:
+        self.hist_threshold = float(hist_threshold)
+        self.diff_threshold = float(diff_threshold)
+        self.ratio = float(ratio)
+        self._recent: deque[float] = deque(maxlen=int(window))  # recent ``hist`` values
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self.last: tuple[float, float] = (0.0, 0.0)  # (hist, diff) of the last frame
+
+    @staticmethod
+    def features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8/uint16 RGB -> (grey thumbnail (36, 64) in [0, 1], histogram (64,))."""
+        import cv2
+
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise TypeError(f"scene cuts: expected an (H, W, 3) image, got {type(image).__name__} "
+                            f"{getattr(image, 'shape', '')}")
+        im = image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
+        thumb = cv2.resize(np.ascontiguousarray(im), (64, 36), interpolation=cv2.INTER_AREA)
+        q = (thumb >> 6).astype(np.int64)  # 4 levels per channel
+        hist = np.bincount((q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).ravel(), minlength=64)
+        grey = thumb.astype(np.float64).mean(-1) / 255.0
+        return grey, hist / hist.sum()
+
+    def is_cut(self, image: np.ndarray) -> bool:
+        """Feed the next frame; True when a cut lies between it and the previous frame."""
+        grey, hist = self.features(image)
+        prev, self._prev = self._prev, (grey, hist)
+        if prev is None:
+            return False
+        h = 0.5 * float(np.abs(hist - prev[1]).sum())
+        d = float(np.abs(grey - prev[0]).mean())
+        self.last = (h, d)
+        base = float(np.median(self._recent)) if self._recent else 0.0
+        cut = h >= max(self.hist_threshold, self.ratio * base) and d >= self.diff_threshold
+        if cut:
+            self._recent.clear()  # the new scene's motion starts afresh
+        else:
+            self._recent.append(h)
+        return cut
+
+
 class FaceTracker:
     """Batched streaming face tracker (see module docstring).
 
@@ -132,6 +197,12 @@ class FaceTracker:
             (sqrt of the predicted box area) is allowed.
         dup_iou: an unmatched detection overlapping a face already found in the same frame by
             more than this IoU is a duplicate and starts no track.
+        full_every: with a detector that has ``detect_near`` (track-guided search), only every
+            ``full_every``-th detection frame of a scene (and its first) scans the whole frame;
+            the others search around the predicted boxes of live tracks. 1 = always whole frames.
+        scene_cuts: detect scene cuts (:class:`SceneCutDetector`; pushed images must then be
+            (H, W, 3) arrays) and end every track at each cut.
+        cut_detector: the cut detector to use (default: ``SceneCutDetector()``).
 
     Example::
 
@@ -145,9 +216,12 @@ class FaceTracker:
 
     def __init__(self, detector: FaceDetector, detect_every: int = 3, min_hits: int = 2,
                  max_gap: int = 2, lag: int | None = None, smooth_sigma: float = 2.0,
-                 iou_gate: float = 0.1, dist_gate: float = 1.0, dup_iou: float = 0.6) -> None:
-        if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0:
-            raise UserError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, smooth_sigma >= 0")
+                 iou_gate: float = 0.1, dist_gate: float = 1.0, dup_iou: float = 0.6,
+                 full_every: int = 6, scene_cuts: bool = True,
+                 cut_detector: SceneCutDetector | None = None) -> None:
+        if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0 or full_every < 1:
+            raise UserError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, "
+                            "smooth_sigma >= 0, full_every >= 1")
         self.detector = detector
         self.k = int(detect_every)
         self.min_hits = int(min_hits)
@@ -157,6 +231,8 @@ class FaceTracker:
         self.iou_gate = float(iou_gate)
         self.dist_gate = float(dist_gate)
         self.dup_iou = float(dup_iou)
+        self.full_every = int(full_every)
+        self.scene_cuts = (cut_detector or SceneCutDetector()) if scene_cuts else None
         need = max((self.min_hits - 1) * self.k, (self.max_gap + 1) * self.k + self.radius)
         if lag is None:
             lag = need
@@ -169,37 +245,61 @@ class FaceTracker:
         self._seq = 0
         self._pending: deque[tuple[int, int, Any]] = deque()  # (seq, index, image)
         self._last_det_seq = -1
+        self._next_det_seq = 0  # the next frame to detect (every k-th frame of each scene)
+        self._scene_det_frames = 0  # detection frames processed in the current scene
+        self.cuts: list[int] = []  # frame indices that start a new scene
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._anchor_index: dict[int, list[int]] = {}  # public id -> frame indices
         self.detect_seconds = 0.0
         self.track_seconds = 0.0
         self.frames_detected = 0
+        self.frames_full = 0  # detection frames scanned whole (the rest: near live tracks)
 
     # ---------------------------------------------------------------------------- public API
 
     def push(self, frames: Sequence[tuple[int, Any]]) -> list[FrameFaces]:
         """Add frames ``(index, image)`` in stream order (images (H, W, 3) uint8 RGB for the
         detector). Returns the frames that became final, in order (possibly none)."""
+        out: list[FrameFaces] = []
         to_detect: list[tuple[int, int, Any]] = []
         for index, image in frames:
             seq = self._seq
             self._seq += 1
+            if self.scene_cuts is not None and self.scene_cuts.is_cut(image):
+                self._run_detection(to_detect)
+                to_detect = []
+                out += self._end_scene()
+                self.cuts.append(int(index))
+                self._next_det_seq = seq
             self._pending.append((seq, int(index), image))
-            if seq % self.k == 0:
+            if seq >= self._next_det_seq:
                 to_detect.append((seq, int(index), image))
+                self._next_det_seq = seq + self.k
         self._run_detection(to_detect)
-        return self._finalise(self._last_det_seq - self.lag)
+        return out + self._finalise(self._last_det_seq - self.lag)
 
     def flush(self) -> list[FrameFaces]:
         """End of stream: detect the last frame if it was not a detection frame, then return
-        every remaining frame. Tentative tracks that never reached ``min_hits`` are dropped."""
+        every remaining frame (see :meth:`_end_scene` for tentative tracks)."""
+        return self._end_scene()
+
+    def _end_scene(self) -> list[FrameFaces]:
+        """End the current scene (a cut or the end of the stream): detect its last frame if it
+        was not a detection frame, end every track, and return every pending frame.
+
+        A tentative track is confirmed here only when it was detected in every detection frame
+        of the scene, i.e. the scene was too short to confirm anything (a still image, a 1-frame
+        clip, a shot of less than ``(min_hits - 1) * k + 1`` frames); otherwise it is dropped."""
         if self._pending and self._pending[-1][0] > self._last_det_seq:
             self._run_detection([self._pending[-1]])
         for tr in self._tracks:
+            if not tr.confirmed and not tr.dead and tr.hits == self._scene_det_frames:
+                self._confirm(tr)
             tr.dead = True
         out = self._finalise(self._seq)
         self._tracks = []
+        self._scene_det_frames = 0
         return out
 
     def anchor_frames(self, track_id: int) -> list[int]:
@@ -214,19 +314,42 @@ class FaceTracker:
     # ---------------------------------------------------------------------------- internals
 
     def _run_detection(self, items: list[tuple[int, int, Any]]) -> None:
+        """Detect and associate ``items`` in order. Without track-guided search (a detector
+        with no ``detect_near``, or ``full_every == 1``) all frames go in one detector call;
+        with it, each frame is either scanned whole (the scene's first detection frame and every
+        ``full_every``-th) or searched near the live tracks' predicted boxes (no call at all
+        when there is no live track)."""
         if not items:
             return
+        near = getattr(self.detector, "detect_near", None)
+        if near is None or self.full_every == 1:
+            t0 = time.perf_counter()
+            results = self.detector.detect([im for _, _, im in items])
+            if len(results) != len(items):
+                raise RuntimeError(f"detector returned {len(results)} results for {len(items)} images")
+            self.detect_seconds += time.perf_counter() - t0
+            self.frames_full += len(items)
+            for (seq, index, _), dets in zip(items, results):
+                self._detected(seq, index, dets)
+            return
+        for seq, index, image in items:
+            t0 = time.perf_counter()
+            if self._scene_det_frames % self.full_every == 0:
+                dets = self.detector.detect([image])[0]
+                self.frames_full += 1
+            else:
+                regions = [self._predict(t, seq)[0] for t in self._tracks if not t.dead]
+                dets = near([image], [np.stack(regions)])[0] if regions else []
+            self.detect_seconds += time.perf_counter() - t0
+            self._detected(seq, index, dets)
+
+    def _detected(self, seq: int, index: int, dets: list[Detection]) -> None:
         t0 = time.perf_counter()
-        results = self.detector.detect([im for _, _, im in items])
-        if len(results) != len(items):
-            raise RuntimeError(f"detector returned {len(results)} results for {len(items)} images")
-        t1 = time.perf_counter()
-        for (seq, index, _), dets in zip(items, results):
-            self._associate(seq, index, dets)
-            self._last_det_seq = seq
-        self.frames_detected += len(items)
-        self.detect_seconds += t1 - t0
-        self.track_seconds += time.perf_counter() - t1
+        self._associate(seq, index, dets)
+        self._last_det_seq = seq
+        self._scene_det_frames += 1
+        self.frames_detected += 1
+        self.track_seconds += time.perf_counter() - t0
 
     def _predict(self, tr: _Track, seq: int) -> tuple[np.ndarray, np.ndarray]:
         last = tr.obs[-1]
@@ -283,10 +406,14 @@ class FaceTracker:
         tr.hits += 1
         tr.misses = 0
         if not tr.confirmed and tr.hits >= self.min_hits:
-            tr.track_id = self._next_id
-            self._next_id += 1
-            tr.anchors = [o.seq for o in tr.obs[-self.min_hits:]]
-            self._anchor_index[tr.track_id] = [o.index for o in tr.obs[-self.min_hits:]]
+            self._confirm(tr)
+
+    def _confirm(self, tr: _Track) -> None:
+        """Give a tentative track its public id; its last ``min_hits`` detections are anchors."""
+        tr.track_id = self._next_id
+        self._next_id += 1
+        tr.anchors = [o.seq for o in tr.obs[-self.min_hits:]]
+        self._anchor_index[tr.track_id] = [o.index for o in tr.obs[-self.min_hits:]]
 
     def _raw_at(self, tr: _Track, seq: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Box, landmarks, score of a track at ``seq`` by linear interpolation of detections."""

@@ -90,7 +90,7 @@ def test_two_faces_enter_cross_leave_with_stable_ids():
     script[21] = [f for f in script[21] if f is not gt_a[21]]  # A missed once
     assert occluded, "the script must contain an occlusion"
     det = ScriptedDetector(script, noise=1.0)
-    tracker = FaceTracker(det, detect_every=3, min_hits=2, max_gap=2)
+    tracker = FaceTracker(det, scene_cuts=False, detect_every=3, min_hits=2, max_gap=2)
     out = _run(tracker, 30)
 
     assert [f.index for f in out] == list(range(30))
@@ -124,7 +124,7 @@ def test_chunked_pushes_give_the_same_result():
     script = {t: [gt_a[t]] + ([gt_b[t]] if t in gt_b else []) for t in range(30)}
     runs = []
     for chunk in (1, 4, 30):
-        tracker = FaceTracker(ScriptedDetector(script, noise=1.5, seed=3), detect_every=3)
+        tracker = FaceTracker(ScriptedDetector(script, noise=1.5, seed=3), scene_cuts=False, detect_every=3)
         runs.append(_run(tracker, 30, chunk))
     for a, b in zip(runs[0], runs[1]):
         assert a.index == b.index and len(a.faces) == len(b.faces)
@@ -139,7 +139,7 @@ def test_false_positive_never_reaches_output():
     spurious = render([FaceState(450, 100, 0.5, True)])[1][0]
     script = {t: [lm] for t in range(12)}
     script[3] = [lm, spurious]
-    out = _run(FaceTracker(ScriptedDetector(script), detect_every=1, min_hits=2, max_gap=1), 12)
+    out = _run(FaceTracker(ScriptedDetector(script), scene_cuts=False, detect_every=1, min_hits=2, max_gap=1), 12)
     assert all(len(ff.faces) == 1 for ff in out)
     assert {ff.faces[0].track_id for ff in out} == {0}
 
@@ -148,7 +148,7 @@ def test_duplicate_boxes_on_one_face_make_one_track():
     lm = render([FaceState(100, 60, 0.8, False)])[1][0]
     other = render([FaceState(400, 60, 0.8, True)])[1][0]
     script = {t: [lm, lm + 3.0, other] for t in range(10)}  # the detector reports face 1 twice
-    out = _run(FaceTracker(ScriptedDetector(script), detect_every=1, min_hits=2, max_gap=1), 10)
+    out = _run(FaceTracker(ScriptedDetector(script), scene_cuts=False, detect_every=1, min_hits=2, max_gap=1), 10)
     assert all(len(ff.faces) == 2 for ff in out)
     assert {f.track_id for ff in out for f in ff.faces} == {0, 1}
 
@@ -163,7 +163,7 @@ def test_gap_bridged_within_max_gap_new_id_after():
         script[t] = []
     for t in range(23, 40):
         script[t] = [far]
-    out = _run(FaceTracker(ScriptedDetector(script), detect_every=1, min_hits=2, max_gap=2,
+    out = _run(FaceTracker(ScriptedDetector(script), scene_cuts=False, detect_every=1, min_hits=2, max_gap=2,
                            smooth_sigma=1.0), 40)
     assert [len(ff.faces) for ff in out[:15]] == [1] * 15
     assert not out[6].faces[0].detected and out[8].faces[0].detected
@@ -178,7 +178,7 @@ def test_smoothing_reduces_landmark_jitter():
     det = ScriptedDetector({t: [gts[t]] for t in range(n)}, noise=2.0, seed=1)
     raw = [det.detect([t])[0][0].landmarks for t in range(n)]
     det.rng = np.random.default_rng(1)  # same noise again for the tracker
-    out = _run(FaceTracker(det, detect_every=1, min_hits=1, max_gap=1, smooth_sigma=2.0), n)
+    out = _run(FaceTracker(det, scene_cuts=False, detect_every=1, min_hits=1, max_gap=1, smooth_sigma=2.0), n)
     smooth = [ff.faces[0].landmarks68 for ff in out]
 
     def jitter(seq):  # std over time of the frame-to-frame motion (true motion is constant)
@@ -193,8 +193,8 @@ def test_smoothing_reduces_landmark_jitter():
 
 def test_lag_is_checked():
     with pytest.raises(UserError, match="lag"):
-        FaceTracker(ScriptedDetector({}), detect_every=3, max_gap=2, lag=3)
-    t = FaceTracker(ScriptedDetector({}), detect_every=3, min_hits=2, max_gap=2, smooth_sigma=2.0)
+        FaceTracker(ScriptedDetector({}), scene_cuts=False, detect_every=3, max_gap=2, lag=3)
+    t = FaceTracker(ScriptedDetector({}), scene_cuts=False, detect_every=3, min_hits=2, max_gap=2, smooth_sigma=2.0)
     assert t.lag == 3 * 3 + 5
 
 
@@ -222,3 +222,99 @@ def test_dlib_tracks_rendered_astronaut_faces():
     ids_b = {_id_of(ff.faces, gt[1], tol=10.0) for ff, gt in zip(out, gts)}
     assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b and None not in ids_a | ids_b
     assert out[0].image is frames[0]
+
+
+# ------------------------------------------------------------------------- short streams
+
+
+def test_one_frame_stream_gives_its_face():
+    """A stream shorter than the confirmation lag (a still, a 1-frame clip) still gets faces:
+    a tentative track detected in every detection frame the stream had is confirmed at flush."""
+    lm = render([FaceState(100, 60, 0.8, False)])[1][0]
+    tracker = FaceTracker(ScriptedDetector({0: [lm]}), scene_cuts=False, detect_every=2, min_hits=2)
+    out = _run(tracker, 1)
+    assert [ff.index for ff in out] == [0]
+    assert [(f.track_id, f.detected, f.anchor) for f in out[0].faces] == [(0, True, True)]
+    np.testing.assert_allclose(out[0].faces[0].landmarks68, lm)
+    assert tracker.anchor_frames(0) == [0]
+
+
+def test_two_frame_stream_and_late_false_positive():
+    lm = render([FaceState(100, 60, 0.8, False)])[1][0]
+    spurious = render([FaceState(450, 100, 0.5, True)])[1][0]
+    # 2 frames, k = 3: frame 0 by cadence, frame 1 at flush -> confirmed the ordinary way.
+    out = _run(FaceTracker(ScriptedDetector({0: [lm], 1: [lm]}), scene_cuts=False, detect_every=3), 2)
+    assert [len(ff.faces) for ff in out] == [1, 1]
+    # In a long stream, a face seen only in the last detection frame stays unconfirmed.
+    script = {t: [lm] for t in range(12)}
+    script[11] = [lm, spurious]
+    out = _run(FaceTracker(ScriptedDetector(script), scene_cuts=False, detect_every=1, max_gap=1), 12)
+    assert all(len(ff.faces) == 1 for ff in out) and {ff.faces[0].track_id for ff in out} == {0}
+
+
+# ------------------------------------------------------------------------- scene cuts
+
+
+def _two_scenes(n_a: int, n_b: int) -> list[np.ndarray]:
+    """Scene A: the astronaut's face moving right on grey; scene B: the mirrored face near the
+    same place on a dark blue background (a cut to another shot of a similar framing)."""
+    frames = []
+    for t in range(n_a):
+        frames.append(render([FaceState(100 + 4 * t, 60, 0.8, False)])[0])
+    for t in range(n_b):
+        img = render([FaceState(130 + 3 * t, 70, 0.8, True)])[0]
+        bg = np.all(img == 118, axis=-1)
+        img[bg] = (20, 40, 90)
+        frames.append(img)
+    return frames
+
+
+def test_scene_cut_ends_every_track():
+    frames = _two_scenes(10, 10)
+    tracker = FaceTracker(DlibDetector(max_side=None), detect_every=4, min_hits=2, max_gap=1)
+    out = []
+    for i in range(0, 20, 3):  # chunks that do not line up with the cut
+        out += tracker.push([(j, frames[j]) for j in range(i, min(20, i + 3))])
+    out += tracker.flush()
+    assert tracker.cuts == [10]
+    assert [ff.index for ff in out] == list(range(20))
+    assert all(len(ff.faces) == 1 for ff in out), [len(ff.faces) for ff in out]
+    ids_a = {f.track_id for ff in out[:10] for f in ff.faces}
+    ids_b = {f.track_id for ff in out[10:] for f in ff.faces}
+    assert len(ids_a) == 1 and len(ids_b) == 1 and not ids_a & ids_b
+    # The last frame of scene A (not on the k = 4 cadence) was detected, not extrapolated, and
+    # scene B's first frame was detected at once (the cadence restarts at the cut).
+    assert out[9].faces[0].detected and out[10].faces[0].detected
+    # No smoothing across the cut: the frames on both sides are their own raw detections (a
+    # track's window shrinks to nothing at its ends), not blends of the two shots.
+    raw = DlibDetector(max_side=None).detect([frames[9], frames[10]])
+    for ff, dets in zip(out[9:11], raw):
+        np.testing.assert_allclose(ff.faces[0].landmarks68, dets[0].landmarks)
+
+
+def test_one_frame_scene_between_cuts_is_kept():
+    frames = _two_scenes(6, 1) + _two_scenes(6, 0)
+    tracker = FaceTracker(DlibDetector(max_side=None), detect_every=2, min_hits=2, max_gap=1)
+    out = tracker.push(list(enumerate(frames))) + tracker.flush()
+    assert tracker.cuts == [6, 7]
+    assert [len(ff.faces) for ff in out] == [1] * 13
+    assert len({f.track_id for ff in out for f in ff.faces}) == 3
+
+
+def test_scene_cut_detector_on_motion_and_cuts():
+    from skimage import data as skdata
+
+    from rmmvideo.video.track import SceneCutDetector
+
+    coffee = skdata.coffee()  # (400, 600, 3)
+    rocket = skdata.rocket()  # (427, 640, 3)
+    det = SceneCutDetector()
+    # A fast pan (24 px per frame) over one picture: every frame differs, none is a cut.
+    pan = [np.ascontiguousarray(coffee[:, x:x + 300]) for x in range(0, 300, 24)]
+    assert [det.is_cut(f) for f in pan] == [False] * len(pan)
+    # Then a cut to another picture, and a static shot of it.
+    rk = np.ascontiguousarray(rocket[:400, :300])
+    assert det.is_cut(rk) is True
+    assert [det.is_cut(rk) for _ in range(3)] == [False] * 3
+    with pytest.raises(TypeError, match="image"):
+        det.is_cut(3)  # type: ignore[arg-type]
