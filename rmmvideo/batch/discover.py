@@ -1,8 +1,11 @@
 """Turn the batch's INPUTS (files, folders, manifests) into jobs with mirrored output names.
 
 - A folder is walked recursively; every file that PyAV can open as video is a job (found by
-  probing, not by extension); other files are ignored silently. Hidden files/folders and the
-  output folder itself are skipped.
+  probing, not by extension). A file that looks like media (a video/audio extension, or the
+  magic bytes of a media container) but cannot be probed is a failed job with the reason, so
+  it shows in the report and the batch exits 1; other files (text, images, ...) are ignored.
+  Hidden folders, hidden files (except one named only by a media extension, e.g. ``.mp4``),
+  this project's temporary files and the output folder itself are skipped.
 - A file named explicitly (on the command line or in a manifest) is a job even when it is not a
   video: the job is then failed with the reason, so the user sees it in the report.
 - A manifest is a `.txt` (one path per line, `#` comments) or a `.csv` with a `path` column,
@@ -57,6 +60,52 @@ def output_suffix(input_path: Path) -> str:
     if s == ".webm":
         return ".mkv"
     return ".mp4"
+
+
+MEDIA_SUFFIXES = frozenset((
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".f4v", ".mpg",
+    ".mpeg", ".m2v", ".vob", ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".mxf", ".dv", ".ogv", ".ogm",
+    ".rm", ".rmvb", ".divx", ".y4m", ".nut", ".h264", ".264", ".hevc", ".265",
+))
+
+
+def looks_like_media(path: Path) -> bool:
+    """True if `path` has a video file extension (its whole name counts: ``.mp4``) or starts
+    with the magic bytes of a video container (MP4/MOV but not M4A audio, Matroska/WebM, AVI,
+    MPEG-PS/TS, FLV, ASF, MXF). Audio-only files are not videos: they are ignored."""
+    name = path.name.lower()
+    if path.suffix.lower() in MEDIA_SUFFIXES or name in MEDIA_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (
+        (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") and head[8:11] not in (b"M4A", b"M4B"))
+        or head.startswith((b"\x1a\x45\xdf\xa3", b"FLV", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",
+                            b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", b"\x06\x0e\x2b\x34"))
+        or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+        or (len(head) >= 1 and head[0] == 0x47 and _ts_sync(path))
+    )
+
+
+def _ts_sync(path: Path) -> bool:
+    """MPEG-TS: the sync byte 0x47 every 188 bytes (first 4 packets)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(188 * 4)
+    except OSError:
+        return False
+    return len(data) >= 188 * 2 and all(data[i] == 0x47 for i in range(0, len(data) - 187, 188))
+
+
+def _skipped_file(name: str) -> bool:
+    """Hidden files are skipped, except one named only by a media extension (``.mp4``); this
+    project's temporary files (``.NAME.partial-...``) and AppleDouble files (``._NAME``) always."""
+    if not name.startswith("."):
+        return False
+    return ".partial" in name or name.startswith("._") or name.lower() not in MEDIA_SUFFIXES
 
 
 def is_video(path: Path) -> str | None:
@@ -125,7 +174,7 @@ def _walk(folder: Path, skip: Path) -> Iterable[Path]:
         r = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _same(r / d, skip))
         for f in sorted(files):
-            if not f.startswith("."):
+            if not _skipped_file(f):
                 yield r / f
 
 
@@ -151,8 +200,8 @@ def discover(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
         if real in seen:
             return
         reason = is_video(file) if file.is_file() else f"input not found: {file}"
-        if reason is not None and not explicit:
-            return  # a non-video file inside a folder: ignored
+        if reason is not None and not explicit and not looks_like_media(file):
+            return  # a file inside a folder that is not media at all (text, image, ...): ignored
         seen.add(real)
         rel_out = rel.with_suffix(output_suffix(file))
         jobs.append(Job(input=file, output=out / rel_out, key=rel_out.as_posix(), options=dict(options), error=reason))

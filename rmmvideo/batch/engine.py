@@ -35,6 +35,7 @@ OPTION_TYPES: dict[str, type] = {
     "codec": str,
     "crf": int,
     "preset": str,
+    "on_damage": str,  # warn | error (the CLI's --on-damage warn|fail)
 }
 
 
@@ -86,8 +87,9 @@ def _with_progress(fn: Callable, kwargs: dict[str, Any], progress: Progress | No
     return kwargs
 
 
-def _summary(s: Any) -> dict[str, int]:
-    return {"frames": int(s.frames), "faces": int(getattr(s, "faces", 0)), "tracks": int(getattr(s, "tracks", 0))}
+def _summary(s: Any) -> dict[str, Any]:
+    return {"frames": int(s.frames), "faces": int(getattr(s, "faces", 0)), "tracks": int(getattr(s, "tracks", 0)),
+            "damage": str(getattr(s, "damage", "") or "")}
 
 
 # ---------------------------------------------------------------- upscale engine
@@ -151,6 +153,8 @@ def check_options(engine: str, options: dict[str, Any]) -> None:
     scale = float(options.get("scale") or 2.0)
     if not 0 < scale <= 16:
         raise UserError(f"--scale must be in (0, 16], got {scale}")
+    if options.get("on_damage", "warn") not in ("warn", "error"):
+        raise UserError(f"on_damage must be warn or error, got {options.get('on_damage')!r}")
     if engine == "rmm":
         from rmmvideo.models.weights import read_metadata
 

@@ -16,7 +16,8 @@ REPORT_NAME = "report.json"
 @dataclass
 class FileResult:
     """One row of the report. status: "done" (this run), "skipped" (done and verified by an
-    earlier run), "failed" (error says why)."""
+    earlier run), "failed" (error says why). damage: for a damaged input kept with
+    on_damage="warn", its problems and damaged spans (the output has every decodable frame)."""
 
     input: str
     output: str
@@ -26,6 +27,7 @@ class FileResult:
     tracks: int = 0
     seconds: float = 0.0
     error: str | None = None
+    damage: str | None = None
 
 
 def write_report(out_dir: Path, results: list[FileResult], extra: dict[str, Any] | None = None) -> Path:
@@ -35,6 +37,7 @@ def write_report(out_dir: Path, results: list[FileResult], extra: dict[str, Any]
         "files": len(results),
         "done": sum(r.status in ("done", "skipped") for r in results),
         "failed": sum(r.status == "failed" for r in results),
+        "damaged": sum(bool(r.damage) for r in results),
         **(extra or {}),
         "results": [asdict(r) for r in results],
     }
@@ -53,6 +56,8 @@ def print_summary(results: list[FileResult], out: TextIO) -> None:
         line = f"{r.status:<8} {r.frames:>7} {r.faces:>6} {r.tracks:>6} {r.seconds:>8.1f}  {r.input}"
         if r.error:
             line += f"  ({r.error})"
+        if r.damage:
+            line += f"  (damaged input, kept: {r.damage})"
         print(line, file=out)
     n_fail = sum(r.status == "failed" for r in results)
     n_skip = sum(r.status == "skipped" for r in results)

@@ -127,6 +127,14 @@ def _verified(job: Job, rec: JobRecord) -> str | None:
             facts = rec.input_facts = facts_of(job.input)
     except (OSError, UserError) as e:
         return f"cannot read the input: {e}"
+    if rec.damage:  # a damaged input kept: the output holds the frames that could be decoded
+        from rmmvideo.batch.media import scan_video
+
+        try:
+            got = scan_video(job.output).frames
+        except UserError as e:
+            return str(e)
+        return None if rec.status == "done" and got == rec.frames else f"{got} frames, {rec.frames} recorded"
     return verify_output(job.output, facts["frames"], facts["start"], facts["end"], facts["tol"])
 
 
@@ -245,7 +253,8 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
             task_id=tid, kind=kind, key=job.key, engine=config.engine, input=str(job.input),
             output=str(job.output), work=str(live.work), options=live.opts,
             segment_seconds=config.segment_seconds, segment=segment, segments=list(live.rec.segments),
-            facts=live.rec.input_facts, label=label or f"{job.key} {kind}",
+            facts=None if kind == "join" and _segments_damage(live.rec) else live.rec.input_facts,
+            label=label or f"{job.key} {kind}",
         )
         if segment is not None:
             progress.expect(tid, int(segment["frames"]))
@@ -265,17 +274,19 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
         state.save()  # recorded before it is announced
         announce.append(lambda: progress.file_failed(f"FAILED {live.job.input}: {reason}"))
 
-    def finish(live: _Live, frames: int, faces: int, tracks: int) -> None:
+    def finish(live: _Live, frames: int, faces: int, tracks: int, damage: str = "") -> None:
         rec = live.rec
         rec.status, rec.error, rec.finished = "done", None, time.time()
-        rec.frames, rec.faces, rec.tracks = frames, faces, tracks
+        rec.frames, rec.faces, rec.tracks, rec.damage = frames, faces, tracks, damage
         rec.seconds += live.seconds
         rec.segment_status = {}  # done: the segments are deleted with the work folder
         shutil.rmtree(live.work, ignore_errors=True)
         results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "done", frames, faces,
-                                           tracks, round(live.seconds, 2))
+                                           tracks, round(live.seconds, 2), damage=damage or None)
         state.save()  # recorded before it is announced
         line = f"done {live.job.input} -> {live.job.output} ({frames} frames, {live.seconds:.1f}s)"
+        if damage:
+            line += f"; damaged input, every decodable frame kept: {damage}"
         announce.append(lambda: progress.file_end(line))
 
     def on_prepared(live: _Live, res: dict[str, Any]) -> None:
@@ -310,11 +321,12 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
         if spec.kind == "prepare":
             on_prepared(live, res)
         elif spec.kind == "render" and spec.segment is None:
-            finish(live, int(res["frames"]), int(res["faces"]), int(res["tracks"]))
+            finish(live, int(res["frames"]), int(res["faces"]), int(res["tracks"]), str(res.get("damage") or ""))
         elif spec.kind == "render":
             i = int(spec.segment["index"])
             rec.segment_status[str(i)] = SegmentRecord("done", int(res["frames"]), round(res["seconds"], 3),
-                                                        faces=int(res.get("faces", 0)))
+                                                        faces=int(res.get("faces", 0)),
+                                                        damage=str(res.get("damage") or ""))
             live.pending.discard(i)
             if not live.pending:
                 push(live, "join", label=f"{live.job.key} join")
@@ -322,7 +334,7 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
             # faces: restored in the segments (earlier runs' included); tracks: from the analysis
             # pass (segments would count a track crossing a cut twice)
             faces = sum(r.faces for r in rec.segment_status.values())
-            finish(live, int(res["frames"]), faces, rec.tracks)
+            finish(live, int(res["frames"]), faces, rec.tracks, _segments_damage(rec))
 
     for live in lives.values():
         push(live, "prepare", label=f"{live.job.key} prepare")
@@ -413,6 +425,11 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
     report = write_report(out_dir, ordered, {"stats": stats})
     print_summary(ordered, out)
     return BatchOutcome(ordered, report, stats)
+
+
+def _segments_damage(rec: JobRecord) -> str:
+    """The damage the job's segments reported (each distinct line once), or ""."""
+    return " | ".join(dict.fromkeys(r.damage for r in rec.segment_status.values() if r.damage))
 
 
 def _segment_ok(path: Path, frames: int) -> bool:

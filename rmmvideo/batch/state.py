@@ -38,6 +38,7 @@ class SegmentRecord:
     seconds: float = 0.0
     error: str | None = None
     faces: int = 0
+    damage: str = ""  # damaged input kept (on_damage="warn"): problems and spans
 
 
 @dataclass
@@ -59,6 +60,7 @@ class JobRecord:
     input_facts: dict[str, Any] | None = None  # frames, start, end, tol, size, mtime_ns of the input
     segments: list[dict[str, Any]] = field(default_factory=list)  # planned Segment dicts
     segment_status: dict[str, SegmentRecord] = field(default_factory=dict)  # str(index) -> record
+    damage: str = ""  # done from a damaged input (on_damage="warn"): problems and damaged spans
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> JobRecord:

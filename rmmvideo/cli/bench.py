@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rmmvideo.cli import checks
+
 HELP = "benchmark the pipeline against the plain decode+upscale+encode of the same clip"
 
 
@@ -17,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from rmmvideo.cli.run import add_restore_options
 
     p.add_argument("input", help="input video")
-    p.add_argument("--frames", type=int, default=None, help="only the first N frames of the clip")
+    p.add_argument("--frames", type=checks.FRAMES, default=None, help="only the first N frames of the clip, N >= 1")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--keep", default=None, help="folder to keep the two outputs in (default: deleted)")
     add_restore_options(p)

@@ -6,19 +6,23 @@ Each subcommand module in ``rmmvideo.cli`` defines::
     def add_arguments(p: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int    # heavy imports go inside run()
 
-User mistakes raise ``rmmvideo.errors.UserError`` and are printed as one line (exit 2); other
-errors print a one-line message too, with the full traceback when RMMVIDEO_DEBUG=1.
+Exit codes: 0 done; 1 failed (an internal error, or `batch`/`faces` with some failed files);
+2 the job could not run: bad option or value (one line, no usage dump), unreadable input,
+unwritable output (user mistakes raise ``rmmvideo.errors.UserError``); 128 + n when stopped by
+signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; the temporary output is removed first).
+Every error is one line on stderr; RMMVIDEO_DEBUG=1 adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
 
-from rmmvideo.errors import UserError
+from rmmvideo.errors import Terminated, UserError, raise_on_termination
 
 # subcommand -> module under rmmvideo.cli
 SUBCOMMANDS: dict[str, str] = {
@@ -46,10 +50,32 @@ def _available() -> dict[str, object]:
     return mods
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rmmvideo: error: run: argument --threads: ...`` (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"rmmvideo: error: {cmd}{message} (see {self.prog} --help)\n")
+
+
+class _StderrLines(logging.Handler):
+    """Library warnings as one line each, ``rmmvideo: warning: ...``, on the current sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"rmmvideo: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger("rmmvideo")
+    if not any(isinstance(h, _StderrLines) for h in root.handlers):
+        handler = _StderrLines(logging.WARNING)
+        root.addHandler(handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rmmvideo import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rmmvideo",
         description="Restore faces in video with RMM (Restoration with Memorized Modulation).",
     )
@@ -74,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     # Must be set before torch is imported (subcommands import it lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help / --version (0) or a usage error (2, printed as one line)
+        return e.code if isinstance(e.code, int) else 2
     debug = os.environ.get("RMMVIDEO_DEBUG", "") not in ("", "0")
+    raise_on_termination()  # SIGTERM / SIGHUP unwind like Ctrl-C (temporary outputs removed)
+    _log_to_stderr()  # e.g. the damaged spans of an input kept with --on-damage warn
     try:
         return int(args._run(args) or 0)
     except UserError as e:
@@ -83,9 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"rmmvideo: error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"rmmvideo: stopped by {e.name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("rmmvideo: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # not mapped where it happened: still one line, naming the file
+        if debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"rmmvideo: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback on demand
         if debug:
             traceback.print_exc()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rmmvideo.cli import checks
+
 HELP = "restore the faces in a video (streaming; audio and timestamps kept)"
 
 
@@ -19,19 +21,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
     """Options shared by run, preview and bench (they map onto RestoreOptions)."""
-    p.add_argument("--scale", type=float, default=2.0, help="upscale factor of the whole frame")
+    p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of the whole frame, 0.25..16")
     add_model_options(p)
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="track: fixed noise + pinned memory slot per face track; frame: fresh per frame")
-    p.add_argument("--seed", type=int, default=0, help="run seed (per-track noise derives from it)")
-    p.add_argument("--detect-every", type=int, default=2, help="run the face detector every k frames")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per restoration batch")
+    p.add_argument("--seed", type=checks.SEED, default=0, help="run seed >= 0 (per-track noise derives from it)")
+    p.add_argument("--detect-every", type=checks.DETECT_EVERY, default=2,
+                   help="run the face detector every k frames, 1..1000")
+    p.add_argument("--batch-size", type=checks.BATCH_SIZE, default=8, help="frames per restoration batch, 1..1024")
     p.add_argument("--codec", default="libx264", choices=["libx264", "libx265", "prores", "ffv1"])
-    p.add_argument("--crf", type=int, default=18, help="x264/x265 quality (lower = better)")
+    p.add_argument("--crf", type=checks.CRF, default=18, help="x264/x265 quality, 0..51 (lower = better)")
     p.add_argument("--preset", default="medium", help="x264/x265 speed preset")
     p.add_argument("--bit-depth", type=int, choices=[8, 10], default=None,
                    help="output bit depth (default: 10 for 10-bit input, else 8)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=checks.THREADS, default=0, help="torch CPU threads, 0..1024 (0 = default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only log lines")
     p.add_argument("--deinterlace", choices=["auto", "off", "frame", "field"], default="auto",
                    help="interlaced input: yadif to one frame per frame, or per field (double rate); "
@@ -57,14 +60,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input video (any format FFmpeg reads)")
     p.add_argument("-o", "--output", default=None,
                    help="output file (default: beside the input, INPUT_STEM.rmm-xS.mp4)")
-    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (audio kept whole)")
+    p.add_argument("--max-frames", type=checks.FRAMES, default=None,
+                   help="only the first N frames, N >= 1 (audio kept whole)")
+    checks.add_output_options(p)
+    checks.add_damage_option(p)
     add_restore_options(p)
 
 
+def check_run(args: argparse.Namespace, options: object) -> tuple[object, object]:
+    """Checks before any work (input, output path, output size and memory): (VideoInfo, target)."""
+    import sys
+
+    from rmmvideo.errors import UserError
+    from rmmvideo.video.io_encode import CONTAINERS
+    from rmmvideo.video.pipeline import default_output_path
+    from rmmvideo.video.probe import probe
+    from rmmvideo.video.upscale import scaled_size
+
+    info = probe(args.input)
+    target = checks.check_output(args.output or default_output_path(info.path, options.scale),  # type: ignore[attr-defined]
+                                 info.path, args.overwrite, tuple(CONTAINERS))
+    h, w = scaled_size(info.height, info.width, options.scale)  # type: ignore[attr-defined]
+    if min(h, w) < checks.MIN_OUTPUT_SIDE:
+        raise UserError(f"--scale {options.scale:g} makes a {w}x{h} output from {info.width}x{info.height}: "  # type: ignore[attr-defined]
+                        f"frames must be at least {checks.MIN_OUTPUT_SIDE} px on each side")
+    deep = (options.bit_depth or (10 if info.bit_depth > 8 else 8)) > 8  # type: ignore[attr-defined]
+    warning = checks.check_memory(w, h, options.batch_size, deep)  # type: ignore[attr-defined]
+    if warning:
+        print(f"rmmvideo: warning: {warning}", file=sys.stderr)
+    return info, target
+
+
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from rmmvideo.video.pipeline import restore_video
 
-    summary = restore_video(args.input, args.output, restore_options(args), max_frames=args.max_frames)
+    options = replace(restore_options(args), on_damage=checks.on_damage_value(args.on_damage))  # type: ignore[type-var]
+    info, target = check_run(args, options)
+    summary = restore_video(info.path, target, options, max_frames=args.max_frames)  # type: ignore[attr-defined]
     if args.quiet:
         print(summary.line())
     return 0

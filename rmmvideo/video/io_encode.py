@@ -42,7 +42,7 @@ import av
 import numpy as np
 
 from rmmvideo.errors import UserError
-from rmmvideo.video.safe_output import AtomicOutput
+from rmmvideo.video.safe_output import AtomicOutput, check_output_path, output_error
 
 if TYPE_CHECKING:
     import torch
@@ -229,6 +229,8 @@ class VideoWriter:
         self.audio_notes: list[str] = []
         self._audio_encoders: dict[int, tuple[av.audio.stream.AudioStream, av.audio.stream.AudioStream]] = {}
         self.codec = normalise_codec(codec)
+        protected = [p for p in [source, *protect] if p is not None]
+        check_output_path(path, protected)  # a folder or a missing folder before the extension
         self.format = container_format_for(path)
         self.width, self.height = int(width), int(height)
         self.time_base = Fraction(time_base)
@@ -238,7 +240,6 @@ class VideoWriter:
         self.frames_written = 0
         self._last_pts: int | None = None
         options = encoder_options(self.codec, crf, preset)
-        protected = [p for p in [source, *protect] if p is not None]
         self._atomic = AtomicOutput(path, inputs=protected)
         self.path = self._atomic.target
         self._src: av.container.InputContainer | None = None
@@ -252,9 +253,12 @@ class VideoWriter:
         self._closed = False
         try:
             self._open(rate, options, source, copy_audio, copy_subtitles)
-        except BaseException:
+        except BaseException as e:
             self._teardown()
-            raise
+            err = self._atomic.translate(e)
+            if err is e:
+                raise
+            raise err from None
         if background:
             self._queue = queue.Queue(maxsize=max(1, queue_size))
             self._worker = threading.Thread(target=self._work, name="rmmvideo-encode", daemon=True)
@@ -341,6 +345,10 @@ class VideoWriter:
                 log.info("%s: %s", self.path.name, note)
         try:
             out.start_encoding()
+        except OSError as e:  # the output file is created here: permissions, read-only, full disk
+            if e.errno is None:
+                raise UserError(f"cannot start writing {self.path} with {self.codec}/{self.pix_fmt} ({e})") from None
+            raise output_error(e, self.path) from None
         except (ValueError, av.error.FFmpegError) as e:
             hint = "; the copied audio/subtitle streams may not fit this container: try .mkv" if self._stream_map else ""
             raise UserError(f"cannot start writing {self.path.name} with {self.codec}/{self.pix_fmt} ({e}){hint}") from None
@@ -491,7 +499,10 @@ class VideoWriter:
 
     def _raise_worker_error(self) -> None:
         if self._error is not None:
-            raise self._error
+            err = self._atomic.translate(self._error)  # e.g. ENOSPC while muxing: name the user's path
+            if err is self._error:
+                raise err
+            raise err from None
 
     def _work(self) -> None:
         assert self._queue is not None
@@ -575,9 +586,12 @@ class VideoWriter:
                 self._src.close()
                 self._src = None
             self._atomic.commit()
-        except BaseException:
+        except BaseException as e:
             self.abort()
-            raise
+            err = self._atomic.translate(e)
+            if err is e:
+                raise
+            raise err from None
         self._closed = True
         return self.path
 

@@ -60,6 +60,7 @@ class RestoreOptions:
     bit_depth: int | None = None  # None: 10 for >8-bit input, else 8
     threads: int = 0  # torch CPU threads (0 = torch's default)
     quiet: bool = False
+    on_damage: str = "warn"  # damaged input: "warn" (keep every decodable frame, report spans) | "error"
     deinterlace: str = "auto"  # auto | off | frame | field (rmmvideo.video.archive)
     sar: str = "square"  # square | keep: output pixel aspect for anamorphic input
 
@@ -76,6 +77,8 @@ class RestoreOptions:
             raise UserError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.on_damage not in ("warn", "error"):
+            raise UserError(f"on_damage must be 'warn' or 'error', got {self.on_damage!r}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class RunSummary:
     tracks: int
     seconds: float
     detector: str = ""
+    damage: str = ""  # damaged input kept with on_damage="warn": problems and damaged spans
 
     @property
     def fps(self) -> float:
@@ -559,7 +563,11 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
     view = _view(info, options, log)
-    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8, view=view)
+    from rmmvideo.video.io_decode import DamageReport
+
+    damage = DamageReport()
+    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames,
+                           prefetch_frames=8, on_damage=options.on_damage, damage=damage, view=view)
     n = 0
     try:
         with VideoWriter.for_input(info, target, options.scale, view=view, codec=options.codec, crf=options.crf,
@@ -579,6 +587,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
+    summary.damage = damage.line()
     log(summary.line())
     return summary
 
@@ -593,7 +602,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     styler = TrackStyler(comps.model, options.seed)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     table = TrackTable()
-    frames = decode_frames(info.path, prefetch_frames=8, view=_view(info, options, _log(options)))
+    frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=_view(info, options, _log(options)))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
         for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
@@ -628,7 +637,11 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     styler = TrackStyler(comps.model, options.seed, styles=table.styles)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     view = _view(info, options, None)
-    frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, view=view)
+    from rmmvideo.video.io_decode import DamageReport
+
+    damage = DamageReport()
+    frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
+                           damage=damage, view=view)
 
     def planned() -> Iterator[FramePlan]:
         for f in frames:
@@ -655,4 +668,5 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     finally:
         frames.close()  # type: ignore[attr-defined]
     return RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored, len(tracks),
-                      time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
+                      time.perf_counter() - t0, comps.detector.name,  # type: ignore[attr-defined]
+                      damage=damage.line())

@@ -21,13 +21,32 @@ def test_folder_recursive_by_probing_not_extension(tmp_path, clip):
     (root / "a" / "b").mkdir(parents=True)
     shutil.copy(clip, root / "x.mp4")
     shutil.copy(clip, root / "a" / "b" / "film.dat")  # a video with an odd extension
-    (root / "a" / "notes.mp4").write_text("not a video")  # looks like video, is not: ignored
-    (root / "readme.txt").write_text("hello")
-    shutil.copy(clip, root / "a" / ".hidden.mp4")
+    (root / "readme.txt").write_text("hello")  # not media: ignored
+    shutil.copy(clip, root / "a" / ".hidden.mp4")  # hidden: skipped
+    (root / "a" / ".film.partial-ab12-99-0123abcd.mp4").write_bytes(b"half")  # a temp file: skipped
     jobs = discover([root], tmp_path / "out")
     assert [j.key for j in jobs] == ["x.mp4", "a/b/film.mp4"]
     assert all(j.error is None for j in jobs)
     assert jobs[1].output == tmp_path / "out" / "a" / "b" / "film.mp4"
+
+
+def test_folder_media_that_fails_to_probe_is_a_failed_job(tmp_path, clip):
+    """Looks like media (extension or magic bytes) but cannot be probed: a failed job with the
+    reason, never silently dropped."""
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(clip, root / "good.mp4")
+    (root / "cut.mp4").write_bytes(clip.read_bytes()[:3000])  # truncated (index at the end: unreadable)
+    (root / ".mp4").write_text("a text file named .mp4")
+    (root / "notes.mp4").write_text("not a video")
+    (root / "tape.bin").write_bytes(clip.read_bytes()[:2000])  # MP4 magic bytes, odd extension
+    (root / "readme.txt").write_text("hello")
+    (root / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+    jobs = {j.input.name: j for j in discover([root], tmp_path / "out")}
+    assert set(jobs) == {"good.mp4", "cut.mp4", ".mp4", "notes.mp4", "tape.bin"}
+    assert jobs["good.mp4"].error is None
+    for name in ("cut.mp4", ".mp4", "notes.mp4", "tape.bin"):
+        assert jobs[name].error and "\n" not in jobs[name].error, name
 
 
 def test_explicit_non_video_is_a_failed_job(tmp_path, clip):

@@ -140,3 +140,34 @@ def test_changed_input_is_redone(tmp_path, inputs):
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: maybe replaced
     assert _run([src], out)[0].results[0].status == "done"
     assert _run([src], out)[0].results[0].status == "skipped"
+
+
+def test_cli_batch_reports_unreadable_media_and_exits_1(tmp_path, inputs, capsys):
+    """A truncated .mp4 and a text file named .mp4 in a folder: both failed in report.json with
+    their reasons, exit code 1 (0 only when every file is done)."""
+    from rmmvideo.cli.main import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes((inputs / "a.mp4").read_bytes())
+    (folder / "cut.mp4").write_bytes((inputs / "a.mp4").read_bytes()[:3000])
+    (folder / ".mp4").write_text("this is text\n")
+    (folder / "readme.txt").write_text("not media")
+    out = tmp_path / "out"
+    args = ["batch", str(folder), "--out", str(out), "--engine", "upscale", "--scale", "1", "--preset", "ultrafast",
+            "--quiet"]
+    assert main(args) == 1
+    rep = json.loads((out / "report.json").read_text())
+    by = {r["input"].split("/")[-1]: r for r in rep["results"]}
+    assert set(by) == {"a.mp4", "cut.mp4", ".mp4"}
+    assert by["a.mp4"]["status"] == "done"
+    assert by["cut.mp4"]["status"] == by[".mp4"]["status"] == "failed"
+    assert by["cut.mp4"]["error"] and by[".mp4"]["error"]
+    assert rep["failed"] == 2
+    (folder / "cut.mp4").unlink()
+    (folder / ".mp4").unlink()
+    assert main(args) == 0  # everything done (a.mp4 verified and skipped)
+    capsys.readouterr()
+    assert main(["batch", str(folder), "--out", str(out), "--jobs", "0"]) == 2  # usage error
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--jobs" in err and "out of range" in err
