@@ -149,9 +149,9 @@ def test_anamorphic_square_output_keeps_display_aspect_and_face_geometry(anamorp
         r_out = r * (w / 640.0)  # reference display frames are 640x480
         iod = np.linalg.norm(r_out[36:42].mean(0) - r_out[42:48].mean(0))
         errs.append(np.linalg.norm(g - r_out, axis=1).mean() / iod)
-    # squashed by 8/9 the landmarks would be off by ~4 % of the inter-ocular distance at the eyes
-    # and far more at the jaw; dlib's own jitter between two renderings is ~2-3 %
-    assert float(np.mean(errs)) < 0.05, errs
+    # measured (measure_archive): 0.007 of the inter-ocular distance; with the SAR ignored
+    # (the stored pixels shown square) 0.062
+    assert float(np.mean(errs)) < 0.03, errs
 
 
 def test_anamorphic_keep_sar(anamorphic, work: Path, comps) -> None:
