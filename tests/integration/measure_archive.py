@@ -22,7 +22,7 @@ from tests.conftest import SHARED_DATA
 from tests.integration import archive_clips as clips
 
 
-def _face_share(path: Path, comps, view) -> float:  # noqa: ANN001
+def _face_share(path: Path, comps, view) -> float:
     from rmmvideo.video.io import decode_frames
     from rmmvideo.video.pipeline import RestoreOptions, make_tracker, plan_frames
 
@@ -38,7 +38,7 @@ def main(out: Path) -> None:
 
     src = SHARED_DATA / "videos" / clips.SOURCE
     comps = build_components(RestoreOptions(quiet=True))
-    opts = dict(scale=1.0, quiet=True, preset="ultrafast", crf=12)
+    opts = {"scale": 1.0, "quiet": True, "preset": "ultrafast", "crf": 12}
 
     def restore(path: Path, name: str, **kw: object) -> list[np.ndarray]:
         restore_video(path, out / name, RestoreOptions(**(opts | kw)), components=comps)
