@@ -28,6 +28,7 @@ class FileResult:
     seconds: float = 0.0
     error: str | None = None
     damage: str | None = None
+    archive: dict[str, Any] | None = None  # interlacing, SAR, audio handling (video.archive.archive_facts)
 
 
 def write_report(out_dir: Path, results: list[FileResult], extra: dict[str, Any] | None = None) -> Path:

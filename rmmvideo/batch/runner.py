@@ -42,6 +42,7 @@ from rmmvideo.batch.state import (
     options_hash,
 )
 from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
+from rmmvideo.video.archive import archive_note
 from rmmvideo.errors import UserError
 
 MAX_CRASHES = 2  # a task whose worker process died this many times fails its file
@@ -281,12 +282,15 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
         rec.seconds += live.seconds
         rec.segment_status = {}  # done: the segments are deleted with the work folder
         shutil.rmtree(live.work, ignore_errors=True)
+        archive = (rec.input_facts or {}).get("archive")
         results[live.job.key] = FileResult(str(live.job.input), str(live.job.output), "done", frames, faces,
-                                           tracks, round(live.seconds, 2), damage=damage or None)
+                                           tracks, round(live.seconds, 2), damage=damage or None, archive=archive)
         state.save()  # recorded before it is announced
         line = f"done {live.job.input} -> {live.job.output} ({frames} frames, {live.seconds:.1f}s)"
         if damage:
             line += f"; damaged input, every decodable frame kept: {damage}"
+        if archive_note(archive):
+            line += f"; {archive_note(archive)}"
         announce.append(lambda: progress.file_end(line))
 
     def on_prepared(live: _Live, res: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from rmmvideo.batch.media import (
     verify_output,
 )
 from rmmvideo.batch.segments import Segment, plan_segments
+from rmmvideo.video.archive import archive_facts
 from rmmvideo.video.safe_output import atomic_output
 
 TABLE_NAME = "tracks.table"
@@ -177,6 +178,8 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
         # a file cut short is rendered in one piece: its frames are known only by decoding them
         segs = plan_segments(scan, 0 if cut else spec.segment_seconds)
         res = {"facts": facts_of(inp, scan), "segments": [s.to_dict() for s in segs], "frames": 0, "faces": 0, "tracks": 0}
+        if spec.engine == "rmm":  # what the restoration path does: interlacing, SAR, audio handling
+            res["facts"]["archive"] = archive_facts(inp, out.suffix)
         if len(segs) > 1:
             table = work / TABLE_NAME
             a = eng.analyze_file(spec.engine, inp, table, spec.options)

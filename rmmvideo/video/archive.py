@@ -347,3 +347,43 @@ def describe(info: VideoInfo, scan: FieldScan | None = None, outputs: tuple[str,
         "audio_output": {suffix: audio_handling(info.path, suffix) for suffix in outputs},
         "subtitles": info.has_subtitles,
     }
+
+
+def archive_facts(path: str | os.PathLike, suffix: str) -> dict[str, object]:
+    """What the restoration path does with an input, for a batch report: scan type and the
+    `--deinterlace auto` decision, SAR and display aspect, telecine, monochrome, and the audio
+    handling of an output with `suffix` (".mp4", ...)."""
+    from rmmvideo.video.probe import probe
+
+    info = probe(path)
+    scan = scan_fields(info.path)
+    view = plan_view(info, "auto", "square", scan=scan)
+    return {
+        "scan": scan.verdict,
+        "field_order": info.field_order,
+        "deinterlace": view.deinterlace,
+        "sar": str(info.sar),
+        "display_aspect": str(info.display_aspect),
+        "restored_at": f"{view.width}x{view.height}",
+        "telecine": scan.telecine,
+        "monochrome": "tinted" if info.tinted else ("grey" if info.is_gray else "no"),
+        "audio": audio_handling(info.path, suffix),
+    }
+
+
+def archive_note(facts: dict[str, object] | None) -> str:
+    """A short phrase for a log line from `archive_facts` ("" for a progressive, square-pixel
+    input whose audio is copied)."""
+    if not facts:
+        return ""
+    parts = []
+    if facts.get("deinterlace") not in (None, "off"):
+        parts.append(f"interlaced ({facts.get('scan')}): deinterlaced with {DEINTERLACER}")
+    if facts.get("sar") not in (None, "1"):
+        parts.append(f"SAR {facts['sar']}: restored at {facts.get('restored_at')} square pixels")
+    if facts.get("telecine"):
+        parts.append(f"telecine {facts['telecine']}")
+    if facts.get("monochrome") == "tinted":
+        parts.append("tinted monochrome kept")
+    parts += [str(a) for a in facts.get("audio", []) if "copied" not in str(a)]  # type: ignore[union-attr]
+    return "; ".join(parts)

@@ -221,3 +221,23 @@ def test_monochrome_with_grain_stays_monochrome(source: Path, work: Path, comps,
     for img in restored[::3]:
         small = clips.resize(img, 128, 128)
         assert monochrome_kind(small) == ("tinted" if sepia else "grey")
+
+
+def test_batch_report_says_what_was_done(dv, interlaced, work: Path) -> None:
+    import json
+    import shutil
+
+    from rmmvideo.cli.main import main
+
+    folder = work / "batch-in"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(dv[0], folder / "dv_pal.avi")
+    shutil.copy(interlaced[0], folder / "tape.ts")
+    out = work / "batch-out"
+    assert main(["batch", str(folder), "--out", str(out), "--scale", "1", "--preset", "ultrafast", "--quiet"]) == 0
+    results = {Path(r["input"]).name: r for r in json.loads((out / "report.json").read_text())["results"]}
+    dvr, tsr = results["dv_pal.avi"]["archive"], results["tape.ts"]["archive"]
+    assert (dvr["scan"], dvr["deinterlace"], dvr["sar"], dvr["restored_at"]) == ("bff", "frame", "16/15", "768x576")
+    assert dvr["audio"] == ["#1 pcm_s16le: re-encoded losslessly as flac"]
+    assert (tsr["scan"], tsr["field_order"], tsr["deinterlace"]) == ("tff", "bb", "frame")
+    assert tsr["audio"] == ["#1 mp2: copied"]

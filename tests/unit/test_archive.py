@@ -16,6 +16,8 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.archive import (
     FieldScan,
     _cadence_telecine,
+    archive_facts,
+    archive_note,
     plan_view,
     resolve_deinterlace,
     scan_fields,
@@ -199,6 +201,16 @@ def test_pcm_into_mp4_reencoded_flac_sample_identical(tmp_path: Path) -> None:
     with VideoWriter(tmp_path / "n.mp4", width=16, height=16, time_base=Fraction(1, 25), source=src) as w:
         assert w.audio_notes == ["audio #1 (pcm_s16le) cannot be copied into .mp4: re-encoded losslessly as flac"]
         w.write(np.zeros((16, 16, 3), np.uint8), 0)
+
+
+def test_archive_facts_and_note(tmp_path: Path) -> None:
+    src = _with_audio(tmp_path, "pcm_s16le", "s16", "avi", "dv.avi")
+    facts = archive_facts(src, ".mp4")
+    assert facts["audio"] == ["#1 pcm_s16le: re-encoded losslessly as flac"]
+    assert archive_facts(src, ".mov")["audio"] == ["#1 pcm_s16le: copied"]
+    assert "re-encoded losslessly as flac" in archive_note(facts)
+    plain = write_video(tmp_path / "p.mp4", None, "libx264", _moving(3, 64, 48), Fraction(25))
+    assert archive_note(archive_facts(plain, ".mp4")) == ""
 
 
 def test_float_pcm_into_mp4_is_a_one_line_error(tmp_path: Path) -> None:
