@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from rmmvideo.cli import checks
+
 HELP = "evaluate restoration on a folder of HQ faces (PSNR, SSIM, MS-SSIM, Hist-CIEDE, FED, LLE)"
 
 
@@ -13,21 +15,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=["tb", "mild", "video", "td4", "td8", "td16"], default="tb",
                    help="tb: blur+noise+JPEG at --scale; mild: blur sigma 0-1.5, noise 1-8, JPEG 50-90 at "
                    "--scale; video: mild blur, noise 1-4, H.264 CRF 23-35 at --scale; tdN: plain downsampling by N")
-    p.add_argument("--scale", type=float, default=4.0,
-                   help="downsampling factor of the tb, mild and video protocols")
+    p.add_argument("--scale", type=checks.float_in(1, 32), default=4.0,
+                   help="downsampling factor of the tb, mild and video protocols, 1..32")
     p.add_argument("--weights", default=None,
                    help="model weights (.safetensors); omitted: the bundled default weights, "
                    "or the bicubic baseline only when there are none")
     p.add_argument("--bicubic-only", action="store_true", help="score bicubic upsampling only")
-    p.add_argument("--size", type=int, default=128, help="crop size when no --weights (else the model's)")
+    p.add_argument("--size", type=checks.int_in(16, 4096), default=128,
+                   help="crop size when no --weights (else the model's), 16..4096")
     p.add_argument("--split", choices=["val", "all"], default="val",
                    help="val: the hashed validation split (as in training); all: every image")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="validation share of the split")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most N faces")
-    p.add_argument("--seed", type=int, default=0, help="degradation and noise seed")
+    p.add_argument("--val-fraction", type=checks.float_in(0, 1, low_open=True), default=0.05,
+                   help="validation share of the split, (0, 1]")
+    p.add_argument("--limit", type=checks.int_in(1), default=None, help="evaluate at most N faces, N >= 1")
+    p.add_argument("--seed", type=checks.SEED, default=0, help="degradation and noise seed, >= 0")
     p.add_argument("--align", action="store_true",
                    help="detect and align faces to the model's template (for non-aligned photos)")
-    p.add_argument("--batch-size", type=int, default=8, help="faces per restore batch")
+    p.add_argument("--batch-size", type=checks.BATCH_SIZE, default=8, help="faces per restore batch, 1..1024")
     p.add_argument("--no-face-metrics", action="store_true", help="skip the dlib FED/LLE metrics")
     p.add_argument("--json", default=None, help="write the full report (per-face values) as JSON")
     p.add_argument("--md", default=None, help="write the summary table as Markdown")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rmmvideo.cli import checks
+
 HELP = "restore faces in still images: an image or a folder of images -> a folder of PNGs"
 
 
@@ -16,12 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned", action="store_true",
                    help="inputs are face crops in the weights' template geometry: write the restored "
                         "crops at the model's size (no detection, no paste-back)")
-    p.add_argument("--scale", type=float, default=2.0, help="upscale factor of whole photos (as `run`)")
+    p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of whole photos, 0.25..16 (as `run`)")
     from rmmvideo.cli.run import add_model_options
 
     add_model_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the faces' noise vectors")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--seed", type=checks.SEED, default=0, help="seed of the faces' noise vectors, >= 0")
+    p.add_argument("--threads", type=checks.THREADS, default=0, help="torch CPU threads, 0..1024 (0 = default)")
     p.add_argument("--quiet", action="store_true", help="only warnings, failures and the summary line")
 
 

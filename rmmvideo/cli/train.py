@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from rmmvideo.cli import checks
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,8 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="train config YAML (configs/train/*.yaml)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.add_argument("--max-steps", type=int, default=None, help="stop at this total step (<= config steps)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: config or torch's)")
+    p.add_argument("--max-steps", type=checks.int_in(1), default=None,
+                   help="stop at this total step, >= 1 (<= config steps)")
+    p.add_argument("--threads", type=checks.int_in(1, 1024), default=None,
+                   help="torch CPU threads, 1..1024 (default: config or torch's)")
     p.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
     p.add_argument(
         "--export-only",
