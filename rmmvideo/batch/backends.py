@@ -132,6 +132,10 @@ class LocalBackend:
         self._pool = self._new_pool()
 
     def shutdown(self, wait: bool = True) -> None:
+        if not wait:  # interrupted: running tasks unwind (temporary outputs removed) and exit
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
         self._pool.shutdown(wait=wait, cancel_futures=True)
         self._sink.close()
         if wait:

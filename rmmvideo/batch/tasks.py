@@ -9,7 +9,9 @@ and return a small dict.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from rmmvideo.batch.media import (
     verify_output,
 )
 from rmmvideo.batch.segments import Segment, plan_segments
+from rmmvideo.errors import TERMINATION_SIGNALS, Terminated
 from rmmvideo.video.archive import archive_facts
 from rmmvideo.video.safe_output import atomic_output
 
@@ -33,6 +36,7 @@ TABLE_NAME = "tracks.table"
 # pool's initializer or passed in by the Ray backend. None: no progress reporting.
 _SINK: Any = None
 _THREADS: int | None = None
+_BUSY = threading.Event()  # a task is running in this worker
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
     coordinator (pid)."""
     global _SINK, _THREADS
     _SINK, _THREADS = sink, threads
+    _stop_on_termination()
     if coordinator is not None:
         watch_coordinator(coordinator)
     if threads:  # spawned workers (no fork server): numpy/torch are not loaded yet, env applies
@@ -71,6 +76,34 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
 
         os.environ.update(worker_env(threads))
         os.environ["RMMVIDEO_CODEC_THREADS"] = str(threads)
+
+
+def _stop_on_termination() -> None:
+    """SIGTERM/SIGHUP in a pool worker: a running task unwinds (its temporary outputs are
+    removed) and the worker exits with 128 + n (`run_task`); an idle worker exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if _BUSY.is_set():
+            for s in TERMINATION_SIGNALS:
+                signal.signal(s, signal.SIG_IGN)
+            raise Terminated(signum)
+        os._exit(128 + signum)
+
+    for s in TERMINATION_SIGNALS:
+        signal.signal(s, handler)
+
+
+def _coordinator_gone() -> None:
+    """Stop this worker: a running task first unwinds (SIGTERM to itself, up to 30 s)."""
+    if _BUSY.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(300):
+            if not _BUSY.is_set():
+                break
+            time.sleep(0.1)
+    os._exit(70)
 
 
 def watch_coordinator(pid: int) -> None:
@@ -88,7 +121,7 @@ def watch_coordinator(pid: int) -> None:
         p.register(fd, select.POLLIN)
         while not p.poll(None):
             pass
-        os._exit(70)
+        _coordinator_gone()
 
     def poll_pid() -> None:
         while True:
@@ -96,7 +129,7 @@ def watch_coordinator(pid: int) -> None:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                os._exit(70)
+                _coordinator_gone()
             except PermissionError:
                 pass
 
@@ -161,7 +194,20 @@ def segment_path(work: Path, index: int, suffix: str) -> Path:
 
 
 def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> dict[str, Any]:
-    """Execute one task; returns {"seconds", "frames", "faces", "tracks", ...}. Raises on failure."""
+    """Execute one task; returns {"seconds", "frames", "faces", "tracks", ...}. Raises on failure.
+
+    Stopped by SIGTERM/SIGHUP in a pool worker (`init_worker`): the task unwinds, removing its
+    temporary outputs, and the worker process exits with 128 + n."""
+    _BUSY.set()
+    try:
+        return _run_task(spec, sink, threads)
+    except Terminated as e:
+        os._exit(128 + e.signum)
+    finally:
+        _BUSY.clear()
+
+
+def _run_task(spec: TaskSpec, sink: Any, threads: int | None) -> dict[str, Any]:
     _set_threads(threads or _THREADS, spec.engine)
     rep = _Reporter(spec, sink if sink is not None else _SINK)
     t0 = time.perf_counter()

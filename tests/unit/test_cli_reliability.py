@@ -264,3 +264,27 @@ def test_damaged_input_fails_early_with_on_damage_fail(damaged_clip, tiny_weight
     assert main(_run_args(damaged_clip, out, tiny_weights, "--on-damage", "fail")) == 2
     assert "undecodable" in _one_line_error(capsys)
     assert _leftovers(tmp_path, {"ok.mp4", "damaged.mp4"}) == []
+
+
+def test_batch_sigterm_stops_its_workers_and_leaves_no_temporary(long_clip, tiny_weights, tmp_path):
+    """SIGTERM to the batch coordinator: exit 143, the worker's task unwinds (its temporary
+    output is removed) and the worker exits; the state file says the file is not done."""
+    out = tmp_path / "bout"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmmvideo", "batch", str(long_clip), "--out", str(out), "--weights", str(tiny_weights),
+         "--detector", "dlib", "--preset", "veryslow", "--segment-seconds", "0", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not (out.is_dir() and [p for p in out.rglob("*") if ".partial-" in p.name and p.stat().st_size > 0]):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 90, "the batch never started writing"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    t0 = time.monotonic()
+    while [p for p in out.rglob("*") if ".partial-" in p.name] and time.monotonic() - t0 < 30:
+        time.sleep(0.2)
+    assert [p.name for p in out.rglob("*") if ".partial-" in p.name] == []
+    assert not (out / "long.mp4").exists()
