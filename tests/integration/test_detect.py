@@ -17,6 +17,7 @@ from rmmvideo.video.detect import (
     DlibDetector,
     FaceDetector,
     FanDetector,
+    MtcnnDetector,
     fan_weights_present,
     make_detector,
 )
@@ -125,11 +126,13 @@ def test_make_detector_choices(random_fan_dir: Path, tmp_path: Path):
     ref = torch.load(random_fan_dir / FAN_FILE, weights_only=True)
     assert all(torch.equal(v, ref[k]) for k, v in det.fan.state_dict().items())
     det, why = make_detector("auto", models_dir=tmp_path)
+    assert isinstance(det, MtcnnDetector) and det.name == "mtcnn" and "MTCNN" in why
+    det, why = make_detector("dlib")
     assert isinstance(det, DlibDetector) and "dlib" in why
     with pytest.raises(UserError, match="missing"):
         make_detector("fan", models_dir=tmp_path)
     with pytest.raises(UserError, match="unknown face detector"):
-        make_detector("mtcnn")  # type: ignore[arg-type]
+        make_detector("retinaface")  # type: ignore[arg-type]
     (tmp_path / S3FD_FILE).write_bytes(b"not a checkpoint")
     (tmp_path / FAN_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot load"):

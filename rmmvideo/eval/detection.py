@@ -1,0 +1,281 @@
+"""Detection test sets built from real clips, and their scoring (tests and ``pipelines/bench_detect.py``).
+
+From each clip (any clip with one main face), :func:`load_source` decodes ``count``
+consecutive frames and finds a reference face box per frame with dlib's HOG detector at the
+clip's own resolution, where the face is large; frames it misses (a turned head) get the box
+interpolated from the nearest hits on both sides, and frames with no hit on one side are
+dropped. The reference therefore comes from a different detector than the ones under test.
+
+:func:`make_sequences` turns a source into test sequences on a ``canvas`` (default 1280x720):
+
+- ``size-N``: the whole frame scaled so the face is N pixels wide, pasted (drifting 0.1 face
+  widths per frame) on a background taken from the clip's face-free band;
+- ``turned``: the window of the clip where the head is turned most (largest landmark yaw,
+  reference misses counting as the most turned), face 64 px wide;
+- ``dark``: gamma 2.5 then Gaussian noise (sigma 6), face 64 px wide;
+- ``noface``: the clip's face-free band alone, scaled to the canvas (false positives).
+
+:func:`score_sequence` runs a real :class:`~rmmvideo.video.track.FaceTracker` over a sequence
+and counts frames where a tracked face matches the reference (centre inside the reference box,
+width within 0.5-2x), the tracks that match, and the tracks that never match (false tracks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SourceClip:
+    """``count`` consecutive frames (H, W, 3) uint8 of a clip, with reference boxes (N, 4) xyxy
+    (NaN where unknown) and a yaw proxy per frame (NaN where the reference detector missed)."""
+
+    name: str
+    frames: list[np.ndarray]
+    boxes: np.ndarray
+    yaw: np.ndarray
+
+
+@dataclass
+class DetSequence:
+    """A test sequence: frames on the canvas and the reference box per frame (NaN: no face)."""
+
+    clip: str
+    kind: str  # size-N | turned | dark | noface
+    frames: list[np.ndarray]
+    boxes: np.ndarray  # (N, 4)
+
+
+@dataclass
+class SequenceScore:
+    clip: str
+    kind: str
+    frames: int
+    face_frames: int  # frames with a reference face
+    hits: int  # of those, frames where a tracked face matches it
+    face_tracks: int  # distinct track ids matching the face
+    false_tracks: int  # tracks that never match a reference face
+    seconds: float  # tracker (detection + tracking) time
+    track_ids: list[int] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return self.hits / self.face_frames if self.face_frames else float("nan")
+
+
+def _read(path: Path, start: int, count: int) -> list[np.ndarray]:
+    from rmmvideo.video.io import decode_frames
+
+    out = []
+    frames = decode_frames(path, max_frames=start + count)
+    try:
+        for f in frames:
+            if f.index >= start:
+                out.append(np.ascontiguousarray(f.image))
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    return out
+
+
+def _yaw(lm: np.ndarray) -> float:
+    """Head-turn proxy from 68 points: nose tip offset from the jaw ends' midpoint, in half jaw
+    widths (0 frontal, about +-1 in profile)."""
+    mid = (lm[0, 0] + lm[16, 0]) / 2.0
+    half = max(abs(lm[16, 0] - lm[0, 0]) / 2.0, 1.0)
+    return float((lm[30, 0] - mid) / half)
+
+
+def _hog_face(im: np.ndarray, short_side: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Largest HOG face of an image (scanned with its short side at most ``short_side``, then
+    at full size if nothing was found): (box (4,), landmarks (68, 2)) in image pixels."""
+    import cv2
+    import dlib
+
+    from rmmvideo.video import dlib_models
+
+    hog = dlib_models.hog_detector()
+    f = min(1.0, short_side / min(im.shape[:2]))
+    for scale in ([f, 1.0] if f < 1.0 else [1.0]):
+        work = im if scale == 1.0 else cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rects = hog(np.ascontiguousarray(work), 0)
+        if len(rects):
+            r = max(rects, key=lambda r: r.width() * r.height())
+            rect = dlib.rectangle(r.left(), r.top(), r.right(), r.bottom())
+            lm = dlib_models.shape_to_numpy(dlib_models.shape_predictor(68)(work, rect))
+            box = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64)
+            return (box + 0.5) / scale - 0.5, (lm + 0.5) / scale - 0.5
+    return None
+
+
+def reference_boxes(frames: list[np.ndarray], short_side: int = 480) -> tuple[np.ndarray, np.ndarray]:
+    """Reference face box (the largest HOG detection, scanned at ``short_side`` and at full
+    size when that finds nothing) and yaw per frame, interpolated over misses between two hits;
+    NaN elsewhere. Returns ``(boxes (N, 4), yaw (N,))``."""
+    n = len(frames)
+    boxes = np.full((n, 4), np.nan)
+    yaw = np.full(n, np.nan)
+    for i, im in enumerate(frames):
+        found = _hog_face(im, short_side)
+        if found is not None:
+            boxes[i] = found[0]
+            yaw[i] = _yaw(found[1])
+    hit = np.flatnonzero(~np.isnan(boxes[:, 0]))
+    if len(hit) >= 2:
+        for c in range(4):
+            inside = (np.arange(n) >= hit[0]) & (np.arange(n) <= hit[-1])
+            boxes[inside, c] = np.interp(np.arange(n)[inside], hit, boxes[hit, c])
+    return boxes, yaw
+
+
+def load_source(path: str | Path, count: int = 30, start: int = 0) -> SourceClip:
+    """Frames ``start .. start + count - 1`` of ``path`` with their reference boxes."""
+    frames = _read(Path(path), start, count)
+    boxes, yaw = reference_boxes(frames)
+    return SourceClip(Path(path).name, frames, boxes, yaw)
+
+
+def most_turned_start(path: str | Path, count: int = 30, stride: int = 5) -> int:
+    """First frame of the ``count``-frame window where the head is turned most: mean |yaw| of
+    every ``stride``-th frame, reference misses counting as 1 (a profile)."""
+    frames = _read(Path(path), 0, 10**9)[::stride]
+    _, yaw = reference_boxes(frames)
+    turn = np.where(np.isnan(yaw), 1.0, np.abs(yaw))
+    w = max(1, count // stride)
+    if len(turn) <= w:
+        return 0
+    means = np.convolve(turn, np.ones(w) / w, mode="valid")
+    return int(np.argmax(means)) * stride
+
+
+def face_free_band(src: SourceClip) -> tuple[int, int, int, int] | None:
+    """Largest frame band (x0, y0, x1, y1) that keeps one face width away from every reference
+    box of the clip, or None when no band is at least 1/4 of the frame in both directions."""
+    h, w = src.frames[0].shape[:2]
+    b = src.boxes[~np.isnan(src.boxes[:, 0])]
+    if not len(b):
+        return (0, 0, w, h)
+    side = float(np.max(b[:, 2] - b[:, 0]))
+    x0, y0 = float(b[:, 0].min()) - side, float(b[:, 1].min()) - side
+    x1, y1 = float(b[:, 2].max()) + side, float(b[:, 3].max()) + side
+    bands = [(0, 0, int(max(0, x0)), h), (int(min(w, x1)), 0, w, h),
+             (0, 0, w, int(max(0, y0))), (0, int(min(h, y1)), w, h)]
+    bands = [bd for bd in bands if bd[2] - bd[0] >= w / 4 and bd[3] - bd[1] >= h / 4]
+    return max(bands, key=lambda bd: (bd[2] - bd[0]) * (bd[3] - bd[1])) if bands else None
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    interp = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def _background(src: SourceClip, i: int, canvas: tuple[int, int]) -> np.ndarray:
+    band = face_free_band(src)
+    if band is None:  # no face-free band: a flat grey canvas with the clip's mean colour
+        colour = np.asarray(src.frames[i].reshape(-1, 3).mean(0), np.uint8)
+        return np.broadcast_to(colour, (canvas[1], canvas[0], 3)).copy()
+    x0, y0, x1, y1 = band
+    return _resize(src.frames[i][y0:y1, x0:x1], canvas)
+
+
+def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame i scaled so the reference face is ``face`` px wide, pasted on the background at a
+    position drifting by (0.1, -0.03) face widths per frame (a slow walk or pan, on top of the
+    clip's own motion); returns (canvas image, reference box on it)."""
+    cw, ch = canvas
+    out = _background(src, i, canvas)
+    box = src.boxes[i]
+    ref_w = float(np.nanmedian(src.boxes[:, 2] - src.boxes[:, 0]))
+    f = face / ref_w
+    im = src.frames[i]
+    nw, nh = max(1, round(im.shape[1] * f)), max(1, round(im.shape[0] * f))
+    small = _resize(im, (nw, nh))
+    sh, sw = min(small.shape[0], ch), min(small.shape[1], cw)
+    small = small[:sh, :sw]
+    ox = int(np.clip(round((cw - sw) * 0.25 + 0.1 * face * i), 0, cw - sw))
+    oy = int(np.clip(round((ch - sh) * 0.6 - 0.03 * face * i), 0, ch - sh))
+    out[oy:oy + sh, ox:ox + sw] = small
+    fx, fy = nw / im.shape[1], nh / im.shape[0]
+    ref = box * np.array([fx, fy, fx, fy]) + [ox, oy, ox, oy]
+    if np.isnan(box[0]) or ref[2] > ox + sw or ref[3] > oy + sh:
+        ref = np.full(4, np.nan)
+    return out, ref
+
+
+def darken(image: np.ndarray, rng: np.random.Generator, gamma: float = 2.5, noise: float = 6.0) -> np.ndarray:
+    """Low light: ``255 * (x / 255) ** gamma`` plus Gaussian noise of ``noise`` grey levels."""
+    x = 255.0 * (image / 255.0) ** gamma + rng.normal(0.0, noise, image.shape)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def make_sequences(src: SourceClip, kinds: list[str], canvas: tuple[int, int] = (1280, 720),
+                   turned: SourceClip | None = None, seed: int = 0) -> list[DetSequence]:
+    """Test sequences of ``kinds`` (``size-N``, ``dark``, ``noface``; ``turned`` uses the
+    ``turned`` source, a window of the same clip) on a ``canvas`` (width, height)."""
+    out = []
+    for kind in kinds:
+        frames, boxes = [], []
+        s = turned if kind == "turned" else src
+        if s is None:
+            raise ValueError("make_sequences: kind 'turned' needs the turned source")
+        rng = np.random.default_rng(seed)
+        for i in range(len(s.frames)):
+            if kind == "noface":
+                if face_free_band(s) is None:
+                    break
+                im, ref = _background(s, i, canvas), np.full(4, np.nan)
+            elif kind.startswith("size-"):
+                im, ref = _pasted(s, i, float(kind[5:]), canvas)
+            elif kind in ("turned", "dark"):
+                im, ref = _pasted(s, i, 64.0, canvas)
+                if kind == "dark":
+                    im = darken(im, rng)
+            else:
+                raise ValueError(f"unknown sequence kind {kind!r}")
+            frames.append(im)
+            boxes.append(ref)
+        if frames:
+            out.append(DetSequence(src.name, kind, frames, np.stack(boxes)))
+    return out
+
+
+def _matches(box: np.ndarray, ref: np.ndarray) -> bool:
+    if np.isnan(ref[0]):
+        return False
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    ratio = (box[2] - box[0]) / max(ref[2] - ref[0], 1e-6)
+    return bool(ref[0] <= cx <= ref[2] and ref[1] <= cy <= ref[3] and 0.5 <= ratio <= 2.0)
+
+
+def score_sequence(seq: DetSequence, make_tracker: Callable[[], object]) -> SequenceScore:
+    """Run a fresh tracker (``make_tracker()``) over ``seq`` and score it against the reference."""
+    tracker = make_tracker()
+    t0 = time.perf_counter()
+    out = []
+    for s in range(0, len(seq.frames), 8):  # chunks of 8, as the pipeline pushes them
+        out += tracker.push([(i, seq.frames[i]) for i in range(s, min(len(seq.frames), s + 8))])  # type: ignore[attr-defined]
+    out += tracker.flush()  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - t0
+    hits = 0
+    matched: set[int] = set()
+    seen: set[int] = set()
+    for ff in out:
+        ref = seq.boxes[ff.index]
+        hit = False
+        for f in ff.faces:
+            seen.add(f.track_id)
+            if _matches(f.box, ref):
+                matched.add(f.track_id)
+                hit = True
+        hits += hit
+    face_frames = int(np.sum(~np.isnan(seq.boxes[:, 0])))
+    return SequenceScore(seq.clip, seq.kind, len(seq.frames), face_frames, hits, len(matched),
+                         len(seen - matched), seconds, sorted(seen))
