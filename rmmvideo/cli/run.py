@@ -13,8 +13,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """Weights, device, face detector and parser: shared by run, preview and faces."""
     p.add_argument("--weights", default=None, help="RMM weights (.safetensors); default: bundled rmm-small")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--detector", choices=["auto", "fan", "dlib"], default="auto",
-                   help="face detector: face-alignment (S3FD+FAN) when its weights are present, else dlib")
+    p.add_argument("--detector", choices=["auto", "mtcnn", "fan", "dlib"], default="auto",
+                   help="face detector: face-alignment (S3FD+FAN) when its weights are present, else "
+                        "mtcnn (MTCNN + dlib 68 points, offline); dlib = HOG (frontal faces >= 80 px)")
     p.add_argument("--models-dir", default=None, help="folder holding face-alignment's weight files (offline installs)")
     p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
 
