@@ -201,6 +201,19 @@ def _name(table: dict[int, str], value: object) -> str:
         return "unknown"
 
 
+# above this a stream's average rate is a container artefact, not a frame rate (raw DV has
+# reported 60000 for 25 frames/s: the mp4 muxer then refuses the file at its trailer)
+_MAX_RATE = 1000
+
+
+def _nominal_rate(vs: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's average frame rate, else its guessed rate, when plausible (<= 1000/s)."""
+    for rate in (vs.average_rate, vs.guessed_rate):
+        if rate and 0 < rate <= _MAX_RATE:
+            return Fraction(rate)
+    return None
+
+
 def _sample_aspect(vs: av.video.stream.VideoStream) -> Fraction:
     """The stream's SAR (container first, then the codec's), 1 when absent or invalid."""
     for sar in (vs.sample_aspect_ratio, vs.codec_context.sample_aspect_ratio):
@@ -250,7 +263,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             coded_height=ch,
             rotation=rotation,
             time_base=tb,
-            average_rate=Fraction(vs.average_rate) if vs.average_rate else None,
+            average_rate=_nominal_rate(vs),
             frame_count=int(vs.frames) if vs.frames else None,
             duration=duration,
             bit_depth=bit_depth_of(pix_fmt),

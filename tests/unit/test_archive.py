@@ -188,7 +188,7 @@ def test_telecine_signs(tmp_path: Path) -> None:
 def _with_audio(tmp: Path, codec: str, sample_format: str, fmt: str, name: str) -> Path:
     t = np.arange(48000 * 5 // 25)  # as long as the 5 video frames
     x = (np.sin(t * 0.05) * 8000).astype(np.int16)
-    return write_video(tmp / name, fmt, "mpeg2video" if fmt != "avi" else "dvvideo",
+    return write_video(tmp / name, fmt, "dvvideo" if fmt in ("avi", "dv") else "mpeg2video",
                        _moving(5, 720, 576), Fraction(25), audio=(codec, np.stack([x, x]), sample_format))
 
 
@@ -201,6 +201,16 @@ def test_pcm_into_mp4_reencoded_flac_sample_identical(tmp_path: Path) -> None:
     with VideoWriter(tmp_path / "n.mp4", width=16, height=16, time_base=Fraction(1, 25), source=src) as w:
         assert w.audio_notes == ["audio #1 (pcm_s16le) cannot be copied into .mp4: re-encoded losslessly as flac"]
         w.write(np.zeros((16, 16, 3), np.uint8), 0)
+
+
+def test_raw_dv_into_mp4(tmp_path: Path) -> None:
+    # raw DV reports an average rate of 60000/s for 25 frames/s: the mp4 muxer refused the file
+    # at its trailer until probe fell back to the guessed rate
+    src = _with_audio(tmp_path, "pcm_s16le", "s16", "dv", "tape.dv")
+    assert probe(src).average_rate == 25
+    res = transcode_upscale(src, tmp_path / "o.mp4", 0.25, preset="ultrafast")
+    assert res.frames == 5
+    assert np.array_equal(audio_samples(res.output), audio_samples(src))
 
 
 def test_archive_facts_and_note(tmp_path: Path) -> None:
