@@ -19,9 +19,9 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from rmmvideo.video.io_decode import (
 from rmmvideo.video.io_encode import VideoWriter, choose_pix_fmt, container_format_for
 from rmmvideo.video.probe import VideoInfo, probe
 from rmmvideo.video.safe_output import atomic_output, check_output_path, same_file
+
+if TYPE_CHECKING:
+    from rmmvideo.video.archive import FrameView
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ def transcode_upscale(
     batch_size: int = 8,
     prefetch_frames: int = 8,
     on_damage: OnDamage = "error",
+    view: FrameView | None = None,
 ) -> TranscodeResult:
     """Upscale a whole video without touching faces (the baseline the pipeline is measured against).
 
@@ -122,6 +126,8 @@ def transcode_upscale(
         batch_size: frames upscaled together (as the face pipeline renders them).
         prefetch_frames: decode-ahead queue (background thread); 0 = decode inline.
         on_damage: "error" (default) or "warn" for truncated / damaged input.
+        view: deinterlacing and square pixels as the face pipeline does them
+            (`rmmvideo.video.archive.plan_view`); None: frames as stored.
 
     Every output frame carries its input frame's pts; audio/subtitles are copied byte for byte.
     """
@@ -136,10 +142,10 @@ def transcode_upscale(
     t0 = time.perf_counter()
     frames = decode_frames(
         info.path, high_bit_depth=deep, max_frames=max_frames,
-        prefetch_frames=prefetch_frames, on_damage=on_damage,
+        prefetch_frames=prefetch_frames, on_damage=on_damage, view=view,
     )
     with VideoWriter.for_input(
-        info, output, scale, codec=codec, crf=crf, preset=preset, bit_depth=bit_depth
+        info, output, scale, view=view, codec=codec, crf=crf, preset=preset, bit_depth=bit_depth
     ) as writer:
         try:
             for batch in batched(frames, batch_size):

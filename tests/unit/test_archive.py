@@ -203,6 +203,15 @@ def test_pcm_into_mp4_reencoded_flac_sample_identical(tmp_path: Path) -> None:
         w.write(np.zeros((16, 16, 3), np.uint8), 0)
 
 
+def test_transcode_upscale_with_a_view(tmp_path: Path) -> None:
+    inter, _ = _interlaced(tmp_path, True, n=6)
+    view = plan_view(probe(inter), "field", "square")
+    res = transcode_upscale(inter, tmp_path / "o.mp4", 1.0, preset="ultrafast", view=view)
+    _, pout, tbout = decode_all(res.output)
+    _, pin, tbin = decode_all(inter)
+    assert res.frames == 12 and [p * tbout for p in pout][::2] == [p * tbin for p in pin]
+
+
 def test_raw_dv_into_mp4(tmp_path: Path) -> None:
     # raw DV reports an average rate of 60000/s for 25 frames/s: the mp4 muxer refused the file
     # at its trailer until probe fell back to the guessed rate
