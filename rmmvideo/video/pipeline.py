@@ -561,8 +561,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     tracker = make_tracker(comps.detector, options)
     styler = TrackStyler(comps.model, options.seed)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
+    view = _view(info, options, log)  # logged before the progress bar starts
     bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
-    view = _view(info, options, log)
     from rmmvideo.video.io_decode import DamageReport
 
     damage = DamageReport()
