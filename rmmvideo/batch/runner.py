@@ -42,8 +42,8 @@ from rmmvideo.batch.state import (
     options_hash,
 )
 from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
-from rmmvideo.video.archive import archive_note
 from rmmvideo.errors import UserError
+from rmmvideo.video.archive import archive_note
 
 MAX_CRASHES = 2  # a task whose worker process died this many times fails its file
 
@@ -222,7 +222,7 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
         if rec.options_hash == h and not changed and _verified(job, rec) is None:
             rec.status, rec.error = "done", None
             results[job.key] = FileResult(str(job.input), str(job.output), "skipped", rec.frames, rec.faces,
-                                          rec.tracks, round(rec.seconds, 2))
+                                          rec.tracks, round(rec.seconds, 2), damage=rec.damage or None)
             shutil.rmtree(work, ignore_errors=True)
             continue
         if rec.options_hash != h or changed:  # nothing of an earlier attempt is reusable

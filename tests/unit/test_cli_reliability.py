@@ -288,3 +288,29 @@ def test_batch_sigterm_stops_its_workers_and_leaves_no_temporary(long_clip, tiny
         time.sleep(0.2)
     assert [p.name for p in out.rglob("*") if ".partial-" in p.name] == []
     assert not (out / "long.mp4").exists()
+
+
+def test_batch_keeps_damaged_input_and_reports_the_spans(damaged_clip, tiny_weights, tmp_path, capsys):
+    """`batch` (default --on-damage warn): the damaged file is done with every decodable frame,
+    report.json names its damaged spans, and a second run verifies and skips it."""
+    import json
+
+    out = tmp_path / "bout"
+    args = ["batch", str(damaged_clip), "--out", str(out), "--weights", str(tiny_weights), "--detector", "dlib",
+            "--preset", "ultrafast", "--quiet"]
+    assert main(args) == 0
+    report = DamageReport()
+    expected = [f.pts for f in decode_frames(damaged_clip, on_damage="warn", damage=report)]
+    assert _video_pts(out / "damaged.mp4") == expected
+    rep = json.loads((out / "report.json").read_text())
+    row = rep["results"][0]
+    assert row["status"] == "done" and report.spans_text() in row["damage"] and rep["damaged"] == 1
+    assert main(args) == 0
+    again = json.loads((out / "report.json").read_text())["results"][0]
+    assert again["status"] == "skipped" and again["damage"] == row["damage"]
+    capsys.readouterr()
+    out2 = tmp_path / "bout2"
+    assert main([*args[:3], str(out2), *args[4:], "--on-damage", "fail"]) == 1
+    failed = json.loads((out2 / "report.json").read_text())["results"][0]
+    assert failed["status"] == "failed" and "undecodable" in failed["error"]
+    assert not (out2 / "damaged.mp4").exists()
