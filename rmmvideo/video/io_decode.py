@@ -192,6 +192,7 @@ def _decode_sequential(
         vs = video_stream_of(container, path)
         vs.thread_type = "AUTO"
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        stream_tb = tb  # packets' time base (frames may come out of the deinterlacer in another)
         fix = _PtsFixer(_default_step(vs))
         through, deint, resample = _view_stage(vs, view, fix)
         if deint is not None:  # frames come out in the view's time base; count and check them there
@@ -208,7 +209,7 @@ def _decode_sequential(
         demux_error: str | None = None
         report = damage if damage is not None else DamageReport()
         packet_pts: list[int] = []  # pts of every video packet read, to find the frames lost to damage
-        decoded_pts: set[int] = set()
+        decoded_pts: set[int] = set()  # pts of every frame the decoder returned (stream time base)
 
         size: tuple[int, int] | None = None
 
@@ -218,6 +219,10 @@ def _decode_sequential(
         def bad(what: str) -> None:
             if on_damage == "error":
                 raise UserError(f"damaged input {path}: {what} near t={last_time():.3f}s (after {index} good frames)")
+
+        def decoded(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+            decoded_pts.update(int(f.pts) for f in frames if f.pts is not None)
+            return frames
 
         def emit(frames: list[av.VideoFrame]) -> Iterator[DecodedFrame]:
             nonlocal index, size
@@ -233,8 +238,6 @@ def _decode_sequential(
                 pts = fix(f.pts)
                 if prev is not None and pts > prev and len(gaps) < 256:
                     gaps.append(pts - prev)
-                if f.pts is not None:
-                    decoded_pts.add(int(f.pts))
                 yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth, resample))
                 index += 1
 
@@ -247,7 +250,7 @@ def _decode_sequential(
                     if packet.pts is not None:
                         packet_pts.append(int(packet.pts))
                 try:
-                    frames = through(vs.decode(packet))
+                    frames = through(decoded(vs.decode(packet)))
                 except av.error.InvalidDataError:
                     bad_packets += 1
                     bad("undecodable packet")
@@ -260,7 +263,7 @@ def _decode_sequential(
             demux_error = str(e)
             bad(f"read error ({e})")
             try:
-                for d in emit(through(vs.decode(None))):
+                for d in emit(through(decoded(vs.decode(None)))):
                     if max_frames is not None and d.index >= max_frames:
                         return
                     yield d
@@ -291,7 +294,7 @@ def _decode_sequential(
         if demux_error:
             problems.append(f"read error: {demux_error}")
         if bad_packets or demux_error:
-            report.spans.extend(_lost_spans(packet_pts, decoded_pts, tb))
+            report.spans.extend(_lost_spans(packet_pts, decoded_pts, stream_tb))
         if cut and announced_end is not None and announced_end > last_end:  # runs to the announced end
             report.spans.append((last_end, announced_end))
         if problems:

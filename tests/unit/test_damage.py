@@ -63,3 +63,19 @@ def test_intact_clip_has_no_damage(make_clip):
     report = DamageReport()
     assert len(list(decode_frames(make_clip("c.mp4", frames=12), on_damage="warn", damage=report))) == 12
     assert not report and report.spans == []
+
+
+def test_spans_are_the_same_through_the_deinterlacer(damaged):
+    """With a decode view (bwdif, frames in the view's own time base) the damaged span is still
+    measured in the input's timeline."""
+    from rmmvideo.video.archive import plan_view
+    from rmmvideo.video.probe import probe
+
+    path, _, _ = damaged
+    plain = DamageReport()
+    list(decode_frames(path, on_damage="warn", damage=plain))
+    view = plan_view(probe(path), deinterlace="field")  # one frame per field, pts in half the time base
+    assert view.filters is not None
+    through = DamageReport()
+    list(decode_frames(path, on_damage="warn", damage=through, view=view))
+    assert through.spans == plain.spans and len(plain.spans) == 1
