@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N")
     g.add_argument("--detector", default=None, help="face detector backend")
     g.add_argument("--seed", type=checks.SEED, default=None, help="seed of the per-track noise, >= 0")
+    from rmmvideo.cli.run import add_strength_option
+
+    add_strength_option(g, default=None)
     g.add_argument("--codec", default=None, help="video encoder (default libx264)")
     g.add_argument("--crf", type=checks.CRF, default=None, help="encoder quality, 0..51 (default 18)")
     g.add_argument("--preset", default=None, help="encoder preset (default medium)")
@@ -49,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     if args.segment_seconds < 0:
         raise UserError(f"--segment-seconds must be >= 0, got {args.segment_seconds}")
-    options = {k: getattr(args, k) for k in ("scale", "weights", "device", "detector", "seed", "codec", "crf",
-                                             "preset") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("scale", "weights", "device", "detector", "seed", "strength",
+                                             "codec", "crf", "preset") if getattr(args, k) is not None}
     if args.on_damage is not None:
         options["on_damage"] = checks.on_damage_value(args.on_damage)
     if args.ray:

@@ -19,9 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inputs are face crops in the weights' template geometry: write the restored "
                         "crops at the model's size (no detection, no paste-back)")
     p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of whole photos, 0.25..16 (as `run`)")
-    from rmmvideo.cli.run import add_model_options
+    from rmmvideo.cli.run import add_model_options, add_strength_option
 
     add_model_options(p)
+    add_strength_option(p)
     p.add_argument("--seed", type=checks.SEED, default=0, help="seed of the faces' noise vectors, >= 0")
     p.add_argument("--threads", type=checks.THREADS, default=0, help="torch CPU threads, 0..1024 (0 = default)")
     p.add_argument("--quiet", action="store_true", help="only warnings, failures and the summary line")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = RestoreOptions(scale=args.scale, weights=args.weights, device=args.device,
                              detector=args.detector, models_dir=args.models_dir, parser=args.parser,
-                             seed=args.seed, threads=args.threads, quiet=args.quiet)
+                             strength=args.strength, seed=args.seed, threads=args.threads, quiet=args.quiet)
     summary = restore_stills(args.input, Path(args.output), options, aligned=args.aligned)
     print(summary.line())
     if summary.failed:

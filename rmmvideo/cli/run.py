@@ -20,12 +20,33 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
 
 
+def parse_strength(text: str) -> "float | str":
+    """``--strength``: 'auto' or a number in [0, 1]."""
+    if text == "auto":
+        return "auto"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}")
+    return v
+
+
+def add_strength_option(p: argparse.ArgumentParser, default: "str | None" = "auto") -> None:
+    """``--strength auto|0..1``: shared by run, preview, faces, batch and bench."""
+    p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1",
+                   help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
+                        "1 = all of the model's detail, auto = measured per track (cross-scale self-check)")
+
+
 def add_restore_options(p: argparse.ArgumentParser) -> None:
     """Options shared by run, preview and bench (they map onto RestoreOptions)."""
     p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of the whole frame, 0.25..16")
     add_model_options(p)
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="track: fixed noise + pinned memory slot per face track; frame: fresh per frame")
+    add_strength_option(p)
     p.add_argument("--seed", type=checks.SEED, default=0, help="run seed >= 0 (per-track noise derives from it)")
     p.add_argument("--detect-every", type=checks.DETECT_EVERY, default=2,
                    help="run the face detector every k frames, 1..1000")
@@ -50,7 +71,7 @@ def restore_options(args: argparse.Namespace) -> "object":
 
     return RestoreOptions(
         scale=args.scale, weights=args.weights, device=args.device, detector=args.detector,
-        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, seed=args.seed,
+        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, strength=args.strength, seed=args.seed,
         detect_every=args.detect_every, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
         preset=args.preset, bit_depth=args.bit_depth, threads=args.threads, quiet=args.quiet,
         deinterlace=args.deinterlace, sar=args.sar,

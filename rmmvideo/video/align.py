@@ -189,23 +189,26 @@ def warp_to_crops(frames: torch.Tensor, frame_idx: torch.Tensor, matrices: torch
 
 
 def paste_back(canvas: torch.Tensor, crops: torch.Tensor, masks: torch.Tensor, frame_idx: torch.Tensor,
-               matrices_crop_to_canvas: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+               matrices_crop_to_canvas: torch.Tensor, inplace: bool = False,
+               residual: bool = False) -> torch.Tensor:
     """Blend crops into canvases with soft masks, batched.
 
     Each crop and its mask are warped (bilinear) into the canvas region the crop covers; the
     crop is sampled premultiplied by its mask so that no dark fringe comes from outside the crop.
     Overlapping faces: the colour is the mask-weighted mean of the faces and the coverage is
     ``1 - prod(1 - m_i)``; then ``out = canvas * (1 - a) + colour * a``. Pixels outside every
-    mask's support are left exactly unchanged.
+    mask's support are left exactly unchanged. With ``residual=True`` the crops are
+    corrections added to the canvas instead: ``out = canvas + colour * a``.
 
     Args:
         canvas: (B, C, H', W') float, e.g. the upscaled frames.
-        crops: (N, C, S, S) faces to paste.
+        crops: (N, C, S, S) faces to paste (with ``residual``: signed corrections).
         masks: (N, 1, S, S) in [0, 1].
         frame_idx: (N,) long, the canvas of each face.
         matrices_crop_to_canvas: (N, 2, 3) crop -> canvas pixel affines (for an upscaled canvas,
             ``compose_affine(scale_affine(s), invert_affine(frame_to_crop))``).
         inplace: write into ``canvas`` instead of a copy.
+        residual: add the crops (weighted by the masks) instead of blending them in.
     Returns:
         (B, C, H', W') blended canvas.
     """
@@ -269,7 +272,10 @@ def paste_back(canvas: torch.Tensor, crops: torch.Tensor, masks: torch.Tensor, f
         alpha = 1.0 - trans
         colour = num / den.clamp_min(1e-8)
         region = out[b, :, uy0:uy1, ux0:ux1]
-        blended = region.to(wdtype) * (1.0 - alpha) + colour * alpha
+        if residual:
+            blended = region.to(wdtype) + colour * alpha
+        else:
+            blended = region.to(wdtype) * (1.0 - alpha) + colour * alpha
         out[b, :, uy0:uy1, ux0:ux1] = torch.where(alpha > 0, blended.to(out.dtype), region)
     return out
 

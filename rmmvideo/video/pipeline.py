@@ -24,9 +24,10 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, batched, decode_frames, probe
 
 Temporal = Literal["track", "frame"]
+Strength = Union[float, Literal["auto"]]
 
 
 # ----------------------------------------------------------------------------- options, records
@@ -51,6 +53,7 @@ class RestoreOptions:
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
+    strength: Strength = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2
     batch_size: int = 8  # frames per render batch
@@ -71,6 +74,9 @@ class RestoreOptions:
             raise UserError(f"--sar must be 'square' or 'keep', got {self.sar!r}")
         if not self.scale > 0 or self.scale > 16:
             raise UserError(f"--scale must be in (0, 16], got {self.scale}")
+        if self.strength != "auto" and not (isinstance(self.strength, (int, float))
+                                            and 0.0 <= float(self.strength) <= 1.0):
+            raise UserError(f"--strength must be 'auto' or a number in [0, 1], got {self.strength!r}")
         if self.temporal not in ("track", "frame"):
             raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
         if self.detect_every < 1:
@@ -99,10 +105,12 @@ class FramePlan:
 
 @dataclass
 class TrackStyle:
-    """Per-track conditioning: the noise seed and the pinned memory slot (-1: none)."""
+    """Per-track conditioning: the noise seed, the pinned memory slot (-1: none) and the
+    restoration strength in [0, 1] (how much of the restored detail is added to the upscale)."""
 
     noise_seed: int
     slot: int
+    strength: float = 1.0
 
 
 @dataclass
@@ -114,6 +122,7 @@ class RunSummary:
     tracks: int
     seconds: float
     detector: str = ""
+    strengths: list[float] = field(default_factory=list)  # each track's restoration strength
     damage: str = ""  # damaged input kept with on_damage="warn": problems and damaged spans
 
     @property
@@ -187,27 +196,43 @@ def _device(name: str) -> torch.device:
 
 
 class TrackStyler:
-    """Per-track noise vector and pinned memory slot (the temporal-consistency mechanism).
+    """Per-track noise vector, pinned memory slot and restoration strength.
 
-    A track's slot is chosen once, from its first confident crops (up to ``pin_frames``):
-    top-1 retrieval with the mean of their queries. Later batches reuse it, so every frame of
-    a track is conditioned identically."""
+    A track's style is chosen once, from its first confident crops (up to ``pin_frames``): the
+    slot by top-1 retrieval with the mean of their queries, the strength as given or, for
+    ``strength="auto"``, by the cross-scale self-check of :mod:`rmmvideo.video.strength`. Later
+    batches reuse it, so every frame of a track is conditioned and weighted identically.
+
+    Args:
+        model: the RMM model (eval mode).
+        seed: run seed (per-track noise derives from it).
+        pin_frames: how many of a track's first confident crops choose its style.
+        styles: styles already chosen (e.g. from a TrackTable).
+        strength: "auto" or a fixed weight in [0, 1].
+        scale: the output's upscale factor (auto strength needs it).
+    """
 
     def __init__(self, model: torch.nn.Module, seed: int, pin_frames: int = 3,
-                 styles: dict[int, TrackStyle] | None = None) -> None:
+                 styles: dict[int, TrackStyle] | None = None, strength: Strength = "auto",
+                 scale: float = 2.0) -> None:
         self.model = model
         self.seed = seed
         self.pin_frames = pin_frames
+        self.strength = strength
+        self.scale = scale
         self.styles: dict[int, TrackStyle] = dict(styles or {})
         self._noise: dict[int, torch.Tensor] = {}
 
-    def pin(self, track_ids: Sequence[int], crops: torch.Tensor, detected: Sequence[bool]) -> None:
+    def pin(self, track_ids: Sequence[int], crops: torch.Tensor, detected: Sequence[bool],
+            crop_scale: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> None:
         """Give a style to every track in ``track_ids`` that has none yet.
 
         Args:
             track_ids: (N,) track of each crop, in frame order.
             crops: (N, 3, S, S) aligned crops in [0, 1].
             detected: (N,) whether the crop's landmarks come from a detection (confident).
+            crop_scale: (N,) crop pixels per frame pixel of each crop (needed for auto strength).
+            masks: (N, 1, S, S) paste masks (auto strength weighs its check by them).
         """
         new: dict[int, list[int]] = {}
         for i, t in enumerate(track_ids):
@@ -218,15 +243,41 @@ class TrackStyler:
         memory = self.model.memory  # type: ignore[attr-defined]
         empty = int(memory.filled.sum()) == 0
         for t, idx in new.items():
-            conf = [i for i in idx if detected[i]] or idx
+            conf = ([i for i in idx if detected[i]] or idx)[: self.pin_frames]
             slot = -1
             if not empty:
                 with torch.no_grad():
-                    q = self.model.query(crops[conf[: self.pin_frames]])  # type: ignore[attr-defined]
+                    q = self.model.query(crops[conf])  # type: ignore[attr-defined]
                     q = torch.nn.functional.normalize(q.mean(0, keepdim=True), dim=1)
                     _, slots, _ = memory.retrieve(q)
                 slot = int(slots[0])
-            self.styles[t] = TrackStyle(noise_seed=track_noise_seed(self.seed, t), slot=slot)
+            style = TrackStyle(noise_seed=track_noise_seed(self.seed, t), slot=slot)
+            self.styles[t] = style
+            style.strength = self._strength(t, crops[conf],
+                                            None if crop_scale is None else crop_scale[conf],
+                                            None if masks is None else masks[conf])
+
+    def _strength(self, track_id: int, crops: torch.Tensor, crop_scale: torch.Tensor | None,
+                  masks: torch.Tensor | None) -> float:
+        """The track's strength: the fixed one, or the cross-scale self-check's."""
+        from rmmvideo.video.composite import restoration_detail
+        from rmmvideo.video.strength import MIN_GAP, degrade_in_crop_space, fit_strength, resolution_gap
+
+        if self.strength != "auto":
+            return float(self.strength)
+        if crop_scale is None:
+            raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
+        gap = float(resolution_gap(crop_scale, self.scale).mean())
+        if gap < MIN_GAP:
+            return 0.0
+        c2 = degrade_in_crop_space(crops, gap)
+        n = crops.shape[0]
+        noise = self.noise(track_id)[None].expand(n, -1).to(crops.device, crops.dtype)
+        slots = torch.full((n,), self.styles[track_id].slot, dtype=torch.long, device=crops.device)
+        with torch.no_grad():
+            r2 = self.model.restore(c2, noise, slots).x_hr  # type: ignore[attr-defined]
+        w = masks if masks is not None else torch.ones_like(crops[:, :1])
+        return fit_strength(restoration_detail(r2, c2), crops - c2, w)
 
     def noise(self, track_id: int) -> torch.Tensor:
         """(z_n_dim,) noise of a track (cached)."""
@@ -258,13 +309,18 @@ class FaceRenderer:
     """
 
     def __init__(self, comps: Components, options: RestoreOptions, styler: TrackStyler,
-                 gray: bool = False, max_faces_per_call: int = 16) -> None:
+                 gray: bool = False, max_faces_per_call: int = 16, record: bool = False) -> None:
         self.comps = comps
         self.options = options
         self.styler = styler
         self.gray = gray
         self.max_faces = max_faces_per_call
         self.faces_restored = 0
+        self.record = record
+        self.last: RenderRecord | None = None  # the last batch's faces, when ``record``
+        from rmmvideo.video.stabilise import DEFAULT_WINDOW, TemporalStabiliser
+
+        self.stabiliser = TemporalStabiliser(DEFAULT_WINDOW if options.temporal == "track" else 0)
 
     def prepare(self, plans: Sequence[FramePlan], images: np.ndarray | None = None) -> "_FaceBatch | None":
         """Aligned crops of every face in ``plans`` (None when there is none).
@@ -294,8 +350,14 @@ class FaceRenderer:
 
     @torch.inference_mode()
     def render(self, plans: Sequence[FramePlan]) -> np.ndarray:
-        """Frames with restored faces, upscaled: (B, H', W', 3) uint8 (uint16 for deep input)."""
+        """Frames with restored faces, upscaled: (B, H', W', 3) uint8 (uint16 for deep input).
+
+        Each face adds ``strength * mask * detail`` to the plain upscale, where ``detail`` is the
+        restoration's detail (colour and shading stay the input's), stabilised along the track
+        in ``temporal="track"`` mode (:mod:`rmmvideo.video.stabilise`); faces of strength 0 are
+        left untouched."""
         from rmmvideo.video.align import compose_affine, invert_affine
+        from rmmvideo.video.composite import restoration_detail
         from rmmvideo.video.upscale import upscale_images
 
         dev = self.comps.device
@@ -304,28 +366,55 @@ class FaceRenderer:
         fb = self.prepare(plans, images)
         if fb is None:
             return canvas
+        self.pin_styles(fb)
+        strength = torch.tensor([self.styler.styles[f.track_id].strength for _, f in fb.items],
+                                dtype=fb.crops.dtype, device=dev)
+        if self.record:
+            self.last = RenderRecord(list(fb.items), fb.mats.detach(),
+                                     self._masks(fb.crops, fb.items, fb.mats).detach(), strength.tolist())
+        keep = torch.nonzero(strength > 0).flatten()
+        if keep.numel() == 0:
+            return canvas
+        items = [fb.items[i] for i in keep.tolist()]
+        crops, mats = fb.crops[keep], fb.mats[keep]
         model = self.comps.model
-        noise, slots = self._conditioning(plans, fb.items, fb.crops)
-        n, k = len(fb.items), self.max_faces
+        noise, slots = self._conditioning(plans, items, crops)
+        n, k = len(items), self.max_faces
         restored = torch.cat([
-            model.restore(fb.crops[i:i + k], noise[i:i + k], slots[i:i + k]).x_hr  # type: ignore[attr-defined]
+            model.restore(crops[i:i + k], noise[i:i + k], slots[i:i + k]).x_hr  # type: ignore[attr-defined]
             for i in range(0, n, k)
         ])
+        detail = restoration_detail(restored, crops)
+        if self.stabiliser.window > 0:
+            stable = self.stabiliser([f.track_id for _, f in items], [plans[b].frame.index for b, _ in items],
+                                     crops, crops + detail)
+            detail = stable - crops
         if self.gray:
             from rmmvideo.video.composite import to_grey
 
-            restored = to_grey(restored)
-        masks = self._masks(restored, fb.items, fb.mats)
+            detail = to_grey(detail)
+        masks = self._masks(restored, items, mats) * strength[keep].view(-1, 1, 1, 1)
         h, w = images.shape[1:3]
         oh, ow = canvas.shape[1:3]
-        to_canvas = compose_affine(canvas_matrix(h, w, oh, ow).to(dev), invert_affine(fb.mats))
-        _paste_rois(canvas, restored, masks, [b for b, _ in fb.items], to_canvas)
+        to_canvas = compose_affine(canvas_matrix(h, w, oh, ow).to(dev), invert_affine(mats))
+        _paste_rois(canvas, detail, masks, [b for b, _ in items], to_canvas, residual=True)
         self.faces_restored += n
         return canvas
 
+    def pin_styles(self, fb: "_FaceBatch") -> None:
+        """Choose the style (slot, strength) of every track of ``fb`` that has none yet."""
+        from rmmvideo.video.align import affine_scale
+
+        tracks = [f.track_id for _, f in fb.items]
+        if all(t in self.styler.styles for t in tracks):
+            return
+        masks = self._masks(fb.crops, fb.items, fb.mats)
+        self.styler.pin(tracks, fb.crops, [f.detected for _, f in fb.items],
+                        crop_scale=affine_scale(fb.mats.to(torch.float64)), masks=masks)
+
     def _conditioning(self, plans: Sequence[FramePlan], items: list[tuple[int, FacePlan]],
                       crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, z_n_dim) noise and (N,) slots for the faces of a batch."""
+        """(N, z_n_dim) noise and (N,) slots for the faces of a batch (styles already pinned)."""
         from rmmvideo.models.rmm import make_noise
 
         model = self.comps.model
@@ -340,7 +429,6 @@ class FaceRenderer:
             noise = torch.stack([make_noise(sd, 1, dim)[0] for sd in seeds])
             return noise.to(dev, crops.dtype), torch.full((len(items),), -1, dtype=torch.long, device=dev)
         tracks = [f.track_id for _, f in items]
-        self.styler.pin(tracks, crops, [f.detected for _, f in items])
         noise = torch.stack([self.styler.noise(t) for t in tracks]).to(dev, crops.dtype)
         slots = torch.tensor([self.styler.styles[t].slot for t in tracks], dtype=torch.long, device=dev)
         return noise, slots
@@ -352,6 +440,16 @@ class FaceRenderer:
 
         lm = torch.as_tensor(np.stack([f.landmarks68 for _, f in items]), dtype=torch.float64)
         return face_masks(restored, mats, landmarks68=lm, parser=self.comps.parser).to(restored.dtype)
+
+
+@dataclass
+class RenderRecord:
+    """What ``FaceRenderer.render`` did to its last batch (for previews and overlays)."""
+
+    items: list[tuple[int, FacePlan]]  # (frame position in the batch, face)
+    mats: torch.Tensor  # (N, 2, 3) frame -> crop
+    masks: torch.Tensor  # (N, 1, S, S) paste masks before the strength weighting
+    strengths: list[float]  # (N,) each face's strength (0: left as the plain upscale)
 
 
 @dataclass
@@ -368,9 +466,10 @@ def _warp(frames: torch.Tensor, fidx: torch.Tensor, mats: torch.Tensor, size: in
 
 
 def _paste_rois(canvas: np.ndarray, crops: torch.Tensor, masks: torch.Tensor, frame_of: list[int],
-                to_canvas: torch.Tensor) -> None:
+                to_canvas: torch.Tensor, residual: bool = False) -> None:
     """Paste faces into the uint8/uint16 ``canvas`` (B, H', W', 3) in place, converting only the
-    region each frame's faces cover to float (the rest of the frame stays bit-exact)."""
+    region each frame's faces cover to float (the rest of the frame stays bit-exact).
+    ``residual``: the crops are corrections added to the canvas (see ``paste_back``)."""
     from rmmvideo.video.align import paste_back
 
     peak = 255.0 if canvas.dtype == np.uint8 else 65535.0
@@ -394,7 +493,7 @@ def _paste_rois(canvas: np.ndarray, crops: torch.Tensor, masks: torch.Tensor, fr
         shift = torch.tensor([[0.0, 0.0, -x0], [0.0, 0.0, -y0]], dtype=torch.float64, device=dev)
         m = to_canvas[sel].to(torch.float64) + shift
         idx = torch.zeros(len(sel), dtype=torch.long, device=dev)
-        out = paste_back(roi, crops[sel], masks[sel], idx, m)
+        out = paste_back(roi, crops[sel], masks[sel], idx, m, residual=residual)
         out_np = out[0].permute(1, 2, 0).mul(peak).round_().clamp_(0, peak).cpu().numpy()
         canvas[b, y0:y1, x0:x1] = out_np.astype(canvas.dtype)
 
@@ -465,7 +564,7 @@ class TrackTable:
                 det.append(f.detected)
                 lm.append(f.landmarks68)
         meta = {"frames": self.frames, "frame_pts": sorted(self.faces),
-                "styles": {str(t): [s.noise_seed, s.slot] for t, s in self.styles.items()}}
+                "styles": {str(t): [s.noise_seed, s.slot, s.strength] for t, s in self.styles.items()}}
         from rmmvideo.video.safe_output import atomic_output
 
         with atomic_output(Path(path)) as tmp, open(tmp, "wb") as f:
@@ -486,7 +585,8 @@ class TrackTable:
             table.faces = {int(p): [] for p in meta["frame_pts"]}
             for p, t, d, lm in zip(z["pts"], z["track"], z["detected"], z["landmarks"]):
                 table.faces[int(p)].append(FacePlan(int(t), five_points(lm), lm, bool(d)))
-        table.styles = {int(t): TrackStyle(int(a), int(b)) for t, (a, b) in meta["styles"].items()}
+        table.styles = {int(t): TrackStyle(int(v[0]), int(v[1]), float(v[2]) if len(v) > 2 else 1.0)
+                        for t, v in meta["styles"].items()}
         return table
 
 
@@ -559,7 +659,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     comps = components or build_components(options, log)
     bit_depth, deep = _bit_depth(options, info)
     tracker = make_tracker(comps.detector, options)
-    styler = TrackStyler(comps.model, options.seed)
+    styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     view = _view(info, options, log)  # logged before the progress bar starts
     bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
@@ -586,7 +686,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
         bar.close()
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
-                         len(styler.styles), time.perf_counter() - t0, comps.detector.name)  # type: ignore[attr-defined]
+                         len(styler.styles), time.perf_counter() - t0, comps.detector.name,  # type: ignore[attr-defined]
+                         [s.strength for _, s in sorted(styler.styles.items())])
     summary.damage = damage.line()
     log(summary.line())
     return summary
@@ -599,7 +700,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     info = probe(input)
     comps = components or build_components(options, _log(options))
     tracker = make_tracker(comps.detector, options)
-    styler = TrackStyler(comps.model, options.seed)
+    styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     table = TrackTable()
     frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=_view(info, options, _log(options)))
@@ -609,7 +710,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
             with torch.inference_mode():
                 fb = renderer.prepare(batch)
                 if fb is not None:
-                    styler.pin([f.track_id for _, f in fb.items], fb.crops, [f.detected for _, f in fb.items])
+                    renderer.pin_styles(fb)
             for plan in batch:
                 table.faces[plan.frame.pts] = plan.faces
             table.frames += len(batch)
@@ -634,7 +735,8 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     info = probe(input)
     comps = components or build_components(options, log)
     bit_depth, deep = _bit_depth(options, info)
-    styler = TrackStyler(comps.model, options.seed, styles=table.styles)
+    styler = TrackStyler(comps.model, options.seed, styles=table.styles, strength=options.strength,
+                         scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     view = _view(info, options, None)
     from rmmvideo.video.io_decode import DamageReport
@@ -643,9 +745,13 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
                            damage=damage, view=view)
 
+    warm: deque[FramePlan] = deque(maxlen=renderer.stabiliser.window)
+
     def planned() -> Iterator[FramePlan]:
         for f in frames:
             if start_pts is not None and f.pts < start_pts:
+                if warm.maxlen:
+                    warm.append(FramePlan(f, table.faces.get(f.pts, [])))
                 continue
             if end_pts is not None and f.pts >= end_pts:
                 break
@@ -658,6 +764,10 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
                                    preset=options.preset, bit_depth=bit_depth,
                                    copy_audio=audio, copy_subtitles=audio) as writer:
             for batch in batched(planned(), options.batch_size):
+                if warm:  # the stabiliser's history: the frames just before the segment, not written
+                    renderer.render(list(warm))
+                    renderer.faces_restored = 0
+                    warm.clear()
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)

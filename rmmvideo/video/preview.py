@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import time as _time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 
 from rmmvideo.errors import UserError
 from rmmvideo.video.io import batched
-from rmmvideo.video.pipeline import canvas_matrix
+from rmmvideo.video.pipeline import RenderRecord, canvas_matrix
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
@@ -93,6 +94,7 @@ class PreviewFace:
     box: np.ndarray
     alpha: np.ndarray | None = None
     landmarks68: np.ndarray | None = None
+    strength: float = 1.0  # restoration strength of the face's track (0: plain upscale)
 
 
 @dataclass
@@ -135,22 +137,6 @@ class PreviewResult:
 # ----------------------------------------------------------------------------- rendering
 
 
-def _recording_renderer_class() -> type:
-    from rmmvideo.video.pipeline import FaceRenderer
-
-    class RecordingRenderer(FaceRenderer):
-        """``FaceRenderer`` that keeps the last batch's faces, matrices and paste masks."""
-
-        last: tuple | None = None
-
-        def _masks(self, restored, items, mats):  # type: ignore[no-untyped-def]
-            masks = super()._masks(restored, items, mats)
-            self.last = (list(items), mats.detach(), masks.detach())
-            return masks
-
-    return RecordingRenderer
-
-
 def _resolve_index(reader: object, index: int | None, time: float | None, path: Path) -> int:
     n = len(reader)  # type: ignore[arg-type]
     if index is not None:
@@ -191,6 +177,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     from rmmvideo.video.io import probe
     from rmmvideo.video.io_decode import RandomAccessReader
     from rmmvideo.video.pipeline import (
+        FaceRenderer,
         RestoreOptions,
         TrackStyler,
         build_components,
@@ -219,22 +206,22 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         count = (target - start) + int(tracker.lag) + k  # type: ignore[attr-defined]
         decoded = min(count, len(reader) - start)
         frames = reader.window(start, count)
-        styler = TrackStyler(comps.model, opts.seed)  # type: ignore[attr-defined]
-        renderer = _recording_renderer_class()(comps, opts, styler, gray=info.is_gray)
-        need_pin = opts.temporal == "track" and int(comps.model.memory.filled.sum()) > 0  # type: ignore[attr-defined]
+        styler = TrackStyler(comps.model, opts.seed, strength=opts.strength, scale=opts.scale)
+        renderer = FaceRenderer(comps, opts, styler, gray=info.is_gray, record=True)
         plans = plan_frames(frames, tracker, opts.batch_size)
         hit: list | None = None
+        recent: deque = deque(maxlen=renderer.stabiliser.window or None)  # the stabiliser's history
         try:
             for batch in batched(plans, opts.batch_size):
-                if need_pin:  # the slots run pins from each track's first batch (empty memory: -1)
-                    with torch.inference_mode():
-                        fb = renderer.prepare(batch)
-                        if fb is not None:
-                            styler.pin([f.track_id for _, f in fb.items], fb.crops,
-                                       [f.detected for _, f in fb.items])
+                with torch.inference_mode():  # styles pin from each track's first batch, as in run
+                    fb = renderer.prepare(batch)
+                    if fb is not None:
+                        renderer.pin_styles(fb)
                 if any(p.frame.index == target for p in batch):
                     hit = batch
                     break
+                if renderer.stabiliser.window:
+                    recent.extend(batch)
         finally:
             plans.close()  # type: ignore[attr-defined]
             close = getattr(frames, "close", None)
@@ -245,8 +232,12 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     pos = next(i for i, p in enumerate(hit) if p.frame.index == target)
     plan = hit[pos]
     # Frame mode draws noise by position in the render batch: render run's whole batch then.
-    to_render = hit if opts.temporal == "frame" else [plan]
-    b = pos if opts.temporal == "frame" else 0
+    # Track mode: the target with the frames the stabiliser averages it with.
+    if opts.temporal == "frame":
+        to_render, b = hit, pos
+    else:
+        history = (list(recent) + hit[:pos])[-renderer.stabiliser.window:] if renderer.stabiliser.window else []
+        to_render, b = history + [plan], len(history)
     restored = renderer.render(to_render)[b]
     image = plan.frame.image
     upscaled = upscale_images(image, opts.scale, comps.device)  # type: ignore[attr-defined]
@@ -256,14 +247,14 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     return PreviewResult(upscaled, restored, pinfo)
 
 
-def _faces_of(last: tuple | None, b: int, size: tuple[int, int], out_size: tuple[int, int],
+def _faces_of(last: RenderRecord | None, b: int, size: tuple[int, int], out_size: tuple[int, int],
               keep_masks: bool) -> list[PreviewFace]:
     """PreviewFace records of frame ``b`` of the last rendered batch."""
     from rmmvideo.video.align import compose_affine, invert_affine, paste_back
 
     if last is None:
         return []
-    items, mats, masks = last
+    items, mats, masks = last.items, last.mats, last.masks
     sel = [i for i, (fb, _) in enumerate(items) if fb == b]
     if not sel:
         return []
@@ -285,7 +276,7 @@ def _faces_of(last: tuple | None, b: int, size: tuple[int, int], out_size: tuple
         q = quads[j]
         box = np.array([q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()])
         out.append(PreviewFace(int(face.track_id), bool(face.detected), q, box, alpha,
-                               np.asarray(face.landmarks68, np.float64)))
+                               np.asarray(face.landmarks68, np.float64), float(last.strengths[i])))
     return out
 
 
@@ -323,8 +314,9 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 def draw_overlay(image: np.ndarray, faces: Sequence[PreviewFace]) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) uint8 with, per face, its paste-mask outline (yellow, when
-    ``alpha`` is set), its crop square (the track's colour) and its track id label (``id 3``;
-    ``id 3*`` when the landmarks were interpolated between detections, not detected here)."""
+    ``alpha`` is set), its crop square (the track's colour) and a label with its track id and
+    restoration strength (``id 3 s0.62``; ``id 3* s0.62`` when the landmarks were interpolated
+    between detections, not detected here)."""
     from PIL import Image, ImageDraw, ImageFont
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -348,7 +340,7 @@ def draw_overlay(image: np.ndarray, faces: Sequence[PreviewFace]) -> np.ndarray:
         colour = track_colour(f.track_id)
         pts = [(float(x), float(y)) for x, y in f.quad]
         draw.line(pts + [pts[0]], fill=colour, width=lw)
-        label = f"id {f.track_id}" + ("" if f.detected else "*")
+        label = f"id {f.track_id}" + ("" if f.detected else "*") + f" s{f.strength:.2f}"
         x0, y0 = float(f.box[0]), float(f.box[1])
         tb = draw.textbbox((0, 0), label, font=font)
         tw, th = tb[2] - tb[0], tb[3] - tb[1]

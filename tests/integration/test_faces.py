@@ -72,7 +72,7 @@ def test_faces_folder_photos(weights: Path, folder: Path, tmp_path: Path) -> Non
 
     out = tmp_path / "out"
     r = _faces(str(folder), "-o", str(out), "--weights", str(weights), "--detector", "dlib",
-               "--scale", "2", "--threads", "1")
+               "--scale", "2", "--threads", "1", "--strength", "1")  # 1: the random model's detail is pasted
     assert r.returncode == 1, r.stderr  # x.jpg is broken
     assert "x.jpg" in r.stderr and "cannot read image" in r.stderr
     assert "notes.txt: not an image, skipped" in r.stderr
@@ -168,7 +168,8 @@ def test_grey_photo_with_alpha_stays_grey_and_keeps_alpha(weights: Path, tmp_pat
     alpha[:, :64] = 0  # a transparent band on the left
     src = tmp_path / "grey.png"
     Image.fromarray(np.stack([grey, alpha], -1), "LA").save(src)
-    opts = RestoreOptions(weights=str(weights), detector="dlib", threads=1, quiet=True, scale=1.5)
+    opts = RestoreOptions(weights=str(weights), detector="dlib", threads=1, quiet=True, scale=1.5,
+                          strength=1.0)  # 1: the random model's detail is pasted (auto may say 0)
     summary = restore_stills(src, tmp_path / "out", opts)
     assert not summary.failed and summary.faces == 1 and not summary.no_face
     out = np.asarray(Image.open(tmp_path / "out" / "grey.png"))

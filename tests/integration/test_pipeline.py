@@ -103,7 +103,7 @@ def two_face_clip(tmp_path_factory) -> tuple[Path, list[list[np.ndarray | None]]
 
 def opts(weights: Path, **kw: object) -> RestoreOptions:
     base = dict(weights=str(weights), detector="dlib", quiet=True, codec="ffv1", preset="ultrafast",
-                detect_every=2)
+                detect_every=2, strength=1.0)  # 1: the random model's detail is pasted (auto may say 0)
     base.update(kw)
     return RestoreOptions(**base)  # type: ignore[arg-type]
 

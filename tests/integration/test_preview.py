@@ -38,7 +38,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _options(weights: Path, **kw: object) -> RestoreOptions:
-    base = {"weights": str(weights), "detector": "dlib", "threads": 1, "quiet": True, "scale": 2.0}
+    base = {"weights": str(weights), "detector": "dlib", "threads": 1, "quiet": True, "scale": 2.0,
+            "strength": 1.0}  # 1: the random model's detail is pasted (auto may say 0)
     base.update(kw)
     return RestoreOptions(**base)  # type: ignore[arg-type]
 
@@ -74,7 +75,8 @@ def test_preview_cli_writes_side_by_side_png(weights: Path, tmp_path: Path) -> N
 
     out = tmp_path / "p.png"
     r = _cli("preview", str(CLIP), "--frame", "40", "--window", "8", "-o", str(out),
-             "--weights", str(weights), "--detector", "dlib", "--threads", "1", "--quiet")
+             "--weights", str(weights), "--detector", "dlib", "--threads", "1", "--quiet",
+             "--strength", "1")
     assert r.returncode == 0, r.stderr
     assert "frame 40" in r.stdout and "1 face" in r.stdout and str(out) in r.stdout
     # window start aligned to the run's batches (8) and detection frames (2); end = 40 + lag + 2
