@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "batch": "batch",
     "train": "train",
     "eval": "evaluate",
+    "eval-video": "eval_video",
     "info": "info",
     "probe": "probe",
     "bench": "bench",

@@ -57,6 +57,19 @@ def _shape_and_descriptor(img: np.ndarray, box: tuple[int, int, int, int]) -> tu
     return shape_to_numpy(shape), desc
 
 
+def face_descriptor(img: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """dlib's 128-d descriptor of the face in uint8 ``img`` (H, W, 3) with these (68, 2) landmarks."""
+    import dlib
+
+    from rmmvideo.video.dlib_models import face_recognition_model
+
+    pts = np.rint(np.asarray(landmarks68, np.float64)).astype(int)
+    rect = dlib.rectangle(int(pts[:, 0].min()), int(pts[:, 1].min()), int(pts[:, 0].max()), int(pts[:, 1].max()))
+    shape = dlib.full_object_detection(rect, dlib.points([dlib.point(int(x), int(y)) for x, y in pts]))
+    return np.asarray(face_recognition_model().compute_face_descriptor(np.ascontiguousarray(img), shape),
+                      dtype=np.float64)
+
+
 def face_reference(gt: np.ndarray) -> FaceReference:
     """Box, 68 landmarks and descriptor of a ground-truth face (uint8 ``(H, W, 3)``)."""
     from rmmvideo.video.dlib_models import hog_detector
