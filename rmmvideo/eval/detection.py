@@ -155,18 +155,19 @@ def most_turned_start(path: str | Path, count: int = 30, stride: int = 5) -> int
 
 
 def face_free_band(src: SourceClip) -> tuple[int, int, int, int] | None:
-    """Largest frame band (x0, y0, x1, y1) that keeps one face width away from every reference
-    box of the clip, or None when no band is at least 1/4 of the frame in both directions."""
+    """Largest frame band (x0, y0, x1, y1) that keeps half a face width away from every
+    reference box of the clip, or None when no band is at least 1/5 of the frame in both
+    directions."""
     h, w = src.frames[0].shape[:2]
     b = src.boxes[~np.isnan(src.boxes[:, 0])]
     if not len(b):
         return (0, 0, w, h)
-    side = float(np.max(b[:, 2] - b[:, 0]))
+    side = 0.5 * float(np.max(b[:, 2] - b[:, 0]))
     x0, y0 = float(b[:, 0].min()) - side, float(b[:, 1].min()) - side
     x1, y1 = float(b[:, 2].max()) + side, float(b[:, 3].max()) + side
     bands = [(0, 0, int(max(0, x0)), h), (int(min(w, x1)), 0, w, h),
              (0, 0, w, int(max(0, y0))), (0, int(min(h, y1)), w, h)]
-    bands = [bd for bd in bands if bd[2] - bd[0] >= w / 4 and bd[3] - bd[1] >= h / 4]
+    bands = [bd for bd in bands if bd[2] - bd[0] >= w / 5 and bd[3] - bd[1] >= h / 5]
     return max(bands, key=lambda bd: (bd[2] - bd[0]) * (bd[3] - bd[1])) if bands else None
 
 

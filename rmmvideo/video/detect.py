@@ -223,7 +223,8 @@ class MtcnnDetector:
     Args:
         min_face: smallest face side searched in full frames, in frame pixels (>= 12).
         thresholds: MTCNN's P-, R- and O-net score thresholds.
-        landmark_side: faces smaller than this are upscaled to it for the shape predictor.
+        landmark_side: the shape predictor sees faces between this and 1.5x this side (smaller
+            faces are upscaled, larger ones downscaled).
         near_margin: :meth:`detect_near` searches a square of (1 + 2 * near_margin) box sides.
         threads: OpenCV threads while MTCNN runs (restored after each call). 1 by default: in
             the pipeline the decoder, encoder and torch already keep the cores busy, and on 2
@@ -269,25 +270,32 @@ class MtcnnDetector:
         x0, y0, x1, y1 = box
         side = _MTCNN_TO_DLIB_SIDE * (y1 - y0)
         cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 + _MTCNN_TO_DLIB_DY * (y1 - y0)
-        # Crop a square of 2 sides around the face (zero padded at the frame's edges).
+        # Crop a square of 1.6 sides around the face (zero padded at the frame's edges), scaled
+        # so the face is between landmark_side and 1.5x that (small faces up, large ones down:
+        # the predictor's cost grows with the crop, its accuracy does not past that size).
         h, w = image.shape[:2]
-        cx0, cy0 = int(np.floor(cx - side)), int(np.floor(cy - side))
-        n = int(np.ceil(2 * side)) + 1
+        cx0, cy0 = int(np.floor(cx - 0.8 * side)), int(np.floor(cy - 0.8 * side))
+        n = int(np.ceil(1.6 * side)) + 1
         crop = np.zeros((n, n, 3), np.uint8)
         sx0, sy0, sx1, sy1 = max(cx0, 0), max(cy0, 0), min(cx0 + n, w), min(cy0 + n, h)
         if sx1 > sx0 and sy1 > sy0:
             crop[sy0 - cy0:sy1 - cy0, sx0 - cx0:sx1 - cx0] = image[sy0:sy1, sx0:sx1]
-        up = max(1.0, self.landmark_side / max(side, 1.0))
-        if up > 1.0:
+        side = max(side, 1.0)
+        up = self.landmark_side / side if side < self.landmark_side else min(1.0, 1.5 * self.landmark_side / side)
+        if up != 1.0:
             import cv2
 
-            crop = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+            interp = cv2.INTER_CUBIC if up > 1.0 else cv2.INTER_AREA
+            m = max(1, round(n * up))
+            crop = cv2.resize(crop, (m, m), interpolation=interp)
+            up = m / n
         crop = np.ascontiguousarray(brighten_dark(crop))
-        ccx, ccy, half = (cx - cx0) * up, (cy - cy0) * up, side * up / 2.0
+        # Pixel centres: crop pixel x maps to (x + 0.5) / up - 0.5 + cx0 in the frame.
+        ccx, ccy, half = (cx - cx0 + 0.5) * up - 0.5, (cy - cy0 + 0.5) * up - 0.5, side * up / 2.0
         rect = dlib.rectangle(int(round(ccx - half)), int(round(ccy - half)),
                               int(round(ccx + half)), int(round(ccy + half)))
         pts = shape_to_numpy(self._predictor(crop, rect))
-        return pts / up + np.array([cx0, cy0], np.float64)
+        return (pts + 0.5) / up - 0.5 + np.array([cx0, cy0], np.float64)
 
     def _finish(self, image: np.ndarray, found: list[tuple[np.ndarray, float]]) -> list[Detection]:
         if not found:
