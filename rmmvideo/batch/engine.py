@@ -13,7 +13,7 @@ All three entry points write their output through a temp file + rename and retur
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,23 @@ def upscale_range(
 
     scale = float(options.get("scale") or 2.0)
     device = str(options.get("device") or "cpu")
+    warn = options.get("on_damage", "warn") == "warn"
     info = probe(input_path)
     n = 0
+    bad = 0
+    last: int | None = None
+
+    def decoded(ic: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+        """Frames in decode order; an undecodable packet is skipped (warn) or a UserError."""
+        nonlocal bad
+        for packet in ic.demux(vs):
+            try:
+                yield from vs.decode(packet)
+            except av.error.InvalidDataError:
+                if not warn:
+                    raise UserError(f"damaged input {input_path}: undecodable packet at pts {packet.pts}") from None
+                bad += 1
+
     with av.open(str(input_path)) as ic, VideoWriter.for_input(
         info, output, scale, codec=str(options.get("codec") or "libx264"), crf=int(options.get("crf", 18)),
         preset=str(options.get("preset") or "medium"), copy_audio=audio, copy_subtitles=audio,
@@ -126,18 +141,21 @@ def upscale_range(
         vs.thread_type = "AUTO"
         if start_pts is not None:
             ic.seek(start_pts, stream=vs, backward=True, any_frame=False)
-        for frame in ic.decode(vs):
+        for frame in decoded(ic, vs):
             if frame.pts is None or (start_pts is not None and frame.pts < start_pts):
                 continue
             if end_pts is not None and frame.pts >= end_pts:
                 break
+            if last is not None and frame.pts <= last and bad:  # out of order after damage: left out
+                continue
             writer.write(upscale_images(frame_to_rgb(frame), scale, device), frame.pts)
+            last = frame.pts
             n += 1
             if progress is not None:
                 progress(n)
         if n == 0:
             raise UserError(f"no frames with pts in [{start_pts}, {end_pts}) in {input_path}")
-    return {"frames": n, "faces": 0, "tracks": 0}
+    return {"frames": n, "faces": 0, "tracks": 0, "damage": f"{bad} undecodable packets" if bad else ""}
 
 
 # ---------------------------------------------------------------- entry points

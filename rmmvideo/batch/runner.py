@@ -228,7 +228,7 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
         if rec.options_hash != h or changed:  # nothing of an earlier attempt is reusable
             rec.segments, rec.segment_status, rec.input_facts = [], {}, None
             shutil.rmtree(work, ignore_errors=True)
-        rec.options_hash, rec.status, rec.error = h, "pending", None
+        rec.options_hash, rec.status, rec.error, rec.damage = h, "pending", None, ""
         lives[job.key] = _Live(i, job, rec, opts, work)
     state.save()
 
@@ -277,6 +277,7 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
 
     def finish(live: _Live, frames: int, faces: int, tracks: int, damage: str = "") -> None:
         rec = live.rec
+        damage = damage or rec.damage  # the render's own report, else what the prepare scan saw
         rec.status, rec.error, rec.finished = "done", None, time.time()
         rec.frames, rec.faces, rec.tracks, rec.damage = frames, faces, tracks, damage
         rec.seconds += live.seconds
@@ -296,6 +297,7 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
     def on_prepared(live: _Live, res: dict[str, Any]) -> None:
         rec = live.rec
         rec.input_facts = res["facts"]
+        rec.damage = str(res.get("damage") or "")  # a file cut short (its index lists more frames)
         segs = res["segments"]
         if rec.segments != segs:
             rec.segment_status = {}

@@ -223,7 +223,9 @@ def _run_task(spec: TaskSpec, sink: Any, threads: int | None) -> dict[str, Any]:
             check_complete(scan)
         # a file cut short is rendered in one piece: its frames are known only by decoding them
         segs = plan_segments(scan, 0 if cut else spec.segment_seconds)
-        res = {"facts": facts_of(inp, scan), "segments": [s.to_dict() for s in segs], "frames": 0, "faces": 0, "tracks": 0}
+        damage = f"truncated: {scan.frames} of {scan.reported} video packets present" if cut else ""
+        res = {"facts": facts_of(inp, scan), "segments": [s.to_dict() for s in segs], "frames": 0, "faces": 0,
+               "tracks": 0, "damage": damage}
         if spec.engine == "rmm":  # what the restoration path does: interlacing, SAR, audio handling
             res["facts"]["archive"] = archive_facts(inp, out.suffix)
         if len(segs) > 1:

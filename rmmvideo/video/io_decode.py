@@ -235,6 +235,8 @@ def _decode_sequential(
                         f"({size[0]}x{size[1]} -> {f.width}x{f.height}): not supported"
                     )
                 prev = fix.prev
+                if bad_packets and f.pts is not None and prev is not None and f.pts <= prev:
+                    continue  # a frame out of order after damage (concealment): left out, never re-timed
                 pts = fix(f.pts)
                 if prev is not None and pts > prev and len(gaps) < 256:
                     gaps.append(pts - prev)

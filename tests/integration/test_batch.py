@@ -78,16 +78,24 @@ def test_batch_over_shared_clips_with_broken_files(tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     status = {Path(r["input"]).name: r for r in rep["results"]}
     assert set(status) == {"landscape.mp4", "portrait.mov", "real.mp4", "truncated.mp4", "junk.mp4"}
-    assert status["truncated.mp4"]["status"] == "failed" and "truncated" in status["truncated.mp4"]["error"]
+    # cut short: every frame that is there is kept (--on-damage warn, the default) and reported
+    assert status["truncated.mp4"]["status"] == "done" and "truncated" in status["truncated.mp4"]["damage"]
+    assert status["truncated.mp4"]["frames"] == 136 and scan_video(out / "truncated.mp4").frames == 136
     assert status["junk.mp4"]["status"] == "failed"
     fails = [ln for ln in text.splitlines() if ln.startswith("FAILED")]
-    assert len(fails) == 2 and all(len(ln.splitlines()) == 1 for ln in fails)
+    assert len(fails) == 1 and all(len(ln.splitlines()) == 1 for ln in fails)
     for name, rel in (("landscape.mp4", "landscape.mp4"), ("portrait.mov", "sub/portrait.mov"),
                       ("real.mp4", "sub/real.mp4")):
         assert status[name]["status"] == "done"
         assert_valid(src / rel, out / rel)
     assert status["real.mp4"]["frames"] == 125
-    assert not (out / "truncated.mp4").exists()
+    # --on-damage fail: the file cut short fails, nothing is written for it
+    out2 = tmp_path / "out2"
+    assert main(["batch", str(src / "truncated.mp4"), "--out", str(out2), "--engine", "upscale", "--scale", "1",
+                 "--preset", "ultrafast", "--on-damage", "fail", "--quiet"]) == 1
+    rep2 = json.loads((out2 / "report.json").read_text())
+    assert rep2["results"][0]["status"] == "failed" and "truncated" in rep2["results"][0]["error"]
+    assert not (out2 / "truncated.mp4").exists()
     assert "files" in text and "ETA" in text
 
 

@@ -171,3 +171,22 @@ def test_cli_batch_reports_unreadable_media_and_exits_1(tmp_path, inputs, capsys
     assert main(["batch", str(folder), "--out", str(out), "--jobs", "0"]) == 2  # usage error
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--jobs" in err and "out of range" in err
+
+
+def test_upscale_engine_keeps_damaged_input_or_fails_it(tmp_path):
+    """Mid-stream damage with the plain upscale engine: warn (default) keeps every decodable
+    frame and flags the file; on_damage="error" fails it and writes nothing."""
+    from test_damage import damage_keyframe
+
+    clip = make_clip(tmp_path / "ok.mp4", frames=60, gop=10, audio=False)
+    (tmp_path / "in").mkdir()
+    damage_keyframe(clip, tmp_path / "in" / "d.mp4", 30)
+    outcome, _ = _run([tmp_path / "in" / "d.mp4"], tmp_path / "out")
+    r = outcome.results[0]
+    assert r.status == "done" and "undecodable" in (r.damage or "")
+    kept = scan_video(tmp_path / "out" / "d.mp4").frames
+    assert 40 < kept < 60 and r.frames == kept
+    cfg = BatchConfig(out_dir=tmp_path / "out2", engine="upscale", options={**OPTS, "on_damage": "error"}, quiet=True)
+    failed = run_batch([str(tmp_path / "in" / "d.mp4")], cfg, out=io.StringIO()).results[0]
+    assert failed.status == "failed" and "undecodable" in failed.error
+    assert not (tmp_path / "out2" / "d.mp4").exists()

@@ -79,3 +79,16 @@ def test_spans_are_the_same_through_the_deinterlacer(damaged):
     through = DamageReport()
     list(decode_frames(path, on_damage="warn", damage=through, view=view))
     assert through.spans == plain.spans and len(plain.spans) == 1
+
+
+def test_frames_out_of_order_after_damage_are_left_out_not_retimed(tmp_path):
+    """B-frames around a damaged keyframe can come out of the decoder out of order: they are
+    left out (counted in the span), never given made-up timestamps."""
+    from _batch_clips import make_clip
+
+    clip = make_clip(tmp_path / "b.mp4", frames=60, gop=10, audio=False)  # B-frames
+    all_pts, _ = damage_keyframe(clip, tmp_path / "d.mp4", 30)
+    report = DamageReport()
+    got = [f.pts for f in decode_frames(tmp_path / "d.mp4", on_damage="warn", damage=report)]
+    assert got == sorted(set(got)) and set(got) <= set(all_pts)
+    assert 40 < len(got) < 60 and report.spans
