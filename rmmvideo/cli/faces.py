@@ -26,11 +26,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=checks.SEED, default=0, help="seed of the faces' noise vectors, >= 0")
     p.add_argument("--threads", type=checks.THREADS, default=0, help="torch CPU threads, 0..1024 (0 = default)")
     p.add_argument("--quiet", action="store_true", help="only warnings, failures and the summary line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output PNGs (without it, an existing output is an error)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from rmmvideo.errors import UserError
     from rmmvideo.video.pipeline import RestoreOptions
-    from rmmvideo.video.stills import restore_stills
+    from rmmvideo.video.stills import discover_images, output_names, restore_stills
+
+    if not args.overwrite:  # before any work: never replace a PNG silently
+        images, _ = discover_images(args.input)
+        existing = [o for o in output_names(images, Path(args.output)).values() if o.exists()]
+        if existing:
+            raise UserError(f"{len(existing)} output(s) exist, e.g. {existing[0]} (pass --overwrite to replace them)")
 
     options = RestoreOptions(scale=args.scale, weights=args.weights, device=args.device,
                              detector=args.detector, models_dir=args.models_dir, parser=args.parser,

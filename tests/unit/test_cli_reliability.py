@@ -314,3 +314,26 @@ def test_batch_keeps_damaged_input_and_reports_the_spans(damaged_clip, tiny_weig
     failed = json.loads((out2 / "report.json").read_text())["results"][0]
     assert failed["status"] == "failed" and "undecodable" in failed["error"]
     assert not (out2 / "damaged.mp4").exists()
+
+
+def test_faces_refuses_existing_outputs_without_overwrite(make_clip, tiny_weights, tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(src / "a.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"precious")
+    args = ["faces", str(src), "-o", str(out), "--weights", str(tiny_weights), "--detector", "dlib", "--quiet"]
+    assert main(args) == 2
+    assert "--overwrite" in _one_line_error(capsys) and (out / "a.png").read_bytes() == b"precious"
+    assert main([*args, "--overwrite"]) == 0
+    assert Image.open(out / "a.png").size == (128, 128)
+    assert stat.S_IMODE((out / "a.png").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
