@@ -12,6 +12,7 @@ All three entry points write their output through a temp file + rename and retur
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -281,6 +282,10 @@ def render_segment(
             raise RuntimeError("segment render without the analysis pass's track table")
         table = p.TrackTable.load(table_path)
         opts = _restore_options(options)
+        if opts.deinterlace == "auto":  # decided on the whole input: a segment copy's first frames could vote otherwise
+            from rmmvideo.video.archive import auto_deinterlace
+
+            opts = dataclasses.replace(opts, deinterlace=auto_deinterlace(input_path))
         kw = _with_progress(p.render_video, {"components": _components(opts)}, progress)
         src = segment_source(input_path, output.with_name(f"{output.stem}.source{input_path.suffix.lower()}"),
                              start_pts, end_pts)

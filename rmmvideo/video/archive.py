@@ -387,3 +387,11 @@ def archive_note(facts: dict[str, object] | None) -> str:
         parts.append("tinted monochrome kept")
     parts += [str(a) for a in facts.get("audio", []) if "copied" not in str(a)]  # type: ignore[union-attr]
     return "; ".join(parts)
+
+
+def auto_deinterlace(path: str | os.PathLike) -> str:
+    """What `--deinterlace auto` resolves to for the whole of `path` ("frame" or "off"): for
+    renderers of a part of a file (batch segments), so every part is treated alike."""
+    from rmmvideo.video.probe import probe
+
+    return plan_view(probe(path), "auto").deinterlace

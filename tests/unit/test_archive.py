@@ -18,6 +18,7 @@ from rmmvideo.video.archive import (
     _cadence_telecine,
     archive_facts,
     archive_note,
+    auto_deinterlace,
     plan_view,
     resolve_deinterlace,
     scan_fields,
@@ -128,6 +129,7 @@ def test_idet_finds_field_order(tmp_path: Path, top_first: bool) -> None:
     view = plan_view(info, "auto")
     assert (view.deinterlace, view.parity) == ("frame", "tff" if top_first else "bff")
     assert plan_view(probe(prog), "auto").deinterlace == "off"
+    assert (auto_deinterlace(inter), auto_deinterlace(prog)) == ("frame", "off")
 
 
 def test_deinterlace_frame_and_field_pts_exact(tmp_path: Path) -> None:
