@@ -275,6 +275,9 @@ def plan_view(info: VideoInfo, deinterlace: str = "auto", sar: str = "square",
         geometry = "square pixels at the display aspect" if sar == "square" else f"SAR {source_sar} kept"
         why += (f"; SAR {source_sar} ({info.width}x{info.height}, display aspect {info.display_aspect}): "
                 f"faces restored at {w}x{h} square pixels, output {geometry}")
+    why += f"; colour range {info.color_range}, matrix {info.color_matrix}"
+    if info.is_gray:
+        why += "; tinted monochrome" if info.tinted else "; grey"
     field = mode == "field"
     rate = info.average_rate * 2 if (field and info.average_rate) else info.average_rate
     tb = info.time_base / 2 if field else info.time_base

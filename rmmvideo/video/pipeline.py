@@ -661,8 +661,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     tracker = make_tracker(comps.detector, options)
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
-    view = _view(info, options, log)  # logged before the progress bar starts
-    bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
+    view = _view(info, options, log)
+    bar: _Progress | None = None  # started once the writer has said what it does with the audio
     from rmmvideo.video.io_decode import DamageReport
 
     damage = DamageReport()
@@ -674,6 +674,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                                    preset=options.preset, bit_depth=bit_depth) as writer:
             for note in writer.audio_notes:
                 log(note)
+            bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
             for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
@@ -683,7 +684,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                 if progress is not None:
                     progress(n)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector.name,  # type: ignore[attr-defined]
