@@ -350,6 +350,11 @@ class VideoWriter:
                 raise UserError(f"cannot start writing {self.path} with {self.codec}/{self.pix_fmt} ({e})") from None
             raise output_error(e, self.path) from None
         except (ValueError, av.error.FFmpegError) as e:
+            if f'avcodec_open2("{self.codec}"' in str(e):  # the video encoder refused its settings
+                raise UserError(
+                    f"the {self.codec} encoder cannot encode {self.width}x{self.height} {self.pix_fmt} for {self.path} "
+                    f"({type(e).__name__}); a smaller --scale may help (libx264 and libx265: at most 16384 px "
+                    "wide, and level limits on the frame area)") from None
             hint = "; the copied audio/subtitle streams may not fit this container: try .mkv" if self._stream_map else ""
             raise UserError(f"cannot start writing {self.path.name} with {self.codec}/{self.pix_fmt} ({e}){hint}") from None
 

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -337,3 +338,13 @@ def _umask() -> int:
     m = os.umask(0o022)
     os.umask(m)
     return m
+
+
+def test_frame_too_large_for_the_encoder_is_named_as_such(tmp_path):
+    """libx264 refuses frames wider than 16384 px: a one-line error about the encoder and the
+    size, not a hint about audio streams; nothing is left behind."""
+    with pytest.raises(UserError) as e:
+        VideoWriter(tmp_path / "o.mp4", width=16400, height=64, time_base=Fraction(1, 90000))
+    msg = str(e.value)
+    assert "libx264" in msg and "16400x64" in msg and "audio" not in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []
