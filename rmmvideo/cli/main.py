@@ -121,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rmmvideo: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:  # not mapped where it happened: still one line, naming the file
+    except OSError as e:  # not mapped where it happened: still one line, naming the user's file
+        from rmmvideo.video.safe_output import target_of_temp
+
         if debug:
             traceback.print_exc()
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        name = getattr(e, "filename", None)
+        where = f": {target_of_temp(os.fsdecode(name))}" if name else ""
         print(f"rmmvideo: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback on demand

@@ -59,6 +59,14 @@ def output_error(e: OSError, target: str | os.PathLike) -> UserError:
     return UserError(f"cannot write {target}: {what}" + (f" ({name})" if name else ""))
 
 
+def target_of_temp(path: str | os.PathLike) -> Path:
+    """The target a temporary name of `temp_path_for` stands for (``.o.partial-H-P-R.mp4`` ->
+    ``o.mp4``); any other path unchanged."""
+    p = Path(path)
+    m = re.fullmatch(r"\.(.+)" + re.escape(_TEMP_MARK) + r"[0-9a-z]+-\d+-[0-9a-f]{8}(.*)", p.name)
+    return p.with_name(m.group(1) + m.group(2)) if m else p
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True if `a` and `b` name the same file (same inode: symlinks and hard links included)."""
     pa, pb = Path(a), Path(b)

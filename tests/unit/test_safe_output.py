@@ -123,3 +123,28 @@ def test_folder_output(tmp_path):
         (tmp / "b.jpg").write_bytes(b"b")
         raise RuntimeError("stop")
     assert _names(tmp_path) == ["packed"]
+
+
+def test_target_of_temp(tmp_path):
+    from rmmvideo.video.safe_output import target_of_temp
+
+    target = tmp_path / "clip.rmm-x2.mp4"
+    assert target_of_temp(temp_path_for(target)) == target
+    assert target_of_temp(tmp_path / "plain.mp4") == tmp_path / "plain.mp4"
+
+
+def test_cli_last_resort_os_error_names_the_user_file(tmp_path, monkeypatch, capsys):
+    """An OS error that escaped every mapping still prints one line with the user's file name."""
+    from rmmvideo.cli import main as cli_main
+
+    temp = temp_path_for(tmp_path / "out.mp4")
+
+    def boom(_args):
+        raise OSError(errno.EIO, "Input/output error", str(temp))
+
+    parser = cli_main.build_parser()
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(_run=boom)
+    assert cli_main.main(["info"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rmmvideo: error: Input/output error: {tmp_path / 'out.mp4'}"
