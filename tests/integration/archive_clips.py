@@ -48,6 +48,13 @@ def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
 
 
+def box_resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Area-average resize (back to the source's lines, to measure combing after an upscale)."""
+    if img.shape[:2] == (h, w):
+        return img
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BOX))
+
+
 def place(img: np.ndarray, w: int, h: int, fill: int = 16) -> np.ndarray:
     """`img` centred on a (h, w) canvas (offsets rounded down to even rows/columns)."""
     out = np.full((h, w, 3), fill, np.uint8)
