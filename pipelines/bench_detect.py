@@ -1,15 +1,16 @@
 """Face detection benchmark on sequences built from real clips (``rmmvideo.eval.detection``).
 
-For every clip: faces rescaled to each ``--sizes`` width on a 1280x720 canvas, the clip's most
-turned window (64 px), the clip darkened (gamma 2.5 + noise, 64 px), and the clip's face-free
-band alone (false positives). Each sequence goes through a fresh ``FaceTracker`` with the
+For every clip: faces rescaled to each ``--sizes`` width on a ``--canvas`` (1280x720), the
+clip's most turned window (64 px), the clip darkened (gamma 2.5 + noise, 64 px), and the clip's
+face-free band alone (false positives). Each sequence goes through a fresh ``FaceTracker`` with the
 pipeline's settings (detection every ``--detect-every`` frames, track-guided search). Prints
 recall per kind (frames where a tracked face matches the reference), tracks per face, false
 tracks, and detector ms per frame (wall time, and CPU time of the process, which a busy machine
 does not inflate); then the whole-frame scan time at 720p and 1080p.
 
     python pipelines/bench_detect.py [--videos ../shared/data/videos] [--detector auto|mtcnn|dlib|fan]
-        [--frames 30] [--sizes 24 32 48 64 128] [--detect-every 2] [--full-every 6] [--json out.json]
+        [--frames 30] [--sizes 24 32 48 64 128] [--detect-every 2] [--full-every 6] [--canvas 1280x720]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["turned", "dark", "noface"])
     ap.add_argument("--detect-every", type=int, default=2)
     ap.add_argument("--full-every", type=int, default=6)
+    ap.add_argument("--canvas", default="1280x720", help="canvas size WxH of the sequences")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-sequence scores here")
     args = ap.parse_args()
+    canvas = tuple(int(v) for v in args.canvas.lower().split("x"))
 
     det, why = make_detector(args.detector, models_dir=args.models_dir)
     print(f"detector: {det.name} ({why})")
@@ -60,8 +63,9 @@ def main() -> None:
     cpu: dict[int, float] = {}
     for clip in clips:
         src = load_source(clip, args.frames)
-        turned = load_source(clip, args.frames, most_turned_start(clip, args.frames)) if "turned" in kinds else None
-        for seq in make_sequences(src, kinds, turned=turned):
+        turned = (load_source(clip, args.frames, most_turned_start(clip, args.frames), pad=args.frames)
+                  if "turned" in kinds else None)
+        for seq in make_sequences(src, kinds, canvas=canvas, turned=turned):  # type: ignore[arg-type]
             t = tracker()
             c0 = time.process_time()
             s = score_sequence(seq, lambda t=t: t)

@@ -134,11 +134,15 @@ def reference_boxes(frames: list[np.ndarray], short_side: int = 480) -> tuple[np
     return boxes, yaw
 
 
-def load_source(path: str | Path, count: int = 30, start: int = 0) -> SourceClip:
-    """Frames ``start .. start + count - 1`` of ``path`` with their reference boxes."""
-    frames = _read(Path(path), start, count)
+def load_source(path: str | Path, count: int = 30, start: int = 0, pad: int = 0) -> SourceClip:
+    """Frames ``start .. start + count - 1`` of ``path`` with their reference boxes. With
+    ``pad``, the reference also looks at up to ``pad`` frames on each side, so a run of misses
+    at the window's ends (a turned head) can still be bridged."""
+    first = max(0, start - pad)
+    frames = _read(Path(path), first, start - first + count + pad)
     boxes, yaw = reference_boxes(frames)
-    return SourceClip(Path(path).name, frames, boxes, yaw)
+    keep = slice(start - first, start - first + count)
+    return SourceClip(Path(path).name, frames[keep], boxes[keep], yaw[keep])
 
 
 def most_turned_start(path: str | Path, count: int = 30, stride: int = 5) -> int:
@@ -161,7 +165,7 @@ def face_free_band(src: SourceClip) -> tuple[int, int, int, int] | None:
     h, w = src.frames[0].shape[:2]
     b = src.boxes[~np.isnan(src.boxes[:, 0])]
     if not len(b):
-        return (0, 0, w, h)
+        return None  # no reference face: where a face might be is unknown
     side = 0.5 * float(np.max(b[:, 2] - b[:, 0]))
     x0, y0 = float(b[:, 0].min()) - side, float(b[:, 1].min()) - side
     x1, y1 = float(b[:, 2].max()) + side, float(b[:, 3].max()) + side

@@ -44,7 +44,7 @@ def scores(detector: MtcnnDetector) -> list[SequenceScore]:
     out = []
     for clip in _clips():
         src = load_source(clip, FRAMES)
-        turned = load_source(clip, FRAMES, most_turned_start(clip, FRAMES))
+        turned = load_source(clip, FRAMES, most_turned_start(clip, FRAMES), pad=2 * FRAMES)
         kinds = ["size-24", "size-32", "size-64", "size-128", "turned", "dark", "noface"]
         for seq in make_sequences(src, kinds, turned=turned):
             out.append(score_sequence(seq, lambda: FaceTracker(detector, detect_every=2)))
