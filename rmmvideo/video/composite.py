@@ -11,8 +11,10 @@ box after pasting):
   towards the forehead, with a smooth ramp inside the hull edge.
 - :func:`ellipse_mask`: without landmarks: an ellipse fitted to the 5-point template.
 
-:func:`composite_faces` pastes restored crops into upscaled frames (inverse similarity warp
-composed with the upscale), keeping grey frames grey.
+:func:`restoration_detail` is what the compositor takes from a restoration (its detail band);
+:func:`composite_faces` adds it to the upscaled frames (inverse similarity warp composed with the
+upscale), keeping grey frames grey. It is the one paste path: ``run``, ``preview``, ``faces``,
+``batch`` and ``eval-video`` all render through ``rmmvideo.video.pipeline.FaceRenderer``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rmmvideo.video.align import compose_affine, invert_affine, paste_back, scale_affine
+from rmmvideo.video.align import compose_affine, invert_affine, paste_back
 
 # CelebAMask-HQ labels kept in the paste mask (see rmmvideo.models.face_parser.LABELS).
 FACE_LABELS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
@@ -264,36 +266,59 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
 
 
-def composite_faces(upscaled_frames: torch.Tensor, restored_crops: torch.Tensor, masks: torch.Tensor,
-                    frame_idx: torch.Tensor, matrices: torch.Tensor, scale: float,
-                    grey: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
-    """Paste restored faces into upscaled frames.
+def canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
+    """(2, 3) frame pixel -> upscaled canvas pixel (pixel-centre convention, per-axis scale)."""
+    sx, sy = ow / w, oh / h
+    return torch.tensor([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]], dtype=torch.float64)
+
+
+def composite_faces(canvas: np.ndarray, detail: torch.Tensor, masks: torch.Tensor, frame_of: Sequence[int],
+                    matrices: torch.Tensor, frame_size: tuple[int, int],
+                    grey: Sequence[bool] | None = None) -> None:
+    """Add restored detail to upscaled frames, in place: ``canvas += mask * detail`` (warped).
+
+    Only the region each frame's faces cover is converted to float and back; every other pixel
+    stays bit-exact, and a face whose mask is zero changes nothing.
 
     Args:
-        upscaled_frames: (B, 3, H', W') in [0, 1], the frames resized by ``scale``
-            (``F.interpolate``-style pixel centres).
-        restored_crops: (N, 3, S, S) aligned restored faces.
-        masks: (N, 1, S, S) soft masks (see the mask functions above).
-        frame_idx: (N,) long, the frame of each face.
-        matrices: (N, 2, 3) frame -> crop affines used to align the faces (original frame
-            pixels, before upscaling); not modified.
-        scale: upscale factor H' / H.
-        grey: (B,) bool, frames to keep grey (default: detected with :func:`is_grey`); faces
-            pasted into them are converted to luma.
-        inplace: write into ``upscaled_frames``.
-    Returns:
-        (B, 3, H', W').
+        canvas: (B, H', W', 3) uint8 or uint16, the upscaled frames (modified in place).
+        detail: (N, 3, S, S) signed detail per face (:func:`restoration_detail`, times nothing:
+            weight it through ``masks``).
+        masks: (N, 1, S, S) in [0, 1], the paste mask times the face's strength.
+        frame_of: (N,) the canvas of each face.
+        matrices: (N, 2, 3) frame -> crop affines (original frame pixels, before upscaling).
+        frame_size: (H, W) of the original frames.
+        grey: (B,) frames that are grey: faces pasted into them add luma only.
     """
-    if restored_crops.shape[0] == 0:
-        return upscaled_frames if inplace else upscaled_frames.clone()
-    dev = upscaled_frames.device
-    if grey is None:
-        grey = is_grey(upscaled_frames)
-    fidx = frame_idx.to(dev)
-    crops = restored_crops.to(dev)
-    g = grey.to(dev)[fidx]
-    if bool(g.any()):
-        crops = torch.where(g[:, None, None, None], to_grey(crops), crops)
-    m = matrices.to(dev, torch.float64)
-    to_canvas = compose_affine(scale_affine(scale, torch.float64, dev)[None], invert_affine(m))
-    return paste_back(upscaled_frames, crops, masks.to(dev), fidx, to_canvas, inplace=inplace)
+    n = detail.shape[0]
+    if n == 0:
+        return
+    dev = detail.device
+    peak = 255.0 if canvas.dtype == np.uint8 else 65535.0
+    h, w = frame_size
+    hc, wc = canvas.shape[1:3]
+    if grey is not None:
+        g = torch.tensor([bool(grey[b]) for b in frame_of], device=dev)
+        if bool(g.any()):
+            detail = torch.where(g[:, None, None, None], to_grey(detail), detail)
+    to_canvas = compose_affine(canvas_matrix(h, w, hc, wc).to(dev), invert_affine(matrices.to(dev, torch.float64)))
+    s = detail.shape[-1]
+    corners = torch.tensor([[-0.5, -0.5, 1.0], [s - 0.5, -0.5, 1.0], [-0.5, s - 0.5, 1.0],
+                            [s - 0.5, s - 0.5, 1.0]], dtype=torch.float64, device=dev)
+    pts = torch.einsum("nij,kj->nki", to_canvas, corners)
+    lo = torch.floor(pts.amin(1)).cpu().numpy().astype(int) - 2
+    hi = torch.ceil(pts.amax(1)).cpu().numpy().astype(int) + 3
+    frame_of_np = np.asarray(frame_of)
+    for b in np.unique(frame_of_np):
+        sel = np.nonzero(frame_of_np == b)[0]
+        x0, y0 = max(0, int(lo[sel, 0].min())), max(0, int(lo[sel, 1].min()))
+        x1, y1 = min(wc, int(hi[sel, 0].max())), min(hc, int(hi[sel, 1].max()))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        roi_np = canvas[b, y0:y1, x0:x1]
+        roi = torch.from_numpy(roi_np.astype(np.float32)).to(dev).permute(2, 0, 1)[None] / peak
+        shift = torch.tensor([[0.0, 0.0, -x0], [0.0, 0.0, -y0]], dtype=torch.float64, device=dev)
+        idx = torch.zeros(len(sel), dtype=torch.long, device=dev)
+        out = paste_back(roi, detail[sel], masks[sel], idx, to_canvas[sel] + shift, residual=True)
+        out_np = out[0].permute(1, 2, 0).mul(peak).round_().clamp_(0, peak).cpu().numpy()
+        canvas[b, y0:y1, x0:x1] = out_np.astype(canvas.dtype)

@@ -292,12 +292,6 @@ class TrackStyler:
 # ----------------------------------------------------------------------------- rendering
 
 
-def canvas_matrix(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
-    """(2, 3) frame pixel -> upscaled canvas pixel (pixel-centre convention, per-axis scale)."""
-    sx, sy = ow / w, oh / h
-    return torch.tensor([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2]], dtype=torch.float64)
-
-
 class FaceRenderer:
     """Renders frame batches: upscale the frame, restore its faces, paste them back.
 
@@ -356,8 +350,7 @@ class FaceRenderer:
         restoration's detail (colour and shading stay the input's), stabilised along the track
         in ``temporal="track"`` mode (:mod:`rmmvideo.video.stabilise`); faces of strength 0 are
         left untouched."""
-        from rmmvideo.video.align import compose_affine, invert_affine
-        from rmmvideo.video.composite import restoration_detail
+        from rmmvideo.video.composite import composite_faces, restoration_detail
         from rmmvideo.video.upscale import upscale_images
 
         dev = self.comps.device
@@ -389,15 +382,9 @@ class FaceRenderer:
             stable = self.stabiliser([f.track_id for _, f in items], [plans[b].frame.index for b, _ in items],
                                      crops, crops + detail)
             detail = stable - crops
-        if self.gray:
-            from rmmvideo.video.composite import to_grey
-
-            detail = to_grey(detail)
         masks = self._masks(restored, items, mats) * strength[keep].view(-1, 1, 1, 1)
-        h, w = images.shape[1:3]
-        oh, ow = canvas.shape[1:3]
-        to_canvas = compose_affine(canvas_matrix(h, w, oh, ow).to(dev), invert_affine(mats))
-        _paste_rois(canvas, detail, masks, [b for b, _ in items], to_canvas, residual=True)
+        composite_faces(canvas, detail, masks, [b for b, _ in items], mats, images.shape[1:3],
+                        grey=[self.gray] * len(plans))
         self.faces_restored += n
         return canvas
 
@@ -463,39 +450,6 @@ def _warp(frames: torch.Tensor, fidx: torch.Tensor, mats: torch.Tensor, size: in
     from rmmvideo.video.align import warp_to_crops
 
     return warp_to_crops(frames, fidx, mats, size).clamp_(0, 1)
-
-
-def _paste_rois(canvas: np.ndarray, crops: torch.Tensor, masks: torch.Tensor, frame_of: list[int],
-                to_canvas: torch.Tensor, residual: bool = False) -> None:
-    """Paste faces into the uint8/uint16 ``canvas`` (B, H', W', 3) in place, converting only the
-    region each frame's faces cover to float (the rest of the frame stays bit-exact).
-    ``residual``: the crops are corrections added to the canvas (see ``paste_back``)."""
-    from rmmvideo.video.align import paste_back
-
-    peak = 255.0 if canvas.dtype == np.uint8 else 65535.0
-    s = crops.shape[-1]
-    dev = crops.device
-    corners = torch.tensor([[-0.5, -0.5, 1.0], [s - 0.5, -0.5, 1.0], [-0.5, s - 0.5, 1.0],
-                            [s - 0.5, s - 0.5, 1.0]], dtype=torch.float64, device=dev)
-    pts = torch.einsum("nij,kj->nki", to_canvas.to(torch.float64), corners)
-    lo = torch.floor(pts.amin(1)).cpu().numpy().astype(int) - 2
-    hi = torch.ceil(pts.amax(1)).cpu().numpy().astype(int) + 3
-    hc, wc = canvas.shape[1:3]
-    frame_of_np = np.asarray(frame_of)
-    for b in np.unique(frame_of_np):
-        sel = np.nonzero(frame_of_np == b)[0]
-        x0, y0 = max(0, int(lo[sel, 0].min())), max(0, int(lo[sel, 1].min()))
-        x1, y1 = min(wc, int(hi[sel, 0].max())), min(hc, int(hi[sel, 1].max()))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        roi_np = canvas[b, y0:y1, x0:x1]
-        roi = torch.from_numpy(roi_np.astype(np.float32)).to(dev).permute(2, 0, 1)[None] / peak
-        shift = torch.tensor([[0.0, 0.0, -x0], [0.0, 0.0, -y0]], dtype=torch.float64, device=dev)
-        m = to_canvas[sel].to(torch.float64) + shift
-        idx = torch.zeros(len(sel), dtype=torch.long, device=dev)
-        out = paste_back(roi, crops[sel], masks[sel], idx, m, residual=residual)
-        out_np = out[0].permute(1, 2, 0).mul(peak).round_().clamp_(0, peak).cpu().numpy()
-        canvas[b, y0:y1, x0:x1] = out_np.astype(canvas.dtype)
 
 
 # ----------------------------------------------------------------------------- tracking -> plans

@@ -44,7 +44,8 @@ import torch
 
 from rmmvideo.errors import UserError
 from rmmvideo.video.io import batched
-from rmmvideo.video.pipeline import RenderRecord, canvas_matrix
+from rmmvideo.video.composite import canvas_matrix
+from rmmvideo.video.pipeline import RenderRecord
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
