@@ -260,24 +260,17 @@ class TrackStyler:
     def _strength(self, track_id: int, crops: torch.Tensor, crop_scale: torch.Tensor | None,
                   masks: torch.Tensor | None) -> float:
         """The track's strength: the fixed one, or the cross-scale self-check's."""
-        from rmmvideo.video.composite import restoration_detail
-        from rmmvideo.video.strength import MIN_GAP, degrade_in_crop_space, fit_strength, resolution_gap
+        from rmmvideo.video.strength import resolution_gap, self_check_strength
 
         if self.strength != "auto":
             return float(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
-        gap = float(resolution_gap(crop_scale, self.scale).mean())
-        if gap < MIN_GAP:
-            return 0.0
-        c2 = degrade_in_crop_space(crops, gap)
         n = crops.shape[0]
         noise = self.noise(track_id)[None].expand(n, -1).to(crops.device, crops.dtype)
         slots = torch.full((n,), self.styles[track_id].slot, dtype=torch.long, device=crops.device)
-        with torch.no_grad():
-            r2 = self.model.restore(c2, noise, slots).x_hr  # type: ignore[attr-defined]
-        w = masks if masks is not None else torch.ones_like(crops[:, :1])
-        return fit_strength(restoration_detail(r2, c2), crops - c2, w)
+        gap = float(resolution_gap(crop_scale, self.scale).mean())
+        return self_check_strength(self.model, crops, noise, slots, gap, masks)
 
     def noise(self, track_id: int) -> torch.Tensor:
         """(z_n_dim,) noise of a track (cached)."""

@@ -238,6 +238,9 @@ def restore_aligned(crops: Sequence[np.ndarray], components: object, options: ob
 
     Each crop is one track with id 0: noise seeded from ``(options.seed, 0)`` (so a crop's
     result does not depend on the other crops), memory slot by top-1 retrieval on the crop.
+    The written crop is ``input + strength * restoration_detail`` (the input resized to S, as
+    the video compositor adds it); ``options.strength="auto"`` runs the cross-scale self-check
+    per crop with the resolution gap of its resize (a crop smaller than S has a gap of S / size).
 
     Args:
         crops: (H_i, W_i, 3) uint8 RGB, any sizes (resized to the model's S x S).
@@ -249,8 +252,9 @@ def restore_aligned(crops: Sequence[np.ndarray], components: object, options: ob
         list of (S, S, 3) uint8 restored crops.
     """
     from rmmvideo.models.rmm import make_noise
-    from rmmvideo.video.composite import to_grey
+    from rmmvideo.video.composite import restoration_detail, to_grey
     from rmmvideo.video.pipeline import track_noise_seed
+    from rmmvideo.video.strength import self_check_strength
     from rmmvideo.video.upscale import tensor_to_images
 
     model = components.model  # type: ignore[attr-defined]
@@ -263,7 +267,15 @@ def restore_aligned(crops: Sequence[np.ndarray], components: object, options: ob
         part = crops[i:i + batch_size]
         x = resize_to_model(part, cfg.size, dev)
         z = noise.to(dev, x.dtype).expand(len(part), -1).contiguous()
-        y = model.restore(x, z, None).x_hr
+        r = model.restore(x, z, None)
+        if options.strength == "auto":  # type: ignore[attr-defined]
+            gaps = [max(1.0, cfg.size / max(1, min(c.shape[:2]))) for c in part]
+            st = [self_check_strength(model, x[j:j + 1], z[j:j + 1], r.slots[j:j + 1], gaps[j])
+                  for j in range(len(part))]
+        else:
+            st = [float(options.strength)] * len(part)  # type: ignore[attr-defined]
+        w = torch.tensor(st, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        y = (x + w * restoration_detail(r.x_hr, x)).clamp(0, 1)
         grey = torch.tensor(gray_flags[i:i + len(part)], device=y.device)
         if bool(grey.any()):
             y = torch.where(grey[:, None, None, None], to_grey(y), y)

@@ -62,3 +62,27 @@ def fit_strength(detail: torch.Tensor, lost: torch.Tensor, weight: torch.Tensor)
     if den <= 1e-12:
         return 0.0
     return float(min(1.0, max(0.0, float((d * e).sum()) / den)))
+
+
+def self_check_strength(model: torch.nn.Module, crops: torch.Tensor, noise: torch.Tensor, slots: torch.Tensor,
+                        gap: float, weight: torch.Tensor | None = None) -> float:
+    """The cross-scale self-check (module doc) on one face's crops.
+
+    Args:
+        model: RMM (``restore(x, noise, slots)``).
+        crops: (N, 3, S, S) aligned input crops of one face (track or still).
+        noise: (N, z_n_dim) and slots: (N,) the conditioning the face is restored with.
+        gap: the resolution gap (:func:`resolution_gap`); below ``MIN_GAP`` the strength is 0.
+        weight: (N, 1, S, S) paste mask (default: the whole crop).
+    Returns:
+        strength in [0, 1].
+    """
+    from rmmvideo.video.composite import restoration_detail
+
+    if gap < MIN_GAP:
+        return 0.0
+    c2 = degrade_in_crop_space(crops, gap)
+    with torch.no_grad():
+        r2 = model.restore(c2, noise, slots).x_hr  # type: ignore[operator]
+    w = weight if weight is not None else torch.ones_like(crops[:, :1])
+    return fit_strength(restoration_detail(r2, c2), crops - c2, w)

@@ -121,7 +121,7 @@ def test_faces_aligned_writes_model_size_crops(weights: Path, folder: Path, tmp_
     shutil.copy(folder / "pattern.png", src / "crop.png")  # any size, any content: stretched to S x S
     out = tmp_path / "out"
     r = _faces(str(src), "-o", str(out), "--aligned", "--weights", str(weights), "--seed", "3",
-               "--threads", "1", "--quiet")
+               "--threads", "1", "--quiet", "--strength", "1")
     assert r.returncode == 0, r.stderr
     assert "2 of 2 images written" in r.stdout
     a = _load(out / (Path(UTK_FILE).stem + ".png"))
@@ -131,11 +131,20 @@ def test_faces_aligned_writes_model_size_crops(weights: Path, folder: Path, tmp_
     # batch differs only by float rounding of the batched convolutions
     model = from_pretrained(weights)
     comps = Components(model, None, "", None, torch.device("cpu"))
-    api = restore_aligned([_load(folder / UTK_FILE)], comps, RestoreOptions(weights=str(weights), seed=3))
+    api = restore_aligned([_load(folder / UTK_FILE)], comps, RestoreOptions(weights=str(weights), seed=3,
+                                                                            strength=1.0))
     d = np.abs(api[0].astype(int) - a.astype(int))
     assert d.max() <= 2 and d.mean() < 0.05
     resized = upscale_images(_load(folder / UTK_FILE), 128 / 200)
     assert np.abs(a.astype(int) - resized.astype(int)).mean() > 1  # restored, not just resized
+    # strength 0, and auto on a crop larger than the model's (nothing to add): the resized input
+    from rmmvideo.video.stills import resize_to_model
+    from rmmvideo.video.upscale import tensor_to_images
+
+    plain = tensor_to_images(resize_to_model([_load(folder / UTK_FILE)], 128, torch.device("cpu")))[0]
+    for s in (0.0, "auto"):
+        got = restore_aligned([_load(folder / UTK_FILE)], comps, RestoreOptions(weights=str(weights), strength=s))
+        assert np.array_equal(got[0], plain), s
 
 
 def test_faces_single_file_and_errors(weights: Path, folder: Path, tmp_path: Path,
