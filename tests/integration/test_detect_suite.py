@@ -129,3 +129,27 @@ def test_brighten_dark_lifts_only_dark_images():
     # Monotonic: the order of grey levels is kept.
     order = np.argsort(dark.ravel(), kind="stable")
     assert np.all(np.diff(lifted.ravel()[order].astype(int)) >= 0)
+
+
+@pytest.mark.slow
+def test_squashed_talking_head_is_tracked_in_every_frame(detector: MtcnnDetector):
+    """Issue 14's case: a square talking-head clip squashed to 853x481 (faces 1.7x wider than
+    tall); dlib's HOG found faces in about a third of the frames."""
+    import av
+
+    clip = VIDEOS / "talking_512sq_30fps_audio.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found (../shared/data absent)")
+    frames = []
+    with av.open(str(clip)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.reformat(width=853, height=481, format="rgb24").to_ndarray())
+            if len(frames) == 45:
+                break
+    tracker = FaceTracker(detector, detect_every=2)
+    out = []
+    for s in range(0, len(frames), 8):
+        out += tracker.push([(i, frames[i]) for i in range(s, min(len(frames), s + 8))])
+    out += tracker.flush()
+    assert [len(ff.faces) for ff in out] == [1] * len(frames)
+    assert {ff.faces[0].track_id for ff in out} == {0}
