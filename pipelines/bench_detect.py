@@ -73,7 +73,7 @@ def main() -> None:
             s.seconds = t.detect_seconds  # detector wall time only
             scores.append(s)
             print(f"  {clip.name:40s} {seq.kind:8s} recall {s.hits:3d}/{s.face_frames:3d}  "
-                  f"face tracks {s.face_tracks}  false tracks {s.false_tracks}  "
+                  f"face tracks {s.face_tracks}  false tracks {s.false_tracks}  other faces' tracks {s.other_tracks}  "
                   f"{1000 * s.seconds / s.frames:6.1f} ms/frame ({1000 * cpu[id(s)] / s.frames:.1f} CPU)", flush=True)
 
     print(f"\n{'kind':9s} {'recall':>8s} {'frames':>7s} {'tracks/face':>12s} {'false tracks':>13s} "

@@ -17,7 +17,8 @@ dropped. The reference therefore comes from a different detector than the ones u
 
 :func:`score_sequence` runs a real :class:`~rmmvideo.video.track.FaceTracker` over a sequence
 and counts frames where a tracked face matches the reference (centre inside the reference box,
-width within 0.5-2x), the tracks that match, and the tracks that never match (false tracks).
+width within 0.5-2x), the tracks that match, the tracks on other faces the reference found
+(clips with several people), and the tracks that match no reference face (false tracks).
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import numpy as np
 @dataclass
 class SourceClip:
     """``count`` consecutive frames (H, W, 3) uint8 of a clip, with reference boxes (N, 4) xyxy
-    (NaN where unknown) and a yaw proxy per frame (NaN where the reference detector missed)."""
+    of the main (largest) face (NaN where unknown), a yaw proxy per frame (NaN where the
+    reference detector missed), and per frame the other faces the reference found ((K, 4))."""
 
     name: str
     frames: list[np.ndarray]
     boxes: np.ndarray
     yaw: np.ndarray
+    others: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class DetSequence:
     kind: str  # size-N | turned | dark | noface
     frames: list[np.ndarray]
     boxes: np.ndarray  # (N, 4)
+    others: list[np.ndarray] = field(default_factory=list)  # per frame (K, 4): other faces
 
 
 @dataclass
@@ -59,9 +63,10 @@ class SequenceScore:
     face_frames: int  # frames with a reference face
     hits: int  # of those, frames where a tracked face matches it
     face_tracks: int  # distinct track ids matching the face
-    false_tracks: int  # tracks that never match a reference face
+    false_tracks: int  # tracks that never match a reference face (main or other)
     seconds: float  # tracker (detection + tracking) time
     track_ids: list[int] = field(default_factory=list)
+    other_tracks: int = 0  # tracks on another face the reference found (not false)
 
     @property
     def recall(self) -> float:
@@ -92,9 +97,10 @@ def _yaw(lm: np.ndarray) -> float:
     return float((lm[30, 0] - mid) / half)
 
 
-def _hog_face(im: np.ndarray, short_side: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Largest HOG face of an image (scanned with its short side at most ``short_side``, then
-    at full size if nothing was found): (box (4,), landmarks (68, 2)) in image pixels."""
+def _hog_faces(im: np.ndarray, short_side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """HOG faces of an image, largest first (scanned with its short side at most
+    ``short_side``, then at full size if nothing was found): [(box (4,), landmarks (68, 2))] in
+    image pixels; landmarks only for the largest (zeros for the others)."""
     import cv2
     import dlib
 
@@ -104,34 +110,42 @@ def _hog_face(im: np.ndarray, short_side: int) -> tuple[np.ndarray, np.ndarray] 
     f = min(1.0, short_side / min(im.shape[:2]))
     for scale in ([f, 1.0] if f < 1.0 else [1.0]):
         work = im if scale == 1.0 else cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rects = hog(np.ascontiguousarray(work), 0)
+        rects = sorted(hog(np.ascontiguousarray(work), 0), key=lambda r: -r.width() * r.height())
         if len(rects):
-            r = max(rects, key=lambda r: r.width() * r.height())
-            rect = dlib.rectangle(r.left(), r.top(), r.right(), r.bottom())
-            lm = dlib_models.shape_to_numpy(dlib_models.shape_predictor(68)(work, rect))
-            box = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64)
-            return (box + 0.5) / scale - 0.5, (lm + 0.5) / scale - 0.5
-    return None
+            out = []
+            for j, r in enumerate(rects):
+                box = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64)
+                lm = np.zeros((68, 2))
+                if j == 0:
+                    rect = dlib.rectangle(r.left(), r.top(), r.right(), r.bottom())
+                    lm = dlib_models.shape_to_numpy(dlib_models.shape_predictor(68)(work, rect))
+                out.append(((box + 0.5) / scale - 0.5, (lm + 0.5) / scale - 0.5))
+            return out
+    return []
 
 
-def reference_boxes(frames: list[np.ndarray], short_side: int = 480) -> tuple[np.ndarray, np.ndarray]:
+def reference_boxes(frames: list[np.ndarray], short_side: int = 480
+                    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Reference face box (the largest HOG detection, scanned at ``short_side`` and at full
     size when that finds nothing) and yaw per frame, interpolated over misses between two hits;
-    NaN elsewhere. Returns ``(boxes (N, 4), yaw (N,))``."""
+    NaN elsewhere; and per frame the other HOG faces. Returns ``(boxes (N, 4), yaw (N,),
+    others [(K, 4)])``."""
     n = len(frames)
     boxes = np.full((n, 4), np.nan)
     yaw = np.full(n, np.nan)
+    others = []
     for i, im in enumerate(frames):
-        found = _hog_face(im, short_side)
-        if found is not None:
-            boxes[i] = found[0]
-            yaw[i] = _yaw(found[1])
+        found = _hog_faces(im, short_side)
+        if found:
+            boxes[i] = found[0][0]
+            yaw[i] = _yaw(found[0][1])
+        others.append(np.array([b for b, _ in found[1:]], np.float64).reshape(-1, 4))
     hit = np.flatnonzero(~np.isnan(boxes[:, 0]))
     if len(hit) >= 2:
         for c in range(4):
             inside = (np.arange(n) >= hit[0]) & (np.arange(n) <= hit[-1])
             boxes[inside, c] = np.interp(np.arange(n)[inside], hit, boxes[hit, c])
-    return boxes, yaw
+    return boxes, yaw, others
 
 
 def load_source(path: str | Path, count: int = 30, start: int = 0, pad: int = 0) -> SourceClip:
@@ -140,16 +154,16 @@ def load_source(path: str | Path, count: int = 30, start: int = 0, pad: int = 0)
     at the window's ends (a turned head) can still be bridged."""
     first = max(0, start - pad)
     frames = _read(Path(path), first, start - first + count + pad)
-    boxes, yaw = reference_boxes(frames)
+    boxes, yaw, others = reference_boxes(frames)
     keep = slice(start - first, start - first + count)
-    return SourceClip(Path(path).name, frames[keep], boxes[keep], yaw[keep])
+    return SourceClip(Path(path).name, frames[keep], boxes[keep], yaw[keep], others[keep])
 
 
 def most_turned_start(path: str | Path, count: int = 30, stride: int = 5) -> int:
     """First frame of the ``count``-frame window where the head is turned most: mean |yaw| of
     every ``stride``-th frame, reference misses counting as 1 (a profile)."""
     frames = _read(Path(path), 0, 10**9)[::stride]
-    _, yaw = reference_boxes(frames)
+    _, yaw, _ = reference_boxes(frames)
     turn = np.where(np.isnan(yaw), 1.0, np.abs(yaw))
     w = max(1, count // stride)
     if len(turn) <= w:
@@ -160,10 +174,10 @@ def most_turned_start(path: str | Path, count: int = 30, stride: int = 5) -> int
 
 def face_free_band(src: SourceClip) -> tuple[int, int, int, int] | None:
     """Largest frame band (x0, y0, x1, y1) that keeps half a face width away from every
-    reference box of the clip, or None when no band is at least 1/5 of the frame in both
-    directions."""
+    reference box of the clip (main and other faces), or None when no band is at least 1/5 of
+    the frame in both directions."""
     h, w = src.frames[0].shape[:2]
-    b = src.boxes[~np.isnan(src.boxes[:, 0])]
+    b = np.concatenate([src.boxes[~np.isnan(src.boxes[:, 0])]] + list(src.others)).reshape(-1, 4)
     if not len(b):
         return None  # no reference face: where a face might be is unknown
     side = 0.5 * float(np.max(b[:, 2] - b[:, 0]))
@@ -191,10 +205,11 @@ def _background(src: SourceClip, i: int, canvas: tuple[int, int]) -> np.ndarray:
     return _resize(src.frames[i][y0:y1, x0:x1], canvas)
 
 
-def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame i scaled so the reference face is ``face`` px wide, pasted on the background at a
     position drifting by (0.1, -0.03) face widths per frame (a slow walk or pan, on top of the
-    clip's own motion); returns (canvas image, reference box on it)."""
+    clip's own motion); returns (canvas image, reference box on it, other faces' boxes)."""
     cw, ch = canvas
     out = _background(src, i, canvas)
     box = src.boxes[i]
@@ -209,10 +224,12 @@ def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]) -> tu
     oy = int(np.clip(round((ch - sh) * 0.6 - 0.03 * face * i), 0, ch - sh))
     out[oy:oy + sh, ox:ox + sw] = small
     fx, fy = nw / im.shape[1], nh / im.shape[0]
-    ref = box * np.array([fx, fy, fx, fy]) + [ox, oy, ox, oy]
+    m, off = np.array([fx, fy, fx, fy]), np.array([ox, oy, ox, oy], np.float64)
+    ref = box * m + off
     if np.isnan(box[0]) or ref[2] > ox + sw or ref[3] > oy + sh:
         ref = np.full(4, np.nan)
-    return out, ref
+    others = src.others[i] * m + off if i < len(src.others) else np.zeros((0, 4))
+    return out, ref, others
 
 
 def darken(image: np.ndarray, rng: np.random.Generator, gamma: float = 2.5, noise: float = 6.0) -> np.ndarray:
@@ -232,23 +249,25 @@ def make_sequences(src: SourceClip, kinds: list[str], canvas: tuple[int, int] = 
         if s is None:
             raise ValueError("make_sequences: kind 'turned' needs the turned source")
         rng = np.random.default_rng(seed)
+        others = []
         for i in range(len(s.frames)):
             if kind == "noface":
                 if face_free_band(s) is None:
                     break
-                im, ref = _background(s, i, canvas), np.full(4, np.nan)
+                im, ref, oth = _background(s, i, canvas), np.full(4, np.nan), np.zeros((0, 4))
             elif kind.startswith("size-"):
-                im, ref = _pasted(s, i, float(kind[5:]), canvas)
+                im, ref, oth = _pasted(s, i, float(kind[5:]), canvas)
             elif kind in ("turned", "dark"):
-                im, ref = _pasted(s, i, 64.0, canvas)
+                im, ref, oth = _pasted(s, i, 64.0, canvas)
                 if kind == "dark":
                     im = darken(im, rng)
             else:
                 raise ValueError(f"unknown sequence kind {kind!r}")
             frames.append(im)
             boxes.append(ref)
+            others.append(oth)
         if frames:
-            out.append(DetSequence(src.name, kind, frames, np.stack(boxes)))
+            out.append(DetSequence(src.name, kind, frames, np.stack(boxes), others))
     return out
 
 
@@ -271,16 +290,21 @@ def score_sequence(seq: DetSequence, make_tracker: Callable[[], object]) -> Sequ
     seconds = time.perf_counter() - t0
     hits = 0
     matched: set[int] = set()
+    on_other: set[int] = set()
     seen: set[int] = set()
     for ff in out:
         ref = seq.boxes[ff.index]
+        oth = seq.others[ff.index] if ff.index < len(seq.others) else np.zeros((0, 4))
         hit = False
         for f in ff.faces:
             seen.add(f.track_id)
             if _matches(f.box, ref):
                 matched.add(f.track_id)
                 hit = True
+            elif any(_matches(f.box, o) for o in oth):
+                on_other.add(f.track_id)
         hits += hit
     face_frames = int(np.sum(~np.isnan(seq.boxes[:, 0])))
+    other = on_other - matched
     return SequenceScore(seq.clip, seq.kind, len(seq.frames), face_frames, hits, len(matched),
-                         len(seen - matched), seconds, sorted(seen))
+                         len(seen - matched - other), seconds, sorted(seen), len(other))

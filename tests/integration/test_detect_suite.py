@@ -153,3 +153,22 @@ def test_squashed_talking_head_is_tracked_in_every_frame(detector: MtcnnDetector
     out += tracker.flush()
     assert [len(ff.faces) for ff in out] == [1] * len(frames)
     assert {ff.faces[0].track_id for ff in out} == {0}
+
+
+@pytest.mark.slow
+def test_two_faces_of_different_sizes_get_one_track_each(detector: MtcnnDetector):
+    """Two clips side by side (32 px and 64 px faces, each drifting): each face is found in
+    nearly every frame with one track of its own, and neither counts as a false track."""
+    from rmmvideo.eval.detection import DetSequence
+
+    clips = _clips()
+    a = make_sequences(load_source(clips[0], FRAMES), ["size-32"], canvas=(640, 720))[0]
+    b = make_sequences(load_source(clips[-1], FRAMES), ["size-64"], canvas=(640, 720))[0]
+    frames = [np.ascontiguousarray(np.hstack([fa, fb])) for fa, fb in zip(a.frames, b.frames)]
+    boxes_b = b.boxes + [640, 0, 640, 0]
+    seq_a = DetSequence("pair", "pair-a", frames, a.boxes, [bb[None] for bb in boxes_b])
+    seq_b = DetSequence("pair", "pair-b", frames, boxes_b, [ab[None] for ab in a.boxes])
+    for seq in (seq_a, seq_b):
+        s = score_sequence(seq, lambda: FaceTracker(detector, detect_every=2))
+        assert s.recall >= 0.95 and s.face_tracks == 1, (seq.kind, s)
+        assert s.false_tracks == 0 and s.other_tracks == 1 and len(s.track_ids) == 2, (seq.kind, s)
