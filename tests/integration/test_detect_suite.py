@@ -172,3 +172,30 @@ def test_two_faces_of_different_sizes_get_one_track_each(detector: MtcnnDetector
         s = score_sequence(seq, lambda: FaceTracker(detector, detect_every=2))
         assert s.recall >= 0.95 and s.face_tracks == 1, (seq.kind, s)
         assert s.false_tracks == 0 and s.other_tracks == 1 and len(s.track_ids) == 2, (seq.kind, s)
+
+
+@pytest.mark.slow
+def test_track_guided_search_scans_whole_frames_only_every_full_every(detector: MtcnnDetector):
+    """With full_every=6 and k=2, a 16-frame shot is scanned whole on its 1st and 7th detection
+    frames only; the other detection frames search near the track, and find the face there."""
+    seq = make_sequences(load_source(_clips()[0], FRAMES), ["size-32"])[0]
+    calls: list[tuple[str, int]] = []
+
+    class Recording:  # the real detector; records which entry point each frame used
+        name = "mtcnn"
+
+        def detect(self, images):
+            calls.append(("full", len(images)))
+            return detector.detect(images)
+
+        def detect_near(self, images, regions):
+            calls.append(("near", sum(len(r) for r in regions)))
+            return detector.detect_near(images, regions)
+
+    tracker = FaceTracker(Recording(), detect_every=2, full_every=6)
+    s = score_sequence(seq, lambda: tracker)
+    # Detection frames 0, 2, ..., 14 and the last frame (15) at flush: 9 in all.
+    assert [c[0] for c in calls] == ["full"] + ["near"] * 5 + ["full"] + ["near"] * 2
+    assert all(n == 1 for kind, n in calls if kind == "near")  # one live track, one region
+    assert tracker.frames_full == 2 and tracker.frames_detected == 9
+    assert s.recall >= 0.95 and s.face_tracks == 1 and s.false_tracks == 0
