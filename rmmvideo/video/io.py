@@ -2,15 +2,13 @@
 
     probe(path) -> VideoInfo                                  (rmmvideo.video.probe)
     decode_frames(path, ...) -> Iterator[DecodedFrame]        (rmmvideo.video.io_decode)
-    read_frame_at / read_window / RandomAccessReader          (rmmvideo.video.io_decode)
+    RandomAccessReader(path).window(start, count)             (rmmvideo.video.io_decode)
     VideoWriter(path, width=, height=, time_base=, ...)       (rmmvideo.video.io_encode)
     transcode_upscale(input, output, scale, ...)              (here)
 
 `transcode_upscale` is decode_frames -> batches of `upscale_images` -> `VideoWriter.write`,
 the very calls the face pipeline (`rmmvideo.video.pipeline`) makes, so a benchmark of the two
-measures only what face restoration adds. Faster variants exist for both to adopt together:
-`VideoWriter.write_chw` (CPU: planar uint8 straight to swscale, ~10 CPU-ms less per 1440p
-frame) and `VideoWriter.write_batch` (GPU: RGB->YUV 4:2:0 on the device, half the copy).
+measures only what face restoration adds.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ from rmmvideo.video.io_decode import (
     RandomAccessReader,
     decode_frames,
     frame_pts_index,
-    read_frame_at,
-    read_window,
 )
 from rmmvideo.video.io_encode import VideoWriter, choose_pix_fmt, container_format_for
 from rmmvideo.video.probe import VideoInfo, probe
@@ -57,8 +53,6 @@ __all__ = [
     "decode_frames",
     "frame_pts_index",
     "probe",
-    "read_frame_at",
-    "read_window",
     "same_file",
     "transcode_upscale",
 ]

@@ -1,4 +1,4 @@
-"""Streaming decode and frame-accurate random access (PyAV; decord for preview seeks).
+"""Streaming decode and frame-accurate random access (PyAV).
 
 Frames come out upright (the stream's rotation is applied with `np.rot90`), as RGB
 `(H, W, 3)` uint8, or uint16 (rgb48, full 16-bit scale) for >8-bit input when asked.
@@ -472,12 +472,10 @@ def frame_pts_index(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
 class RandomAccessReader:
     """Frame-accurate random access for preview; keep one open while seeking around a file.
 
-    `backend`: "auto" (decord for 8-bit frames when its timestamps agree with PyAV's pts
-    index, else PyAV), "decord" (still falls back if decord disagrees) or "pyav".
     Frames equal `decode_frames`' frames with the same index.
     """
 
-    def __init__(self, path: str | os.PathLike, backend: Literal["auto", "decord", "pyav"] = "auto"):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.pts, self.time_base = frame_pts_index(self.path)
         if len(self.pts) == 0:
@@ -485,46 +483,12 @@ class RandomAccessReader:
         self._container = open_input(self.path)
         self._vs = video_stream_of(self._container, self.path)
         self._vs.thread_type = "AUTO"
-        self._decord = None
-        self._decord_ok: dict[int, bool] = {}
-        gaps = np.diff(self.pts)
-        gaps = gaps[gaps > 0]
-        # decord and PyAV agree on a frame if their times differ by under a quarter frame
-        self._decord_tol = max(0.001, 0.25 * float(gaps.min() * self.time_base)) if len(gaps) else 0.001
-        if backend != "pyav":
-            self._decord = self._open_decord()
-
-    def _open_decord(self):  # noqa: ANN202 - decord.VideoReader | None
-        try:
-            import decord
-        except ImportError:
-            return None
-        try:
-            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
-        except Exception:  # noqa: BLE001 - decord raises its own DECORDError types; PyAV takes over
-            return None
-        if len(vr) != len(self.pts):
-            return None
-        # decord bundles FFmpeg 4.1 and returns garbage for files with a display matrix
-        # (seen: 4-channel, zero-filled frames), and converts only to 8 bits: use it only for
-        # unrotated 8-bit 4:2:0 files (where its RGB was checked equal to ours) it decodes sanely
-        probe_frame = next(self._pyav_from(0, 1, False, raw=True))
-        if normalise_rotation(probe_frame.rotation) != 0 or probe_frame.format.name != "yuv420p":
-            return None
-        try:
-            first = vr[0].asnumpy()
-        except Exception:  # noqa: BLE001 - decord's own error types
-            return None
-        if first.shape != (probe_frame.height, probe_frame.width, 3):
-            return None
-        return vr
 
     def __len__(self) -> int:
         return len(self.pts)
 
     def close(self) -> None:
         self._container.close()
-        self._decord = None
 
     def __enter__(self) -> RandomAccessReader:
         return self
@@ -543,26 +507,7 @@ class RandomAccessReader:
             raise UserError(f"frame index {index} out of range 0..{len(self.pts) - 1} in {self.path}")
         return index
 
-    def _decord_agrees(self, index: int) -> bool:
-        """decord's timestamp of `index` matches PyAV's pts within a quarter frame (or 1 ms)."""
-        if index not in self._decord_ok:
-            start = float(self._decord.get_frame_timestamp(index)[0])
-            t = float(self.pts[index] * self.time_base)
-            self._decord_ok[index] = abs(start - t) <= self._decord_tol
-        return self._decord_ok[index]
-
-    def frame_at(self, index: int | None = None, time: float | None = None, *, high_bit_depth: bool = False) -> DecodedFrame:
-        """The frame with this index, or shown at this time (exactly one of them)."""
-        if (index is None) == (time is None):
-            raise ValueError("give exactly one of index= or time=")
-        i = self.index_of_time(time) if time is not None else self._check_index(int(index))
-        pts = int(self.pts[i])
-        t = float(pts * self.time_base)
-        if self._decord is not None and not high_bit_depth and self._decord_agrees(i):
-            return DecodedFrame(i, pts, t, self._decord[i].asnumpy())  # unrotated files only
-        return next(self._pyav_from(i, 1, high_bit_depth))
-
-    def _pyav_from(self, start: int, count: int, high_bit_depth: bool, raw: bool = False):  # noqa: ANN202
+    def _pyav_from(self, start: int, count: int, high_bit_depth: bool) -> Iterator[DecodedFrame]:
         """Seek to the keyframe at or before frame `start`, decode forward, yield `count` frames."""
         target = int(self.pts[start])
         first = None
@@ -580,10 +525,7 @@ class RandomAccessReader:
         i = start
         f = first
         while True:
-            if raw:
-                yield f
-            else:
-                yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth))
+            yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth))
             i += 1
             if i >= start + count or i >= len(self.pts):
                 return
@@ -597,24 +539,3 @@ class RandomAccessReader:
         if count <= 0:
             return iter(())
         return self._pyav_from(start_index, count, high_bit_depth)
-
-
-def read_frame_at(
-    path: str | os.PathLike,
-    index: int | None = None,
-    time: float | None = None,
-    *,
-    backend: Literal["auto", "decord", "pyav"] = "auto",
-    high_bit_depth: bool = False,
-) -> DecodedFrame:
-    """One frame by index or time, frame-accurately. For many seeks keep a RandomAccessReader."""
-    with RandomAccessReader(path, backend=backend) as reader:
-        return reader.frame_at(index=index, time=time, high_bit_depth=high_bit_depth)
-
-
-def read_window(
-    path: str | os.PathLike, start_index: int, count: int, *, high_bit_depth: bool = False
-) -> Iterator[DecodedFrame]:
-    """Iterate `count` consecutive frames from `start_index` (a short tracking window)."""
-    with RandomAccessReader(path, backend="pyav") as reader:
-        yield from reader.window(start_index, count, high_bit_depth=high_bit_depth)

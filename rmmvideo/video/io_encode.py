@@ -33,7 +33,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,8 +45,6 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import AtomicOutput, check_output_path, output_error
 
 if TYPE_CHECKING:
-    import torch
-
     from rmmvideo.video.archive import FrameView
     from rmmvideo.video.probe import VideoInfo
 
@@ -153,20 +151,6 @@ def lossless_audio_codec(fmt: str, sample_format: str) -> tuple[str, str]:
     raise UserError(f"audio with {sample_format} samples cannot be stored losslessly in an .mp4 file: use .mkv or .mov")
 
 
-def _frame_from_planes(planes: Sequence[np.ndarray], pix_fmt: str) -> av.VideoFrame:
-    """A VideoFrame of `pix_fmt` filled from its planes (copied row by row past the padding)."""
-    h, w = planes[0].shape
-    frame = av.VideoFrame(w, h, pix_fmt)
-    for plane, src in zip(frame.planes, planes):
-        item = src.dtype.itemsize
-        dst = np.frombuffer(plane, dtype=src.dtype).reshape(plane.height, plane.line_size // item)
-        dst[:, : plane.width] = src
-    if pix_fmt.startswith("yuv"):
-        frame.colorspace = _BT709
-        frame.color_range = _LIMITED
-    return frame
-
-
 class VideoWriter:
     """Encode frames to `path`; a context manager that commits on success, discards on error.
 
@@ -193,7 +177,7 @@ class VideoWriter:
             of `queue_size` frames, overlapping with the caller's compute.
         threads: swscale threads for the RGB->YUV conversion (0 = automatic).
         sar: sample aspect ratio the stream is tagged with (1 = square pixels).
-        input_size: (width, height) of the images `write`/`write_chw` take when it differs from
+        input_size: (width, height) of the images `write` takes when it differs from
             the encoded size (resampled by swscale, bicubic); None = width x height.
     """
 
@@ -425,66 +409,9 @@ class VideoWriter:
                 f"expected image (H, W, 3) = ({self.input_height}, {self.input_width}, 3) uint8/uint16, "
                 f"got {image.shape} {image.dtype}"
             )
-        self._submit(("rgb", image), pts)
+        self._submit(image, pts)
 
-    def write_chw(self, image: np.ndarray, pts: int) -> None:
-        """Queue one planar RGB frame (3, H, W) uint8 or uint16, e.g. a CPU tensor's `.numpy()`.
-
-        Cheaper than `write` for channel-first uint8 data: no interleaving copy; swscale reads the
-        planes directly (gbrp), with the same result as `write`. The array must not be modified
-        until the writer is closed."""
-        if image.shape != (3, self.input_height, self.input_width) or image.dtype not in (np.uint8, np.uint16):
-            raise ValueError(
-                f"expected image (3, H, W) = (3, {self.input_height}, {self.input_width}) uint8/uint16, "
-                f"got {image.shape} {image.dtype}"
-            )
-        self._submit(("chw", image), pts)
-
-    def write_yuv(self, planes: Sequence[np.ndarray], pts: int) -> None:
-        """Queue one frame given as Y, U, V planes already in the writer's `pix_fmt`
-        (uint8, or uint16 codes for 10-bit formats), e.g. from `io_colour.rgb_to_yuv_planes`."""
-        fmt = av.VideoFormat(self.pix_fmt, self.width, self.height)
-        if len(planes) != 3 or any(
-            p.shape != (c.height, c.width) for p, c in zip(planes, fmt.components)
-        ):
-            want = [(c.height, c.width) for c in fmt.components]
-            raise ValueError(f"expected 3 planes of shapes {want} for {self.pix_fmt}, got {[p.shape for p in planes]}")
-        self._submit(("yuv", list(planes)), pts)
-
-    def write_tensor(self, x: torch.Tensor, pts: int) -> None:
-        """Queue one frame given as a (3, H, W) float RGB tensor in [0, 1] on any device.
-
-        For YUV pixel formats the colour conversion and chroma subsampling run on the tensor's
-        device (GPU: the CPU is left to the encoder; half the transfer); else via `write`."""
-        if x.ndim != 3:
-            raise ValueError(f"expected tensor (3, {self.height}, {self.width}), got {tuple(x.shape)}")
-        self.write_batch(x[None], [pts])
-
-    def write_batch(self, x: torch.Tensor, pts: Sequence[int]) -> None:
-        """Queue B frames given as a (B, 3, H, W) float RGB tensor in [0, 1] with their pts.
-
-        One colour conversion and one device->host copy for the whole batch (see write_tensor)."""
-        from rmmvideo.video.io_colour import YUV_FORMATS, rgb_to_yuv_planes
-
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.input_height, self.input_width) or x.shape[0] != len(pts):
-            raise ValueError(
-                f"expected tensor ({len(pts)}, 3, {self.input_height}, {self.input_width}) for {len(pts)} pts, "
-                f"got {tuple(x.shape)}"
-            )
-        if self.pix_fmt in YUV_FORMATS and self._resamples is False:
-            planes = [p.cpu().numpy() for p in rgb_to_yuv_planes(x, self.pix_fmt)]
-            if self.pix_fmt.endswith("10le"):
-                planes = [p.astype(np.uint16) for p in planes]
-            for i, t in enumerate(pts):
-                self.write_yuv([p[i] for p in planes], t)
-        else:
-            from rmmvideo.video.upscale import tensor_to_images
-
-            images = tensor_to_images(x, np.uint16 if self.bit_depth > 8 else np.uint8)
-            for img, t in zip(images, pts):
-                self.write(img, t)
-
-    def _submit(self, item: tuple[str, object], pts: int) -> None:
+    def _submit(self, image: np.ndarray, pts: int) -> None:
         if self._closed:
             raise RuntimeError("write on a closed VideoWriter")
         pts = int(pts)
@@ -492,12 +419,12 @@ class VideoWriter:
             raise ValueError(f"pts must increase: {pts} after {self._last_pts}")
         self._last_pts = pts
         if self._queue is None:
-            self._encode(item, pts)
+            self._encode(image, pts)
             return
         while True:
             self._raise_worker_error()
             try:
-                self._queue.put((item, pts), timeout=0.1)
+                self._queue.put((image, pts), timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -522,19 +449,10 @@ class VideoWriter:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = e
 
-    def _to_frame(self, item: tuple[str, object]) -> av.VideoFrame:
-        kind, data = item
-        if kind == "yuv":
-            return _frame_from_planes(data, self.pix_fmt)  # type: ignore[arg-type]
-        image: np.ndarray = data  # type: ignore[assignment]
-        if kind == "chw" and image.dtype == np.uint8:  # planar RGB -> FFmpeg's planar G, B, R
-            frame = _frame_from_planes([image[1], image[2], image[0]], "gbrp")
-        else:
-            if kind == "chw":  # 16-bit: swscale's gbrp16 path rounds differently from rgb48 (seen
-                image = image.transpose(1, 2, 0)  # up to ~9 levels at edges): interleave instead
-            fmt = "rgb24" if image.dtype == np.uint8 else "rgb48le"
-            # zero-copy wrap; `image` stays alive until reformat has made the YUV copy
-            frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(image), format=fmt)
+    def _to_frame(self, image: np.ndarray) -> av.VideoFrame:
+        fmt = "rgb24" if image.dtype == np.uint8 else "rgb48le"
+        # zero-copy wrap; `image` stays alive until reformat has made the YUV copy
+        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(image), format=fmt)
         resize = {"width": self.width, "height": self.height, "interpolation": "BICUBIC"} if self._resamples else {}
         return frame.reformat(
             format=self.pix_fmt, dst_colorspace=_BT709, dst_color_range=_LIMITED, threads=self.threads, **resize
@@ -545,8 +463,8 @@ class VideoWriter:
         """Images arrive at another size than the encoded one (see `input_size`)."""
         return (self.input_width, self.input_height) != (self.width, self.height)
 
-    def _encode(self, item: tuple[str, object], pts: int) -> None:
-        frame = self._to_frame(item)
+    def _encode(self, image: np.ndarray, pts: int) -> None:
+        frame = self._to_frame(image)
         frame.pts = pts
         frame.time_base = self.time_base
         for packet in self._vs.encode(frame):

@@ -196,7 +196,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         log = (lambda _m: None) if opts.quiet else (lambda m: print(m, file=sys.stderr))
     t0 = _time.perf_counter()
     info = probe(input)
-    with RandomAccessReader(info.path, backend="pyav") as reader:
+    with RandomAccessReader(info.path) as reader:
         target = _resolve_index(reader, index, time, info.path)
         comps = components or build_components(opts, log)
         tracker = make_tracker(comps.detector, opts)  # type: ignore[attr-defined]

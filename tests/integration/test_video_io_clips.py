@@ -150,13 +150,12 @@ def test_random_access_real_clips(clips):
     for name in ("talking_700sq_vfr_audio.mp4", "landscape_1280x720_30fps_audio.mp4"):
         p = clips[name]
         seq = {f.index: f for f in decode_frames(p, max_frames=40)}
-        with RandomAccessReader(p, backend="auto") as fast, RandomAccessReader(p, backend="pyav") as exact:
-            assert fast._decord is not None  # decord agrees with PyAV on these files
+        with RandomAccessReader(p) as reader:
             for i in (39, 0, 17, 30, 5):
-                a, b = fast.frame_at(i), exact.frame_at(i)
-                assert a.pts == b.pts == seq[i].pts
-                assert np.array_equal(a.image, seq[i].image) and np.array_equal(b.image, seq[i].image)
-            win = list(exact.window(20, 5))
+                (f,) = reader.window(i, 1)
+                assert f.pts == seq[i].pts
+                assert np.array_equal(f.image, seq[i].image)
+            win = list(reader.window(20, 5))
             assert [f.pts for f in win] == [seq[i].pts for i in range(20, 25)]
 
 

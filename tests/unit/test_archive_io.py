@@ -101,20 +101,6 @@ def test_writer_tags_sar_and_resamples_kept_sar(tmp_path: Path) -> None:
         assert vs.sample_aspect_ratio == Fraction(8, 9) and vs.display_aspect_ratio == Fraction(4, 3)
 
 
-def test_writer_batch_path_resamples_too(tmp_path: Path) -> None:
-    import torch
-
-    out = tmp_path / "b.mkv"
-    x = torch.rand(3, 3, 54, 72)
-    with VideoWriter(out, width=72, height=48, time_base=Fraction(1, 25), sar=Fraction(8, 9),
-                     input_size=(72, 54), preset="ultrafast") as w:
-        w.write_batch(x, [0, 1, 2])  # tensors of the square size: converted through the RGB path
-        with pytest.raises(ValueError):
-            w.write_batch(torch.rand(1, 3, 48, 72), [3])
-    frames = decode_all(out)[0]
-    assert len(frames) == 3 and frames[0].shape == (48, 72, 3)
-
-
 def test_anamorphic_decode_is_square_and_upscale_keeps_display_aspect(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "a.mp4", None, "libx264", _moving(5, 72, 48), Fraction(25), sar=Fraction(8, 9))
     info = probe(clip)

@@ -19,8 +19,6 @@ from rmmvideo.video.io import (
     choose_pix_fmt,
     decode_frames,
     probe,
-    read_frame_at,
-    read_window,
     transcode_upscale,
 )
 from rmmvideo.video.safe_output import atomic_output
@@ -449,25 +447,21 @@ def test_atomic_output(tmp_path):
 # ----------------------------------------------------------------------------- random access
 
 
-@pytest.mark.parametrize("backend", ["auto", "pyav"])
-def test_random_access_matches_sequential(make_clip, backend):
+def test_random_access_matches_sequential(make_clip):
     # B-frames and a keyframe every 10 frames: seeks must land exactly
     p = make_clip("ra.mp4", frames=30, options={"g": "10", "preset": "medium"}, rotation=90)
     frames = list(decode_frames(p))
-    with RandomAccessReader(p, backend=backend) as r:
+    with RandomAccessReader(p) as r:
         assert len(r) == 30
         for i in [29, 0, 13, 10, 9, 21, 1]:
-            f = r.frame_at(i)
+            (f,) = r.window(i, 1)
             assert (f.index, f.pts) == (i, frames[i].pts)
             assert np.array_equal(f.image, frames[i].image), f"frame {i}"
-        f = r.frame_at(time=frames[17].time + 0.001)
-        assert f.index == 17
-        assert r.frame_at(time=-1.0).index == 0
+        assert r.index_of_time(frames[17].time + 0.001) == 17
+        assert r.index_of_time(-1.0) == 0
         with pytest.raises(UserError):
-            r.frame_at(30)
-    one = read_frame_at(p, index=5, backend=backend)
-    assert np.array_equal(one.image, frames[5].image)
-    win = list(read_window(p, 25, 10))
+            r.window(30, 1)
+        win = list(r.window(25, 10))
     assert [f.index for f in win] == list(range(25, 30))
     assert all(np.array_equal(f.image, frames[f.index].image) for f in win)
 
@@ -525,61 +519,6 @@ def test_transcode_upscale_synthetic(make_clip, tmp_path):
     assert md5(src) == before
 
 
-# ----------------------------------------------------------------------------- device-side colour
-
-
-def test_rgb_to_yuv_planes_matches_swscale():
-    import torch as T
-
-    from rmmvideo.video.io_colour import rgb_to_yuv_planes
-
-    rgb = synthetic_image(3, 128, 96)
-    x = T.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    for fmt, dtype in [("yuv420p", np.uint8), ("yuv444p", np.uint8), ("yuv420p10le", np.uint16),
-                       ("yuv422p10le", np.uint16)]:
-        ours = [p[0].numpy().astype(int) for p in rgb_to_yuv_planes(x, fmt)]
-        ref = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt, dst_colorspace=1, dst_color_range=1)
-        for i, plane in enumerate(ref.planes):
-            theirs = np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)[:, : plane.width].astype(int)
-            assert ours[i].shape == theirs.shape
-            d = np.abs(ours[i] - theirs)
-            assert d.max() <= 2 and d.mean() < 0.25, (fmt, i, d.max(), d.mean())
-    grey = T.rand(1, 1, 9, 11).expand(1, 3, 9, 11)
-    for fmt, mid in [("yuv420p", 128), ("yuv420p10le", 512)]:
-        _, u, v = rgb_to_yuv_planes(grey, fmt)
-        assert (u == mid).all() and (v == mid).all()
-        assert u.shape == (1, 5, 6)  # odd sizes: chroma is ceil(H/2) x ceil(W/2)
-
-
-@pytest.mark.parametrize("bit_depth", [8, 10])
-def test_write_tensor_equals_write(tmp_path, bit_depth):
-    frames = [synthetic_image(i, 64, 48) for i in range(4)]
-    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    kw = dict(width=64, height=48, time_base=Fraction(1, 90000), preset="ultrafast", bit_depth=bit_depth)
-    with VideoWriter(a, **kw) as wa, VideoWriter(b, **kw) as wb:
-        for i, img in enumerate(frames):
-            wa.write(img, i * 3000)
-            wb.write_tensor(torch.from_numpy(img).permute(2, 0, 1).float() / 255, i * 3000)
-    assert video_pts(a) == video_pts(b) == [0, 3000, 6000, 9000]
-    for fa, fb in zip(decode_frames(a), decode_frames(b)):
-        assert np.abs(fa.image.astype(int) - fb.image).mean() < 1.0
-    c = tmp_path / "c.mp4"
-    with VideoWriter(c, **kw) as wc:  # a batch gives the same frames as one by one
-        x = torch.stack([torch.from_numpy(img).permute(2, 0, 1).float() / 255 for img in frames])
-        wc.write_batch(x[:3], [0, 3000, 6000])
-        wc.write_batch(x[3:], [9000])
-    assert video_pts(c) == video_pts(b)
-    assert all(np.array_equal(fb.image, fc.image) for fb, fc in zip(decode_frames(b), decode_frames(c)))
-    with VideoWriter(tmp_path / "d.mp4", **kw) as w:
-        with pytest.raises(ValueError, match="expected tensor"):
-            w.write_tensor(torch.zeros(3, 48, 63), 0)
-        with pytest.raises(ValueError, match="expected tensor"):
-            w.write_batch(torch.zeros(2, 3, 48, 64), [0])
-        with pytest.raises(ValueError, match="planes"):
-            w.write_yuv([np.zeros((48, 64), np.uint8)] * 3, 0)
-        w.write_tensor(torch.zeros(3, 48, 64), 0)
-
-
 def test_transcode_ten_bit_odd_and_gray(make_clip, tmp_path):
     ten = make_clip("t.mp4", pix_fmt="yuv420p10le", frames=3)
     same = transcode_upscale(ten, tmp_path / "t10.mp4", 2, preset="ultrafast", bit_depth=None)
@@ -606,22 +545,6 @@ def test_pts_fixer_keeps_pts_increasing():
     fix = _PtsFixer(default_step=10)
     assert [fix(p) for p in [None, None, 30, 30, 25, None, 100]] == [0, 10, 30, 31, 32, 52, 100]
     assert fix.fixed == 4
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_write_chw_equals_write(tmp_path, dtype):
-    frames = [synthetic_image(i, 64, 48).astype(dtype) * (257 if dtype == np.uint16 else 1) for i in range(3)]
-    kw = dict(width=64, height=48, time_base=Fraction(1, 90000), preset="ultrafast",
-              bit_depth=10 if dtype == np.uint16 else 8)
-    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    with VideoWriter(a, **kw) as wa, VideoWriter(b, **kw) as wb:
-        for i, img in enumerate(frames):
-            wa.write(img, i)
-            wb.write_chw(np.ascontiguousarray(img.transpose(2, 0, 1)), i)
-        with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-            wb.write_chw(img, 10)
-    for fa, fb in zip(decode_frames(a, high_bit_depth=True), decode_frames(b, high_bit_depth=True)):
-        assert np.array_equal(fa.image, fb.image)
 
 
 def test_raw_stream_and_size_change(make_clip, tmp_path):
@@ -668,13 +591,12 @@ def test_stream_tags_and_dispositions_copied(make_clip, tmp_path):
         assert c.streams.subtitles[0].disposition & av.stream.Disposition.forced
 
 
-def test_random_access_ten_bit_uses_pyav(make_clip):
+def test_random_access_ten_bit(make_clip):
     p = make_clip("t.mp4", pix_fmt="yuv420p10le", frames=5)
     frames = list(decode_frames(p))
     with RandomAccessReader(p) as r:
-        assert r._decord is None  # decord converts through its own 8-bit path: not used here
-        assert all(np.array_equal(r.frame_at(i).image, frames[i].image) for i in (4, 0, 2))
-        assert r.frame_at(3, high_bit_depth=True).image.dtype == np.uint16
+        assert all(np.array_equal(next(r.window(i, 1)).image, frames[i].image) for i in (4, 0, 2))
+        assert next(r.window(3, 1, high_bit_depth=True)).image.dtype == np.uint16
 
 
 def test_mp4_keeps_a_non_zero_start_pts(make_clip, tmp_path):
