@@ -37,9 +37,9 @@ already seen, and memory stays O(lag) frames):
    returned in order. ``lag >= (max_gap + 1) * k + r`` guarantees that neither a later detection
    nor the smoothing window can change a returned frame.
 
-The first ``min_hits`` detections of a track (those that confirmed it) are flagged ``anchor`` and
-listed by :meth:`FaceTracker.anchor_frames`, so a pipeline can pin per-track state (e.g. the
-memory slot) from the track's first confident frames.
+The first ``min_hits`` detections of a track (those that confirmed it) are flagged ``anchor``,
+so a pipeline can pin per-track state (e.g. the memory slot) from the track's first confident
+frames.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from rmmvideo.errors import UserError
 from rmmvideo.video.align import five_points
 from rmmvideo.video.detect import Detection, FaceDetector
 
@@ -224,7 +223,7 @@ class FaceTracker:
                  full_every: int = 6, scene_cuts: bool = True,
                  cut_detector: SceneCutDetector | None = None) -> None:
         if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0 or full_every < 1:
-            raise UserError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, "
+            raise ValueError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, "
                             "smooth_sigma >= 0, full_every >= 1")
         self.detector = detector
         self.k = int(detect_every)
@@ -241,7 +240,7 @@ class FaceTracker:
         if lag is None:
             lag = need
         if lag < need:
-            raise UserError(
+            raise ValueError(
                 f"tracker: lag {lag} is too short for detect_every={self.k}, min_hits={self.min_hits}, "
                 f"max_gap={self.max_gap}, smooth_sigma={self.sigma}: need at least {need}"
             )
@@ -254,7 +253,6 @@ class FaceTracker:
         self.cuts: list[int] = []  # frame indices that start a new scene
         self._tracks: list[_Track] = []
         self._next_id = 0
-        self._anchor_index: dict[int, list[int]] = {}  # public id -> frame indices
         self.detect_seconds = 0.0
         self.track_seconds = 0.0
         self.frames_detected = 0
@@ -305,10 +303,6 @@ class FaceTracker:
         self._tracks = []
         self._scene_det_frames = 0
         return out
-
-    def anchor_frames(self, track_id: int) -> list[int]:
-        """Frame indices of the detections that confirmed ``track_id`` (its first ``min_hits``)."""
-        return list(self._anchor_index.get(track_id, []))
 
     @property
     def held_frames(self) -> int:
@@ -417,7 +411,6 @@ class FaceTracker:
         tr.track_id = self._next_id
         self._next_id += 1
         tr.anchors = [o.seq for o in tr.obs[-self.min_hits:]]
-        self._anchor_index[tr.track_id] = [o.index for o in tr.obs[-self.min_hits:]]
 
     def _raw_at(self, tr: _Track, seq: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Box, landmarks, score of a track at ``seq`` by linear interpolation of detections."""
