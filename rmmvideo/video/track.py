@@ -224,7 +224,7 @@ class FaceTracker:
                  cut_detector: SceneCutDetector | None = None) -> None:
         if detect_every < 1 or min_hits < 1 or max_gap < 0 or smooth_sigma < 0 or full_every < 1:
             raise ValueError("tracker: need detect_every >= 1, min_hits >= 1, max_gap >= 0, "
-                            "smooth_sigma >= 0, full_every >= 1")
+                             "smooth_sigma >= 0, full_every >= 1")
         self.detector = detector
         self.k = int(detect_every)
         self.min_hits = int(min_hits)
