@@ -84,19 +84,19 @@ class ModelConfig:
     def __post_init__(self) -> None:
         n = len(self.decoder_channels)
         if n < 1:
-            raise UserError("config: decoder_channels must list at least one RM3 block")
+            raise ValueError("config: decoder_channels must list at least one RM3 block")
         if len(self.unet_channels) != n:
-            raise UserError(
+            raise ValueError(
                 f"config: unet_channels has {len(self.unet_channels)} levels, "
                 f"expected {n} (one per RM3 block)"
             )
         for what, div in (("n_rm3 - 1", 2 ** (n - 1)), ("wavelet_levels", 2**self.wavelet_levels)):
             if self.size % div:
-                raise UserError(f"config: size {self.size} is not divisible by 2**({what}) = {div}")
+                raise ValueError(f"config: size {self.size} is not divisible by 2**({what}) = {div}")
         if self.rm3_kernel < 1 or self.rm3_kernel % 2 != 1:
-            raise UserError(f"config: rm3_kernel must be a positive odd number, got {self.rm3_kernel}")
+            raise ValueError(f"config: rm3_kernel must be a positive odd number, got {self.rm3_kernel}")
         if len(self.template) != 5:
-            raise UserError(f"config: template needs 5 points, got {len(self.template)}")
+            raise ValueError(f"config: template needs 5 points, got {len(self.template)}")
 
     @property
     def n_rm3(self) -> int:

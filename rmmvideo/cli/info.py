@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def describe(args: argparse.Namespace) -> dict[str, Any]:
     """Build the info dict for ``args`` (``config`` or ``weights``, else the bundled weights)."""
     from rmmvideo.config import ModelConfig
+    from rmmvideo.errors import UserError
     from rmmvideo.models.rmm import RMM
     from rmmvideo.models.weights import (
         default_weights_path,
@@ -29,7 +30,10 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
 
     info: dict[str, Any] = {}
     if args.config is not None:
-        cfg = ModelConfig.from_yaml(args.config)
+        try:
+            cfg = ModelConfig.from_yaml(args.config)
+        except ValueError as e:  # the user's config file describes an invalid model
+            raise UserError(f"{args.config}: {e}") from None
         model = RMM(cfg)
         info["source"] = {"config": str(args.config)}
         filled = None

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rmmvideo.config import ModelConfig
-from rmmvideo.errors import UserError
 from rmmvideo.models.keynet import KeyNet
 from rmmvideo.models.mapping import MappingNetwork
 from rmmvideo.models.memory import WaveletMemory
@@ -135,9 +134,9 @@ class RMM(nn.Module):
     # ---- helpers -------------------------------------------------------------------------
     def _to_size(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise UserError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if not x.is_floating_point():
-            raise UserError(f"expected float images in [0, 1], got dtype {x.dtype}")
+            raise TypeError(f"expected float images in [0, 1], got dtype {x.dtype}")
         s = self.config.size
         if tuple(x.shape[-2:]) == (s, s):
             return x
@@ -182,7 +181,8 @@ class RMM(nn.Module):
             is switched to eval for the call and back, so BatchNorm statistics never move).
 
         Raises:
-            UserError: bad shapes, or a given slot that is out of range or empty.
+            ValueError: bad shapes, or a given slot that is out of range or empty.
+            TypeError: images that are not floating point.
         """
         was_training = self.training
         self.eval()
@@ -198,18 +198,18 @@ class RMM(nn.Module):
         if noise is None:
             noise = torch.randn(b, cfg.z_n_dim, device=dev, dtype=x.dtype)
         if tuple(noise.shape) != (b, cfg.z_n_dim):
-            raise UserError(f"noise shape {tuple(noise.shape)}, expected ({b}, {cfg.z_n_dim})")
+            raise ValueError(f"noise shape {tuple(noise.shape)}, expected ({b}, {cfg.z_n_dim})")
         noise = noise.to(device=dev, dtype=x.dtype)
         if slots is None:
             slots = torch.full((b,), -1, dtype=torch.long, device=dev)
         slots = torch.as_tensor(slots, dtype=torch.long, device=dev)
         if tuple(slots.shape) != (b,):
-            raise UserError(f"slots shape {tuple(slots.shape)}, expected ({b},)")
+            raise ValueError(f"slots shape {tuple(slots.shape)}, expected ({b},)")
         given = slots >= 0
         if bool((slots < -1).any()) or bool((slots >= cfg.memory_size).any()):
-            raise UserError(f"memory slot out of range [-1, {cfg.memory_size - 1}]")
+            raise ValueError(f"memory slot out of range [-1, {cfg.memory_size - 1}]")
         if bool((given & ~self.memory.filled[slots.clamp(min=0)]).any()):
-            raise UserError("a requested memory slot is empty")
+            raise ValueError("a requested memory slot is empty")
         z_w = x.new_zeros(b, cfg.z_w_dim)
         sims = torch.full((b,), float("nan"), dtype=x.dtype, device=dev)
         used = slots.clone()

@@ -119,7 +119,10 @@ def from_pretrained(path: str | Path | None = None, device: str | torch.device =
 
     p = _resolve(path)
     meta = read_metadata(p)
-    cfg = ModelConfig.from_dict(meta["rmm_config"])
+    try:
+        cfg = ModelConfig.from_dict(meta["rmm_config"])
+    except ValueError as e:  # an invalid architecture in the file: the file is bad, not the code
+        raise UserError(f"{p}: invalid rmm_config metadata: {e}") from None
     model = RMM(cfg)
     sd = load_file(str(p), device="cpu")
     try:

@@ -55,6 +55,28 @@ def test_info_missing_file_is_user_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "not found" in capsys.readouterr().err
 
 
+def test_info_invalid_architecture_is_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config file or weights file describing an invalid model: one line, exit 2 (the CLI maps
+    ModelConfig's ValueError to a user error)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  name: bad\n  rm3_kernel: 2\n")
+    assert main(["info", "--config", str(bad_yaml)]) == 2
+    err = capsys.readouterr().err
+    assert "rm3_kernel" in err and str(bad_yaml) in err and err.count("\n") == 1
+    p = save_pretrained(RMM(TINY), tmp_path / "w.safetensors")
+    with safe_open(str(p), framework="pt") as f:
+        meta = f.metadata()
+    meta["rmm_config"] = json.dumps({**TINY.to_dict(), "rm3_kernel": 2})
+    bad_weights = tmp_path / "bad.safetensors"
+    save_file(load_file(str(p)), str(bad_weights), metadata=meta)
+    assert main(["info", "--weights", str(bad_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "rm3_kernel" in err and "invalid rmm_config" in err and err.count("\n") == 1
+
+
 def test_info_default_weights(capsys: pytest.CaptureFixture[str]) -> None:
     from rmmvideo.models.weights import default_weights_path
 

@@ -105,9 +105,9 @@ def test_restore_uses_memory_values() -> None:
     assert mixed.slots.tolist() == [1, int(top[1])]
     x_hr2, _ = m.generator(x, noise, torch.stack([m.memory.values[1], vals[1]]))
     assert torch.allclose(mixed.x_hr, x_hr2.clamp(0, 1))
-    with pytest.raises(UserError, match="empty"):
+    with pytest.raises(ValueError, match="empty"):
         m.restore(x, noise=noise, slots=torch.tensor([5, 5]))
-    with pytest.raises(UserError, match="out of range"):
+    with pytest.raises(ValueError, match="out of range"):
         m.restore(x, noise=noise, slots=torch.tensor([6, 0]))
 
 
@@ -119,6 +119,25 @@ def test_restore_empty_memory_falls_back_to_zero_code() -> None:
     assert out.slots.tolist() == [-1, -1] and out.sims.tolist() == [0.0, 0.0]
     x_hr, _ = m.generator(x, noise, torch.zeros(2, 45))
     assert torch.allclose(out.x_hr, x_hr.clamp(0, 1))
+
+
+
+def test_bad_inputs_raise_library_errors() -> None:
+    """Shape and type mistakes of a caller are ValueError/TypeError, never the CLI's UserError."""
+    m = _model()
+    x = torch.rand(2, 3, 32, 32)
+    cases = [
+        (ValueError, "expected images", lambda: m.restore(x[:, :2])),
+        (TypeError, "float images", lambda: m.restore((x * 255).to(torch.uint8))),
+        (ValueError, "noise shape", lambda: m.restore(x, noise=torch.zeros(2, 7))),
+        (ValueError, "slots shape", lambda: m.restore(x, slots=torch.tensor([-1]))),
+        (ValueError, "decoder_channels", lambda: ModelConfig(decoder_channels=(), unet_channels=())),
+        (ValueError, "rm3_kernel", lambda: ModelConfig(rm3_kernel=2)),
+    ]
+    for kind, match, call in cases:
+        with pytest.raises(kind, match=match) as e:
+            call()
+        assert not isinstance(e.value, UserError)
 
 
 def test_forward_train_and_memory_update() -> None:
