@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    cfg = load_train_config(args.config)
+    try:
+        cfg = load_train_config(args.config)
+    except ValueError as e:  # e.g. a model section that describes no valid architecture
+        raise UserError(f"{args.config}: {e}") from None
     if args.device:
         cfg = replace(cfg, device=args.device)
     threads = args.threads or cfg.threads
@@ -81,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if (out / "checkpoint.pt").is_file() and not (args.resume or args.export_only):
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
     trainer, data_info = build_trainer(cfg, out)
+    if trainer.device.type == "cuda":  # fixed shapes: cuDNN picks its fastest kernels; TF32 for fp32
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if args.export_only:
         trainer.load_checkpoint()
         path = trainer.export(data_info=data_info, half=args.half)

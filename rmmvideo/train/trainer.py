@@ -9,12 +9,14 @@ Per step:
   5. EMA of the generator weights (buffers, i.e. the memory, are copied); the EMA model is exported.
 
 Mixed precision (autocast, bf16 where supported, else fp16 with a grad scaler) on CUDA only;
-on CUDA, fp32 matmuls and convolutions use TF32 and cuDNN autotunes. ``workers`` DataLoader
-processes can prepare the next batches; ``time_budget_s`` sizes a run by wall-clock time.
-Checkpoints hold the train config, model config, model, EMA, discriminators, optimizers, scaler,
-step, RNG states and wall time; they are written atomically (temp file + rename) to
-``<out>/checkpoint.pt``. Losses go to ``<out>/log.jsonl``, sample grids (LQ | X_MR | X̂_HR | GT)
-to ``<out>/samples/step_XXXXXXX.png``, the EMA export to ``<out>/model.safetensors``.
+`rmmvideo train` also lets fp32 matmuls and convolutions use TF32 and cuDNN autotune there
+(process-wide switches: a library caller decides them; the Trainer also leaves the global RNG
+states alone). ``workers`` DataLoader processes can prepare the next batches; ``time_budget_s``
+sizes a run by wall-clock time. Checkpoints hold the train config, model config, model, EMA,
+discriminators, optimizers, scaler, step, the noise and code generators' states and wall time;
+they are written atomically (temp file + rename) to ``<out>/checkpoint.pt``. Losses go to
+``<out>/log.jsonl``, sample grids (LQ | X_MR | X̂_HR | GT) to ``<out>/samples/step_XXXXXXX.png``,
+the EMA export to ``<out>/model.safetensors``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import math
 import platform
-import random
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -215,28 +216,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(bm)
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_grid(path: Path, columns: Sequence[torch.Tensor]) -> None:
     """Write a PNG grid: one row per sample, one column per tensor ``(B, 3, S, S)`` in [0, 1]."""
     from PIL import Image
@@ -309,18 +288,18 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set if val_set is not None and len(val_set) > 0 else None
         self.device = pick_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        random.seed(cfg.seed)
-        if model is None:
-            from rmmvideo.models.rmm import RMM
+        # Initial weights from cfg.seed, drawn on the CPU; the caller's global RNG state is restored
+        # after (training itself draws only from the trainer's own generators below).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(cfg.seed)
+            if model is None:
+                from rmmvideo.models.rmm import RMM
 
-            model = RMM(cfg.model)
+                model = RMM(cfg.model)
+            disc = MultiScaleDiscriminator(cfg.disc_scales, cfg.disc_weights, cfg.disc_width, cfg.disc_layers)
         self.model = model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.disc = MultiScaleDiscriminator(
-            cfg.disc_scales, cfg.disc_weights, cfg.disc_width, cfg.disc_layers
-        ).to(self.device)
+        self.disc = disc.to(self.device)
         vgg = load_vgg19(cfg.vgg_path) if (cfg.loss.vgg > 0 or cfg.loss.cx > 0) else None
         if vgg is not None:
             vgg = vgg.to(self.device)
@@ -330,11 +309,7 @@ class Trainer:
         )
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
-        cuda = self.device.type == "cuda"
-        if cuda:  # fixed shapes: let cuDNN pick its fastest kernels; TF32 for fp32 matmuls/convs
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        cuda = self.device.type == "cuda"  # cuDNN autotuning / TF32: process-wide, set by the CLI
         self.amp_dtype: torch.dtype | None = None
         if cuda and cfg.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -442,7 +417,6 @@ class Trainer:
             "noise": self.noise.get_state(),
             "code_rng": self.code_rng.get_state(),
             "init_info": self.init_info,
-            "rng": _rng_state(),
         }
 
     def save_checkpoint(self, path: Path | None = None) -> Path:
@@ -475,7 +449,6 @@ class Trainer:
         if "code_rng" in st:
             self.code_rng.set_state(st["code_rng"])
         self.init_info = st.get("init_info")
-        _set_rng_state(st["rng"])
         self.step = int(st["step"])
         self.wall = float(st["wall"])
 

@@ -78,6 +78,30 @@ def test_resume_gives_identical_state(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_trainer_has_no_global_side_effects(tmp_path):
+    """Initial weights come from cfg.seed alone; the caller's RNG state and torch's backend
+    switches are left as they were (the CLI sets the CUDA ones)."""
+    import random
+
+    import numpy as np
+
+    data = tiny_dataset(4)
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed)
+        random.seed(global_seed)
+        before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+        flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32)
+        t = Trainer(tiny_train_config(steps=1), tmp_path / str(global_seed), data)
+        t.fit(export=False)
+        assert torch.equal(torch.get_rng_state(), before[0])
+        assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+        assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == flags
+        states.append(_all_state(t))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])  # same seed, same run
+
+
 def test_checkpoint_is_atomic_and_holds_config(tmp_path):
     t = Trainer(tiny_train_config(steps=1), tmp_path, tiny_dataset(4))
     t.fit(export=False)
@@ -85,7 +109,7 @@ def test_checkpoint_is_atomic_and_holds_config(tmp_path):
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert st["step"] == 1
     assert st["model_config"] == TINY.to_dict()
-    assert {"model", "ema", "disc", "opt_g", "opt_d", "rng", "noise"} <= set(st)
+    assert {"model", "ema", "disc", "opt_g", "opt_d", "noise", "code_rng"} <= set(st)
     with pytest.raises(Exception, match="model config differs"):
         other = tiny_train_config(model=TINY.__class__(**{**TINY.__dict__, "memory_size": 8}))
         Trainer(other, tmp_path, tiny_dataset(4)).load_checkpoint()
