@@ -140,32 +140,6 @@ def estimate_template(
     return np.asarray(trim_mean(np.stack(pts), 0.1, axis=0)), len(pts)
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` points
-    onto ``dst`` points, ``(N, 2), (N, 2) -> (2, 3)`` matrix ``M`` with ``dst ≈ M @ [x, y, 1]``."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise ValueError(f"expected two (N>=2, 2) point sets, got {src.shape} and {dst.shape}")
-    x, y = src[:, 0], src[:, 1]
-    one, zero = np.ones_like(x), np.zeros_like(x)
-    # x' = a x - b y + tx ;  y' = b x + a y + ty
-    A = np.concatenate([np.stack([x, -y, one, zero], 1), np.stack([y, x, zero, one], 1)])
-    rhs = np.concatenate([dst[:, 0], dst[:, 1]])
-    a, b, tx, ty = np.linalg.lstsq(A, rhs, rcond=None)[0]
-    return np.array([[a, -b, tx], [b, a, ty]])
-
-
-def warp_affine(img: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
-    """Warp uint8 ``(H, W, 3)`` with the forward matrix ``M`` (2, 3) into a ``size`` square
-    (bicubic, black outside)."""
-    inv = np.linalg.inv(np.vstack([M, [0.0, 0.0, 1.0]]))[:2]
-    out = Image.fromarray(img).transform(
-        (size, size), Image.AFFINE, data=tuple(inv.reshape(-1)), resample=Image.BICUBIC
-    )
-    return np.asarray(out)
-
-
 def align_to_template(
     img: np.ndarray,
     size: int,
@@ -173,13 +147,21 @@ def align_to_template(
     points5: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Align a face photo to ``template`` (5 normalised points) at ``size``: dlib 5 points of
-    the largest face (or ``points5`` when given), least-squares similarity, bicubic warp.
+    the largest face (or ``points5`` when given), then the video pipeline's own alignment
+    (``rmmvideo.video.align``: the same similarity transform, pixel-centre convention and
+    antialiased warp), so training and inference crop faces identically.
     Returns uint8 ``(size, size, 3)``, or None when no face is found."""
+    import torch
+
+    from rmmvideo.video.align import align_matrices, warp_to_crops
+    from rmmvideo.video.upscale import images_to_tensor, tensor_to_images
+
     pts = landmarks5(img) if points5 is None else np.asarray(points5, dtype=np.float64)
     if pts is None:
         return None
-    dst = np.asarray(template, dtype=np.float64) * size
-    return warp_affine(img, similarity_transform(pts, dst), size)
+    m = align_matrices(torch.as_tensor(pts, dtype=torch.float64)[None], template, size)
+    crop = warp_to_crops(images_to_tensor(img), torch.zeros(1, dtype=torch.long), m, size)
+    return tensor_to_images(crop.clamp(0, 1))[0]
 
 
 # ----------------------------------------------------------------------------- dataset

@@ -17,7 +17,6 @@ from rmmvideo.train.data import (
     landmarks5,
     list_images,
     load_rgb,
-    similarity_transform,
     split_of,
 )
 from rmmvideo.train.degrade import DegradationConfig
@@ -96,16 +95,6 @@ def test_errors(tmp_path: Path, folder: Path) -> None:
         FaceFolderDataset(folder, 32, split="val", val_fraction=0.0)
     with pytest.raises(UserError):
         FaceFolderDataset(folder, 32, align=True)
-
-
-def test_similarity_transform_recovers_known_transform() -> None:
-    rng = np.random.default_rng(0)
-    src = rng.random((5, 2)) * 100
-    ang, s, t = 0.3, 1.7, np.array([12.0, -4.0])
-    R = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-    dst = src @ R.T + t
-    M = similarity_transform(src, dst)
-    assert np.allclose(M[:, :2], R, atol=1e-9) and np.allclose(M[:, 2], t, atol=1e-9)
 
 
 @needs_utk
