@@ -16,12 +16,15 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 
 from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import atomic_output
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 ENGINES = ("rmm", "upscale")
 Progress = Callable[[int], None]  # called with the number of frames written so far
@@ -45,52 +48,35 @@ def _check(engine: str) -> None:
         raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
 
 
-def _pipeline():
-    try:
-        from rmmvideo.video import pipeline
-    except ModuleNotFoundError as e:
-        if e.name == "rmmvideo.video.pipeline":
-            raise UserError("the restoration pipeline (rmmvideo.video.pipeline) is not installed") from None
-        raise
-    return pipeline
-
-
-def _restore_options(options: dict[str, Any]):
+def _restore_options(options: dict[str, Any]) -> RestoreOptions:
     """RestoreOptions from the batch's option dict (unknown keys ignored; workers are quiet:
     the coordinator draws the progress)."""
-    pipeline = _pipeline()
-    fields = getattr(pipeline.RestoreOptions, "__dataclass_fields__", {})
-    known = {k: v for k, v in options.items() if k in fields and v is not None}
-    if "quiet" in fields:
-        known["quiet"] = True
-    return pipeline.RestoreOptions(**known)
+    from rmmvideo.video.pipeline import RestoreOptions
+
+    names = {f.name for f in dataclasses.fields(RestoreOptions)}
+    known = {k: v for k, v in options.items() if k in names and v is not None}
+    known["quiet"] = True
+    return RestoreOptions(**known)
 
 
 # model + detector per worker process, reused by every file and segment it renders
 _COMPONENTS: dict[tuple, Any] = {}
 
 
-def _components(opts: Any) -> Any:
-    key = tuple(str(getattr(opts, k, None)) for k in ("weights", "device", "detector", "models_dir", "parser"))
+def _components(opts: RestoreOptions) -> Any:
+    key = (opts.weights, opts.device, opts.detector, opts.models_dir, opts.parser)
     comps = _COMPONENTS.get(key)
     if comps is None:
         _COMPONENTS.clear()  # one set at a time: weights can be large
-        comps = _COMPONENTS[key] = _pipeline().build_components(opts)
+        from rmmvideo.video.pipeline import build_components
+
+        comps = _COMPONENTS[key] = build_components(opts)
     return comps
 
 
-def _with_progress(fn: Callable, kwargs: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
-    """Add `progress=` when the pipeline function accepts it."""
-    import inspect
-
-    if progress is not None and "progress" in inspect.signature(fn).parameters:
-        kwargs["progress"] = progress
-    return kwargs
-
-
 def _summary(s: Any) -> dict[str, Any]:
-    return {"frames": int(s.frames), "faces": int(getattr(s, "faces", 0)), "tracks": int(getattr(s, "tracks", 0)),
-            "damage": str(getattr(s, "damage", "") or "")}
+    """The batch record of a `pipeline.RunSummary`."""
+    return {"frames": int(s.frames), "faces": int(s.faces), "tracks": int(s.tracks), "damage": s.damage}
 
 
 # ---------------------------------------------------------------- upscale engine
@@ -187,10 +173,10 @@ def restore_file(
     """Whole file in one process, audio/subtitles included."""
     _check(engine)
     if engine == "rmm":
-        p = _pipeline()
+        from rmmvideo.video.pipeline import restore_video
+
         opts = _restore_options(options)
-        kw = _with_progress(p.restore_video, {"components": _components(opts)}, progress)
-        return _summary(p.restore_video(input_path, output, opts, **kw))
+        return _summary(restore_video(input_path, output, opts, components=_components(opts), progress=progress))
     return upscale_range(input_path, output, options, progress=progress, audio=True)
 
 
@@ -200,12 +186,13 @@ def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[
     An existing `table_path` (left by an interrupted run) is reused."""
     _check(engine)
     if engine == "rmm":
-        p = _pipeline()
+        from rmmvideo.video.pipeline import TrackTable, analyze_video
+
         if table_path.is_file():  # resumed: the table of an earlier run (same input and options)
-            table = p.TrackTable.load(table_path)
+            table = TrackTable.load(table_path)
         else:
             opts = _restore_options(options)
-            table = p.analyze_video(input_path, opts, components=_components(opts))
+            table = analyze_video(input_path, opts, components=_components(opts))
             table.save(table_path)  # atomic (temp + rename)
         return {"faces": sum(len(f) for f in table.faces.values()), "tracks": len(table.styles)}
     return {"faces": 0, "tracks": 0}
@@ -277,20 +264,21 @@ def render_segment(
     """Pass 2 for one segment: frames start_pts <= pts < end_pts, video only, input pts kept."""
     _check(engine)
     if engine == "rmm":
-        p = _pipeline()
+        from rmmvideo.video.pipeline import TrackTable, render_video
+
         if table_path is None:
             raise RuntimeError("segment render without the analysis pass's track table")
-        table = p.TrackTable.load(table_path)
+        table = TrackTable.load(table_path)
         opts = _restore_options(options)
         if opts.deinterlace == "auto":  # decided on the whole input: a segment copy's first frames could vote otherwise
             from rmmvideo.video.archive import auto_deinterlace
 
             opts = dataclasses.replace(opts, deinterlace=auto_deinterlace(input_path))
-        kw = _with_progress(p.render_video, {"components": _components(opts)}, progress)
         src = segment_source(input_path, output.with_name(f"{output.stem}.source{input_path.suffix.lower()}"),
                              start_pts, end_pts)
         try:
-            s = p.render_video(src, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False, **kw)
+            s = render_video(src, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False,
+                             components=_components(opts), progress=progress)
         finally:
             if src != input_path:
                 src.unlink(missing_ok=True)

@@ -64,7 +64,7 @@ class TaskSpec:
 
 
 def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) -> None:
-    """Per-process setup: thread count for torch/BLAS/codec, progress sink, exit with the
+    """Per-process setup: thread count for torch/BLAS, progress sink, exit with the
     coordinator (pid)."""
     global _SINK, _THREADS
     _SINK, _THREADS = sink, threads
@@ -75,7 +75,6 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
         from rmmvideo.batch.backends import worker_env
 
         os.environ.update(worker_env(threads))
-        os.environ["RMMVIDEO_CODEC_THREADS"] = str(threads)
 
 
 def _stop_on_termination() -> None:
@@ -141,10 +140,9 @@ def watch_coordinator(pid: int) -> None:
 
 
 def _set_threads(threads: int | None, engine: str) -> None:
-    """torch intra-op threads and (upscale engine) encoder threads for this worker."""
+    """torch intra-op threads for this worker."""
     if not threads:
         return
-    os.environ["RMMVIDEO_CODEC_THREADS"] = str(threads)
     if engine == "rmm" or "torch" in sys.modules:
         import torch
 

@@ -39,18 +39,6 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def _available() -> dict[str, object]:
-    mods = {}
-    for name, mod in SUBCOMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"rmmvideo.cli.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name == f"rmmvideo.cli.{mod}":
-                continue  # subcommand not built yet
-            raise
-    return mods
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``rmmvideo: error: run: argument --threads: ...`` (exit 2)."""
 
@@ -73,6 +61,16 @@ def _log_to_stderr() -> None:
         root.addHandler(handler)
 
 
+def _set_torch_threads(threads: int | None) -> None:
+    """``--threads N`` (run, preview, faces, bench, eval-video, train): torch's CPU threads for
+    this process. Process-wide, so the CLI sets it; the library never does (batch workers set
+    their own share in ``rmmvideo.batch.tasks``)."""
+    if threads is not None and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rmmvideo import __version__
 
@@ -83,15 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rmmvideo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, mod in _available().items():
+    for name, module in SUBCOMMANDS.items():
+        mod = importlib.import_module(f"rmmvideo.cli.{module}")
         p = sub.add_parser(
             name,
-            help=getattr(mod, "HELP", ""),
-            description=getattr(mod, "HELP", ""),
+            help=mod.HELP,
+            description=mod.HELP,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        mod.add_arguments(p)  # type: ignore[attr-defined]
-        p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
     return parser
 
 
@@ -107,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     debug = os.environ.get("RMMVIDEO_DEBUG", "") not in ("", "0")
     raise_on_termination()  # SIGTERM / SIGHUP unwind like Ctrl-C (temporary outputs removed)
+    _set_torch_threads(getattr(args, "threads", None))
     _log_to_stderr()  # e.g. the damaged spans of an input kept with --on-damage warn
     try:
         return int(args._run(args) or 0)

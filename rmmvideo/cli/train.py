@@ -77,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.config}: {e}") from None
     if args.device:
         cfg = replace(cfg, device=args.device)
-    threads = args.threads or cfg.threads
-    if threads:
-        torch.set_num_threads(int(threads))
+    if args.threads is None and cfg.threads:  # --threads itself is applied by rmmvideo.cli.main
+        torch.set_num_threads(int(cfg.threads))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if (out / "checkpoint.pt").is_file() and not (args.resume or args.export_only):
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, or another --out")

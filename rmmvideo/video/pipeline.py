@@ -167,8 +167,6 @@ def build_components(options: RestoreOptions, log: Callable[[str], None] | None 
     from rmmvideo.models.weights import from_pretrained
     from rmmvideo.video.detect import make_detector
 
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
     device = _device(options.device)
     model = from_pretrained(options.weights, device=device)
     detector, reason = make_detector(options.detector, device=device, models_dir=options.models_dir)

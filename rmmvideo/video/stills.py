@@ -127,8 +127,6 @@ def build_still_components(options: object, need_detector: bool = True,
 
     if need_detector:
         return build_components(options, log)  # type: ignore[arg-type]
-    if options.threads > 0:  # type: ignore[attr-defined]
-        torch.set_num_threads(options.threads)  # type: ignore[attr-defined]
     try:
         device = torch.device(options.device)  # type: ignore[attr-defined]
     except RuntimeError as e:
