@@ -21,10 +21,10 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def main() -> None:
+    # Idle OpenMP threads sleep instead of spinning (before torch loads: it is imported below)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numpy as np
 
     from rmmvideo.eval.detection import (

@@ -10,10 +10,10 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def main() -> None:
+    # Idle OpenMP threads sleep instead of spinning (before torch loads: it is imported below)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from rmmvideo.config import ModelConfig

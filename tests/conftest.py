@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-
-# Idle OpenMP threads sleep instead of spinning (set before torch loads): with several
-# processes on 2 cores, spinning threads made torch work many times slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +11,13 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Idle OpenMP threads sleep instead of spinning: with several processes on 2 cores, spinning
+    threads made torch work many times slower. Runs before any test module is collected, so
+    before torch loads its OpenMP runtime (which reads the variable once)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
