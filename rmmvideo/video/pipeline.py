@@ -27,13 +27,20 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence, Union
 
 import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
 from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, batched, decode_frames, probe
+from rmmvideo.video.io_decode import OnDamage
+
+if TYPE_CHECKING:  # heavy modules, imported lazily at run time
+    from rmmvideo.models.rmm import RMM
+    from rmmvideo.video.archive import FrameView
+    from rmmvideo.video.detect import DetectorKind, FaceDetector
+    from rmmvideo.video.track import FaceTracker, FrameFaces
 
 Temporal = Literal["track", "frame"]
 Strength = Union[float, Literal["auto"]]
@@ -49,7 +56,7 @@ class RestoreOptions:
     scale: float = 2.0
     weights: str | None = None  # None = bundled default weights
     device: str = "cpu"
-    detector: str = "auto"  # auto | fan | dlib
+    detector: DetectorKind = "auto"
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
@@ -63,7 +70,7 @@ class RestoreOptions:
     bit_depth: int | None = None  # None: 10 for >8-bit input, else 8
     threads: int = 0  # torch CPU threads (0 = torch's default)
     quiet: bool = False
-    on_damage: str = "warn"  # damaged input: "warn" (keep every decodable frame, report spans) | "error"
+    on_damage: OnDamage = "warn"  # damaged input: "warn" (keep every decodable frame, report spans) | "error"
     deinterlace: str = "auto"  # auto | off | frame | field (rmmvideo.video.archive)
     sar: str = "square"  # square | keep: output pixel aspect for anamorphic input
 
@@ -155,11 +162,15 @@ def default_output_path(input: str | os.PathLike, scale: float) -> Path:
 class Components:
     """What the engine needs, built once per run (or passed in by a caller that reuses them)."""
 
-    model: "torch.nn.Module"  # rmmvideo.models.rmm.RMM, eval mode, on `device`
-    detector: object  # rmmvideo.video.detect.FaceDetector
+    model: RMM  # eval mode, on `device`
+    detector: FaceDetector | None  # None only where no detection is needed (aligned stills)
     detector_reason: str
     parser: "torch.nn.Module | None"
     device: torch.device
+
+    @property
+    def detector_name(self) -> str:
+        return self.detector.name if self.detector is not None else ""
 
 
 def build_components(options: RestoreOptions, log: Callable[[str], None] | None = None) -> Components:
@@ -210,7 +221,7 @@ class TrackStyler:
         scale: the output's upscale factor (auto strength needs it).
     """
 
-    def __init__(self, model: torch.nn.Module, seed: int, pin_frames: int = 3,
+    def __init__(self, model: RMM, seed: int, pin_frames: int = 3,
                  styles: dict[int, TrackStyle] | None = None, strength: Strength = "auto",
                  scale: float = 2.0) -> None:
         self.model = model
@@ -238,14 +249,14 @@ class TrackStyler:
                 new.setdefault(t, []).append(i)
         if not new:
             return
-        memory = self.model.memory  # type: ignore[attr-defined]
+        memory = self.model.memory
         empty = int(memory.filled.sum()) == 0
         for t, idx in new.items():
             conf = ([i for i in idx if detected[i]] or idx)[: self.pin_frames]
             slot = -1
             if not empty:
                 with torch.no_grad():
-                    q = self.model.query(crops[conf])  # type: ignore[attr-defined]
+                    q = self.model.query(crops[conf])
                     q = torch.nn.functional.normalize(q.mean(0, keepdim=True), dim=1)
                     _, slots, _ = memory.retrieve(q)
                 slot = int(slots[0])
@@ -275,7 +286,7 @@ class TrackStyler:
         from rmmvideo.models.rmm import make_noise
 
         if track_id not in self._noise:
-            dim = self.model.config.z_n_dim  # type: ignore[attr-defined]
+            dim = self.model.config.z_n_dim
             self._noise[track_id] = make_noise(self.styles[track_id].noise_seed, 1, dim)[0]
         return self._noise[track_id]
 
@@ -318,7 +329,7 @@ class FaceRenderer:
         items = [(b, f) for b, p in enumerate(plans) for f in p.faces]
         if not items:
             return None
-        cfg = self.comps.model.config  # type: ignore[attr-defined]
+        cfg = self.comps.model.config
         pts5 = torch.as_tensor(np.stack([f.points5 for _, f in items]), dtype=torch.float64)
         mats = align_matrices(pts5, cfg.template, cfg.size)
         ok = crop_scale_ok(mats).cpu().numpy()
@@ -365,7 +376,7 @@ class FaceRenderer:
         noise, slots = self._conditioning(plans, items, crops)
         n, k = len(items), self.max_faces
         restored = torch.cat([
-            model.restore(crops[i:i + k], noise[i:i + k], slots[i:i + k]).x_hr  # type: ignore[attr-defined]
+            model.restore(crops[i:i + k], noise[i:i + k], slots[i:i + k]).x_hr
             for i in range(0, n, k)
         ])
         detail = restoration_detail(restored, crops)
@@ -396,7 +407,7 @@ class FaceRenderer:
         from rmmvideo.models.rmm import make_noise
 
         model = self.comps.model
-        dim = model.config.z_n_dim  # type: ignore[attr-defined]
+        dim = model.config.z_n_dim
         dev = crops.device
         if self.options.temporal == "frame":
             seen: dict[int, int] = {}  # faces so far per frame: seed = (pts, face index in frame)
@@ -446,10 +457,12 @@ def _warp(frames: torch.Tensor, fidx: torch.Tensor, mats: torch.Tensor, size: in
 # ----------------------------------------------------------------------------- tracking -> plans
 
 
-def make_tracker(detector: object, options: RestoreOptions) -> object:
+def make_tracker(detector: FaceDetector | None, options: RestoreOptions) -> FaceTracker:
     """The face tracker the engine uses (``rmmvideo.video.track.FaceTracker``)."""
     from rmmvideo.video.track import FaceTracker
 
+    if detector is None:
+        raise ValueError("tracking needs a face detector (these components were built without one)")
     return FaceTracker(detector, detect_every=options.detect_every)
 
 
@@ -458,20 +471,20 @@ def _detector_image(image: np.ndarray) -> np.ndarray:
     return image if image.dtype == np.uint8 else (image >> 8).astype(np.uint8)
 
 
-def plan_frames(frames: Iterable[DecodedFrame], tracker: object, chunk: int = 8) -> Iterator[FramePlan]:
+def plan_frames(frames: Iterable[DecodedFrame], tracker: FaceTracker, chunk: int = 8) -> Iterator[FramePlan]:
     """Run the tracker over a frame stream; yield each frame with its final faces, in order.
 
     Memory: the frames the tracker has not finalised yet (its bounded lag) plus one chunk."""
     pending: dict[int, DecodedFrame] = {}
     buf: list[tuple[int, np.ndarray]] = []
 
-    def emit(done: Iterable[object]) -> Iterator[FramePlan]:
+    def emit(done: Iterable[FrameFaces]) -> Iterator[FramePlan]:
         for ff in done:
-            frame = pending.pop(ff.index)  # type: ignore[attr-defined]
+            frame = pending.pop(ff.index)
             faces = [
                 FacePlan(int(t.track_id), np.asarray(t.points5, np.float64),
                          np.asarray(t.landmarks68, np.float64), bool(t.detected))
-                for t in ff.faces  # type: ignore[attr-defined]
+                for t in ff.faces
             ]
             yield FramePlan(frame, faces)
 
@@ -479,11 +492,11 @@ def plan_frames(frames: Iterable[DecodedFrame], tracker: object, chunk: int = 8)
         pending[f.index] = f
         buf.append((f.index, _detector_image(f.image)))
         if len(buf) >= chunk:
-            yield from emit(tracker.push(buf))  # type: ignore[attr-defined]
+            yield from emit(tracker.push(buf))
             buf = []
     if buf:
-        yield from emit(tracker.push(buf))  # type: ignore[attr-defined]
-    yield from emit(tracker.flush())  # type: ignore[attr-defined]
+        yield from emit(tracker.push(buf))
+    yield from emit(tracker.flush())
     if pending:
         raise RuntimeError(f"tracker did not finalise frames {sorted(pending)[:5]}...")
 
@@ -503,11 +516,11 @@ class TrackTable:
         """Write as .npz (atomically)."""
         pts, track, det, lm = [], [], [], []
         for p, faces in self.faces.items():
-            for f in faces:
+            for face in faces:
                 pts.append(p)
-                track.append(f.track_id)
-                det.append(f.detected)
-                lm.append(f.landmarks68)
+                track.append(face.track_id)
+                det.append(face.detected)
+                lm.append(face.landmarks68)
         meta = {"frames": self.frames, "frame_pts": sorted(self.faces),
                 "styles": {str(t): [s.noise_seed, s.slot, s.strength] for t, s in self.styles.items()}}
         from rmmvideo.video.safe_output import atomic_output
@@ -569,7 +582,7 @@ def _bit_depth(options: RestoreOptions, info: VideoInfo) -> tuple[int, bool]:
     return bd, bd > 8 and info.bit_depth > 8
 
 
-def _view(info: VideoInfo, options: RestoreOptions, log: Callable[[str], None] | None) -> "object":
+def _view(info: VideoInfo, options: RestoreOptions, log: Callable[[str], None] | None) -> FrameView:
     """The decode view (deinterlacing, square pixels) of ``rmmvideo.video.archive``; logs why."""
     from rmmvideo.video.archive import plan_view
 
@@ -633,7 +646,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
             bar.close()
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
-                         len(styler.styles), time.perf_counter() - t0, comps.detector.name,  # type: ignore[attr-defined]
+                         len(styler.styles), time.perf_counter() - t0, comps.detector_name,
                          [s.strength for _, s in sorted(styler.styles.items())])
     summary.damage = damage.line()
     log(summary.line())
@@ -725,5 +738,5 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     finally:
         frames.close()  # type: ignore[attr-defined]
     return RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored, len(tracks),
-                      time.perf_counter() - t0, comps.detector.name,  # type: ignore[attr-defined]
+                      time.perf_counter() - t0, comps.detector_name,
                       damage=damage.line())

@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
-from rmmvideo.video.io import batched
 from rmmvideo.video.composite import canvas_matrix
-from rmmvideo.video.pipeline import RenderRecord
+from rmmvideo.video.io import batched
+from rmmvideo.video.io_decode import RandomAccessReader
+from rmmvideo.video.pipeline import Components, RenderRecord, RestoreOptions
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
@@ -138,26 +139,26 @@ class PreviewResult:
 # ----------------------------------------------------------------------------- rendering
 
 
-def _resolve_index(reader: object, index: int | None, time: float | None, path: Path) -> int:
-    n = len(reader)  # type: ignore[arg-type]
+def _resolve_index(reader: RandomAccessReader, index: int | None, time: float | None, path: Path) -> int:
+    n = len(reader)
     if index is not None:
         if not 0 <= index < n:
             raise UserError(f"frame {index} out of range: {path.name} has {n} frames (0..{n - 1})")
         return int(index)
     assert time is not None
-    pts = reader.pts  # type: ignore[attr-defined]
-    tb = float(reader.time_base)  # type: ignore[attr-defined]
+    pts = reader.pts
+    tb = float(reader.time_base)
     gaps = np.diff(pts)
     last = float(np.median(gaps[gaps > 0])) if (gaps > 0).any() else 0.0
     end = float(pts[-1] - pts[0] + last) * tb  # duration from the first frame's start
     if time < 0 or (time >= end and not (n == 1 and time == 0)):
         raise UserError(f"time {time:.3f} s out of range: {path.name} lasts {end:.3f} s")
-    return int(reader.index_of_time(float(pts[0]) * tb + time))  # type: ignore[attr-defined]
+    return int(reader.index_of_time(float(pts[0]) * tb + time))
 
 
 def render_preview(input: str | os.PathLike, index: int | None = None, time: float | None = None,
-                   options: object | None = None, window: int = DEFAULT_WINDOW,
-                   components: object | None = None, keep_masks: bool = False,
+                   options: RestoreOptions | None = None, window: int = DEFAULT_WINDOW,
+                   components: Components | None = None, keep_masks: bool = False,
                    log: Callable[[str], None] | None = None) -> PreviewResult:
     """Restore one frame of a video as ``run`` would (see the module docstring).
 
@@ -176,22 +177,14 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         UserError: unreadable input, frame or time out of range, bad window.
     """
     from rmmvideo.video.io import probe
-    from rmmvideo.video.io_decode import RandomAccessReader
-    from rmmvideo.video.pipeline import (
-        FaceRenderer,
-        RestoreOptions,
-        TrackStyler,
-        build_components,
-        make_tracker,
-        plan_frames,
-    )
+    from rmmvideo.video.pipeline import FaceRenderer, TrackStyler, build_components, make_tracker, plan_frames
     from rmmvideo.video.upscale import upscale_images
 
     if (index is None) == (time is None):
         raise ValueError("give exactly one of index= or time=")
     if window < 0:
         raise UserError(f"--window must be >= 0, got {window}")
-    opts: RestoreOptions = options or RestoreOptions()  # type: ignore[assignment]
+    opts = options or RestoreOptions()
     if log is None:
         log = (lambda _m: None) if opts.quiet else (lambda m: print(m, file=sys.stderr))
     t0 = _time.perf_counter()
@@ -199,12 +192,12 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     with RandomAccessReader(info.path) as reader:
         target = _resolve_index(reader, index, time, info.path)
         comps = components or build_components(opts, log)
-        tracker = make_tracker(comps.detector, opts)  # type: ignore[attr-defined]
+        tracker = make_tracker(comps.detector, opts)
         k = int(opts.detect_every)
         align = k * opts.batch_size // math.gcd(k, opts.batch_size)
         start = max(0, target - window)
         start -= start % align  # same detection frames and render batches as a full pass
-        count = (target - start) + int(tracker.lag) + k  # type: ignore[attr-defined]
+        count = (target - start) + int(tracker.lag) + k
         decoded = min(count, len(reader) - start)
         frames = reader.window(start, count)
         styler = TrackStyler(comps.model, opts.seed, strength=opts.strength, scale=opts.scale)
@@ -241,10 +234,10 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         to_render, b = history + [plan], len(history)
     restored = renderer.render(to_render)[b]
     image = plan.frame.image
-    upscaled = upscale_images(image, opts.scale, comps.device)  # type: ignore[attr-defined]
+    upscaled = upscale_images(image, opts.scale, comps.device)
     faces = _faces_of(renderer.last, b, image.shape[:2], restored.shape[:2], keep_masks)
     pinfo = PreviewInfo(target, plan.frame.pts, plan.frame.time, start, decoded, faces,
-                        getattr(comps.detector, "name", ""), _time.perf_counter() - t0)  # type: ignore[attr-defined]
+                        comps.detector_name, _time.perf_counter() - t0)
     return PreviewResult(upscaled, restored, pinfo)
 
 
@@ -282,8 +275,8 @@ def _faces_of(last: RenderRecord | None, b: int, size: tuple[int, int], out_size
 
 
 def preview_frame(input: str | os.PathLike, index: int | None = None, time: float | None = None,
-                  options: object | None = None, overlay: bool = False, window: int = DEFAULT_WINDOW,
-                  components: object | None = None) -> tuple[np.ndarray, PreviewInfo]:
+                  options: RestoreOptions | None = None, overlay: bool = False, window: int = DEFAULT_WINDOW,
+                  components: Components | None = None) -> tuple[np.ndarray, PreviewInfo]:
     """Side-by-side preview of one frame: ``(H', 2 W', 3)`` uint8 ``[input upscaled | restored]``
     (overlay of track ids, crop boxes and mask outlines on the right half when ``overlay``),
     and its PreviewInfo. See :func:`render_preview` for the arguments."""

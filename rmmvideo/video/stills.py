@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import atomic_output
+
+if TYPE_CHECKING:  # the pipeline (torch models, detectors) is imported lazily at run time
+    from rmmvideo.config import ModelConfig
+    from rmmvideo.video.detect import FaceDetector
+    from rmmvideo.video.pipeline import Components, FacePlan, RestoreOptions
 
 # |R-G|, |G-B| (8-bit levels) up to which an RGB photo counts as grey (JPEG chroma noise).
 GRAY_TOLERANCE = 4
@@ -118,37 +124,32 @@ def _atomic_save(im: object, target: Path, fmt: str) -> Path:
     return target
 
 
-def build_still_components(options: object, need_detector: bool = True,
-                           log: object | None = None) -> object:
+def build_still_components(options: RestoreOptions, need_detector: bool = True,
+                           log: Callable[[str], None] | None = None) -> Components:
     """``pipeline.Components`` for stills: as ``build_components``; with ``need_detector=False``
     (aligned crops) the detector is not built (``detector`` None)."""
     from rmmvideo.models.weights import from_pretrained
-    from rmmvideo.video.pipeline import Components, build_components
+    from rmmvideo.video.pipeline import Components, _device, build_components
 
     if need_detector:
-        return build_components(options, log)  # type: ignore[arg-type]
-    try:
-        device = torch.device(options.device)  # type: ignore[attr-defined]
-    except RuntimeError as e:
-        raise UserError(f"unknown device {options.device!r}: {e}") from None  # type: ignore[attr-defined]
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {options.device!r} requested but CUDA is not available")  # type: ignore[attr-defined]
-    model = from_pretrained(options.weights, device=device)  # type: ignore[attr-defined]
+        return build_components(options, log)
+    device = _device(options.device)
+    model = from_pretrained(options.weights, device=device)
     parser = None
-    if options.parser:  # type: ignore[attr-defined]
+    if options.parser:
         from rmmvideo.models.face_parser import load_face_parser
 
-        parser = load_face_parser(options.parser).to(device).eval()  # type: ignore[attr-defined]
+        parser = load_face_parser(options.parser).to(device).eval()
     return Components(model, None, "not needed for aligned crops", parser, device)
 
 
-def detect_faces(image: np.ndarray, detector: object) -> list:
+def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[FacePlan]:
     """Faces of one photo as tracks: (H, W, 3) uint8 -> ``list[FacePlan]``, ids 0, 1, ... left
     to right (by box centre), all ``detected=True``."""
     from rmmvideo.video.align import five_points
     from rmmvideo.video.pipeline import FacePlan
 
-    dets = detector.detect([image])[0]  # type: ignore[attr-defined]
+    dets = detector.detect([image])[0]
     dets = sorted(dets, key=lambda d: (float(d.box[0] + d.box[2]), float(d.box[1] + d.box[3])))
     return [
         FacePlan(i, np.asarray(five_points(np.asarray(d.landmarks, np.float64)), np.float64),
@@ -157,7 +158,7 @@ def detect_faces(image: np.ndarray, detector: object) -> list:
     ]
 
 
-def restore_image(image: np.ndarray, components: object, options: object,
+def restore_image(image: np.ndarray, components: Components, options: RestoreOptions,
                   faces: Sequence | None = None, gray: bool | None = None) -> np.ndarray:
     """Restore the faces of one photo, pasted over the photo upscaled by ``options.scale``.
 
@@ -173,7 +174,7 @@ def restore_image(image: np.ndarray, components: object, options: object,
     return restore_image_result(image, components, options, faces, gray).image
 
 
-def restore_image_result(image: np.ndarray, components: object, options: object,
+def restore_image_result(image: np.ndarray, components: Components, options: RestoreOptions,
                          faces: Sequence | None = None, gray: bool | None = None) -> StillResult:
     """:func:`restore_image` that also says which faces were found and restored."""
     from rmmvideo.video.io import DecodedFrame
@@ -182,25 +183,25 @@ def restore_image_result(image: np.ndarray, components: object, options: object,
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"restore_image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if faces is None:
-        faces = detect_faces(image, components.detector)  # type: ignore[attr-defined]
-    styler = TrackStyler(components.model, options.seed,  # type: ignore[attr-defined]
-                         strength=options.strength, scale=options.scale)  # type: ignore[attr-defined]
-    renderer = FaceRenderer(components, options, styler,  # type: ignore[arg-type]
+        faces = detect_faces(image, components.detector)
+    styler = TrackStyler(components.model, options.seed,
+                         strength=options.strength, scale=options.scale)
+    renderer = FaceRenderer(components, options, styler,
                             gray=is_gray(image) if gray is None else gray)
     plan = FramePlan(DecodedFrame(0, 0, 0.0, np.ascontiguousarray(image)), list(faces))
     out = renderer.render([plan])[0]
-    restored = _usable(list(faces), components.model.config)  # type: ignore[attr-defined]
+    restored = _usable(list(faces), components.model.config)
     return StillResult(out, restored, len(faces))
 
 
-def _usable(faces: list, cfg: object) -> list:
+def _usable(faces: list[FacePlan], cfg: ModelConfig) -> list[FacePlan]:
     """The faces whose alignment is not degenerate (those ``FaceRenderer`` restores)."""
     from rmmvideo.video.align import align_matrices, crop_scale_ok
 
     if not faces:
         return []
     pts5 = torch.as_tensor(np.stack([f.points5 for f in faces]), dtype=torch.float64)
-    ok = crop_scale_ok(align_matrices(pts5, cfg.template, cfg.size)).tolist()  # type: ignore[attr-defined]
+    ok = crop_scale_ok(align_matrices(pts5, cfg.template, cfg.size)).tolist()
     return [f for f, k in zip(faces, ok) if k]
 
 
@@ -230,7 +231,7 @@ def resize_to_model(crops: Sequence[np.ndarray], size: int, device: torch.device
 
 
 @torch.inference_mode()
-def restore_aligned(crops: Sequence[np.ndarray], components: object, options: object,
+def restore_aligned(crops: Sequence[np.ndarray], components: Components, options: RestoreOptions,
                     batch_size: int = 8, gray: Sequence[bool] | None = None) -> list[np.ndarray]:
     """Restore crops already in the weights' template geometry.
 
@@ -255,10 +256,10 @@ def restore_aligned(crops: Sequence[np.ndarray], components: object, options: ob
     from rmmvideo.video.strength import self_check_strength
     from rmmvideo.video.upscale import tensor_to_images
 
-    model = components.model  # type: ignore[attr-defined]
-    dev = components.device  # type: ignore[attr-defined]
+    model = components.model
+    dev = components.device
     cfg = model.config
-    noise = make_noise(track_noise_seed(options.seed, 0), 1, cfg.z_n_dim)[0]  # type: ignore[attr-defined]
+    noise = make_noise(track_noise_seed(options.seed, 0), 1, cfg.z_n_dim)[0]
     gray_flags = [is_gray(c) for c in crops] if gray is None else list(gray)
     out: list[np.ndarray] = []
     for i in range(0, len(crops), batch_size):
@@ -266,12 +267,12 @@ def restore_aligned(crops: Sequence[np.ndarray], components: object, options: ob
         x = resize_to_model(part, cfg.size, dev)
         z = noise.to(dev, x.dtype).expand(len(part), -1).contiguous()
         r = model.restore(x, z, None)
-        if options.strength == "auto":  # type: ignore[attr-defined]
+        if options.strength == "auto":
             gaps = [max(1.0, cfg.size / max(1, min(c.shape[:2]))) for c in part]
             st = [self_check_strength(model, x[j:j + 1], z[j:j + 1], r.slots[j:j + 1], gaps[j])
                   for j in range(len(part))]
         else:
-            st = [float(options.strength)] * len(part)  # type: ignore[attr-defined]
+            st = [float(options.strength)] * len(part)
         w = torch.tensor(st, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
         y = (x + w * restoration_detail(r.x_hr, x)).clamp(0, 1)
         grey = torch.tensor(gray_flags[i:i + len(part)], device=y.device)
@@ -372,12 +373,12 @@ def output_names(inputs: Sequence[Path], folder: Path) -> dict[Path, Path]:
     return out
 
 
-def _log_fn(quiet: bool):
+def _log_fn(quiet: bool) -> Callable[[str], None]:
     return (lambda _m: None) if quiet else (lambda m: print(m, file=sys.stderr))
 
 
-def restore_stills(input: str | os.PathLike, output: str | os.PathLike, options: object,
-                   aligned: bool = False, components: object | None = None,
+def restore_stills(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,
+                   aligned: bool = False, components: Components | None = None,
                    batch_size: int = 8) -> StillsSummary:
     """Restore an image or a folder of images into the folder ``output`` (``rmmvideo faces``).
 
@@ -394,7 +395,7 @@ def restore_stills(input: str | os.PathLike, output: str | os.PathLike, options:
     import time
 
     t0 = time.perf_counter()
-    log = _log_fn(bool(options.quiet))  # type: ignore[attr-defined]
+    log = _log_fn(bool(options.quiet))
     warn = _log_fn(False)
     images, skipped = discover_images(input)
     out_dir = Path(output)
@@ -441,7 +442,7 @@ def restore_stills(input: str | os.PathLike, output: str | os.PathLike, options:
                 fail(f, str(e))
                 continue
             res = restore_image_result(still.rgb, comps, options, gray=still.gray)
-            alpha = upscale_alpha(still.alpha, options.scale) if still.alpha is not None else None  # type: ignore[attr-defined]
+            alpha = upscale_alpha(still.alpha, options.scale) if still.alpha is not None else None
             summary.written.append(save_png(names[f], res.image, alpha))
             summary.faces += len(res.faces)
             h, w = res.image.shape[:2]
