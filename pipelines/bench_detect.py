@@ -6,7 +6,8 @@ face-free band alone (false positives). Each sequence goes through a fresh ``Fac
 pipeline's settings (detection every ``--detect-every`` frames, track-guided search). Prints
 recall per kind (frames where a tracked face matches the reference), tracks per face, false
 tracks, and detector ms per frame (wall time, and CPU time of the process, which a busy machine
-does not inflate); then the whole-frame scan time at 720p and 1080p.
+does not inflate); then the 68-point error per face size and the whole-frame scan time at 720p
+and 1080p.
 
     python pipelines/bench_detect.py [--videos ../shared/data/videos] [--detector auto|mtcnn|dlib|fan]
         [--frames 30] [--sizes 24 32 48 64 128] [--detect-every 2] [--full-every 6] [--canvas 1280x720]
@@ -28,6 +29,7 @@ def main() -> None:
     import numpy as np
 
     from rmmvideo.eval.detection import (
+        landmark_errors,
         load_source,
         make_sequences,
         most_turned_start,
@@ -91,6 +93,12 @@ def main() -> None:
         tpf = f"{np.mean(per_face):.2f}" if per_face else "-"
         print(f"{kind:9s} {rec:>8s} {sum(s.frames for s in ks):7d} {tpf:>12s} "
               f"{sum(s.false_tracks for s in ks):13d} {ms:9.1f} {cms:13.1f}")
+
+    # Landmark accuracy per face size (whole-frame detection, first 6 frames of every clip).
+    for size in args.sizes:
+        errs = np.concatenate([landmark_errors(load_source(c, 6), float(size), det, canvas) for c in clips])  # type: ignore[arg-type]
+        print(f"68-point error at {size:3d} px: mean {errs.mean():.3f}, median {np.median(errs):.3f} "
+              f"inter-ocular distances (n={len(errs)}; vs dlib on the full-resolution source)")
 
     # Whole-frame scan time (no tracking) at 720p and 1080p on a canvas with one 48 px face.
     seq = make_sequences(load_source(clips[0], 4), ["size-48"])[0]

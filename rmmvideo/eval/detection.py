@@ -205,6 +205,18 @@ def _background(src: SourceClip, i: int, canvas: tuple[int, int]) -> np.ndarray:
     return _resize(src.frames[i][y0:y1, x0:x1], canvas)
 
 
+def _placement(src: SourceClip, i: int, face: float, canvas: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where :func:`_pasted` puts frame i: scaled size (nw, nh) and top-left (ox, oy)."""
+    cw, ch = canvas
+    f = face / float(np.nanmedian(src.boxes[:, 2] - src.boxes[:, 0]))
+    h, w = src.frames[i].shape[:2]
+    nw, nh = max(1, round(w * f)), max(1, round(h * f))
+    sh, sw = min(nh, ch), min(nw, cw)
+    ox = int(np.clip(round((cw - sw) * 0.25 + 0.1 * face * i), 0, cw - sw))
+    oy = int(np.clip(round((ch - sh) * 0.6 - 0.03 * face * i), 0, ch - sh))
+    return nw, nh, ox, oy
+
+
 def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame i scaled so the reference face is ``face`` px wide, pasted on the background at a
@@ -213,16 +225,11 @@ def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]
     cw, ch = canvas
     out = _background(src, i, canvas)
     box = src.boxes[i]
-    ref_w = float(np.nanmedian(src.boxes[:, 2] - src.boxes[:, 0]))
-    f = face / ref_w
     im = src.frames[i]
-    nw, nh = max(1, round(im.shape[1] * f)), max(1, round(im.shape[0] * f))
+    nw, nh, ox, oy = _placement(src, i, face, canvas)
     small = _resize(im, (nw, nh))
     sh, sw = min(small.shape[0], ch), min(small.shape[1], cw)
-    small = small[:sh, :sw]
-    ox = int(np.clip(round((cw - sw) * 0.25 + 0.1 * face * i), 0, cw - sw))
-    oy = int(np.clip(round((ch - sh) * 0.6 - 0.03 * face * i), 0, ch - sh))
-    out[oy:oy + sh, ox:ox + sw] = small
+    out[oy:oy + sh, ox:ox + sw] = small[:sh, :sw]
     fx, fy = nw / im.shape[1], nh / im.shape[0]
     m, off = np.array([fx, fy, fx, fy]), np.array([ox, oy, ox, oy], np.float64)
     ref = box * m + off
@@ -230,6 +237,31 @@ def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]
         ref = np.full(4, np.nan)
     others = src.others[i] * m + off if i < len(src.others) else np.zeros((0, 4))
     return out, ref, others
+
+
+def landmark_errors(src: SourceClip, face: float, detector: object,
+                    canvas: tuple[int, int] = (1280, 720)) -> np.ndarray:
+    """68-point error of ``detector`` on frames of ``src`` pasted with the face ``face`` px wide
+    (as ``size-N`` sequences, whole-frame detection, no tracking), against dlib's 68 points on
+    the full-resolution source frame mapped to the canvas. Per frame where both exist: mean
+    point distance over the inter-ocular distance (a normalised mean error)."""
+    errs = []
+    for i, frame in enumerate(src.frames):
+        found = _hog_faces(frame, 10**9)
+        if not found:
+            continue
+        im, _, _ = _pasted(src, i, face, canvas)
+        nw, nh, ox, oy = _placement(src, i, face, canvas)
+        h, w = frame.shape[:2]
+        # Pixel centres: source x maps to (x + 0.5) * nw / w - 0.5 + ox.
+        ref = (found[0][1] + 0.5) * [nw / w, nh / h] - 0.5 + [ox, oy]
+        dets = detector.detect([im])[0]  # type: ignore[attr-defined]
+        if not dets:
+            continue
+        d = min(dets, key=lambda d: float(np.linalg.norm(d.landmarks.mean(0) - ref.mean(0))))
+        iod = float(np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0)))
+        errs.append(float(np.linalg.norm(d.landmarks - ref, axis=1).mean()) / iod)
+    return np.asarray(errs)
 
 
 def darken(image: np.ndarray, rng: np.random.Generator, gamma: float = 2.5, noise: float = 6.0) -> np.ndarray:
