@@ -34,9 +34,9 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -409,8 +409,8 @@ def _f(v: float, nd: int = 2) -> str:
 
 def to_markdown(results: Sequence[ClipResult]) -> str:
     """Per-clip rows and per-scale means, Markdown."""
-    lines = ["| clip | scale | method | PSNR | ΔPSNR | SSIM | FED | FED x | temporal x | warp x | "
-             "jitter px | sharpness | strengths |",
+    lines = [("| clip | scale | method | PSNR | ΔPSNR | SSIM | FED | FED x | temporal x | warp x | "
+              "jitter px | sharpness | strengths |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         name = Path(r.clip).name
@@ -424,8 +424,8 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
                          f"{_f(m.temporal_ratio, 3)} | {_f(m.warp_ratio, 3)} | {_f(m.jitter, 3)} | "
                          f"{_f(m.sharpness, 3)} | {st} |")
     lines += ["", "Means per scale and method (over the clips that were scored):", "",
-              "| scale | method | clips | ΔPSNR | FED x | temporal x | warp x | sharpness | "
-              "worst ΔPSNR | clips worse in PSNR / FED / temporal |", "|---|---|---|---|---|---|---|---|---|---|"]
+              ("| scale | method | clips | ΔPSNR | FED x | temporal x | warp x | sharpness | "
+               "worst ΔPSNR | clips worse in PSNR / FED / temporal |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for scale, method, rows in _groups(results):
         worse = (sum(m.psnr_gain < 0 for m in rows), sum(m.fed_ratio > 1 for m in rows),
                  sum(m.temporal_ratio > 1 for m in rows))

@@ -25,15 +25,23 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from rmmvideo.errors import UserError
-from rmmvideo.video.io import DecodedFrame, VideoInfo, VideoWriter, batched, decode_frames, probe
+from rmmvideo.video.io import (
+    DecodedFrame,
+    VideoInfo,
+    VideoWriter,
+    batched,
+    decode_frames,
+    probe,
+)
 from rmmvideo.video.io_decode import OnDamage
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
@@ -43,7 +51,7 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.track import FaceTracker, FrameFaces
 
 Temporal = Literal["track", "frame"]
-Strength = Union[float, Literal["auto"]]
+Strength = float | Literal["auto"]
 
 
 # ----------------------------------------------------------------------------- options, records
@@ -165,7 +173,7 @@ class Components:
     model: RMM  # eval mode, on `device`
     detector: FaceDetector | None  # None only where no detection is needed (aligned stills)
     detector_reason: str
-    parser: "torch.nn.Module | None"
+    parser: torch.nn.Module | None
     device: torch.device
 
     @property
@@ -318,7 +326,7 @@ class FaceRenderer:
 
         self.stabiliser = TemporalStabiliser(DEFAULT_WINDOW if options.temporal == "track" else 0)
 
-    def prepare(self, plans: Sequence[FramePlan], images: np.ndarray | None = None) -> "_FaceBatch | None":
+    def prepare(self, plans: Sequence[FramePlan], images: np.ndarray | None = None) -> _FaceBatch | None:
         """Aligned crops of every face in ``plans`` (None when there is none).
 
         ``images``: the plans' frames already stacked (B, H, W, 3), to avoid a second copy."""
@@ -390,7 +398,7 @@ class FaceRenderer:
         self.faces_restored += n
         return canvas
 
-    def pin_styles(self, fb: "_FaceBatch") -> None:
+    def pin_styles(self, fb: _FaceBatch) -> None:
         """Choose the style (slot, strength) of every track of ``fb`` that has none yet."""
         from rmmvideo.video.align import affine_scale
 
@@ -534,7 +542,7 @@ class TrackTable:
             )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrackTable":
+    def load(cls, path: str | os.PathLike) -> TrackTable:
         from rmmvideo.video.align import five_points
 
         with np.load(path) as z:

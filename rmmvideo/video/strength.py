@@ -46,7 +46,7 @@ def degrade_in_crop_space(crops: torch.Tensor, factor: float) -> torch.Tensor:
     """(N, 3, S, S) -> the same crops with ``factor`` times less resolution (antialiased bicubic
     down to S / factor, bicubic back up to S), clamped to [0, 1]."""
     s = crops.shape[-1]
-    small = max(4, int(round(s / factor)))
+    small = max(4, round(s / factor))
     down = F.interpolate(crops, size=(small, small), mode="bicubic", align_corners=False, antialias=True)
     return F.interpolate(down, size=(s, s), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
 

@@ -28,7 +28,7 @@ class _Scripted:
     def __init__(self, script: dict[int, np.ndarray]) -> None:
         self.script = script
 
-    def detect(self, images):  # noqa: ANN001, ANN201 - the FaceDetector protocol
+    def detect(self, images):
         return [[Detection(box=box_of(self.script[int(im[0, 0, 0])]), score=1.0,
                            landmarks=self.script[int(im[0, 0, 0])])] for im in images]
 
