@@ -35,10 +35,15 @@ import json
 import math
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+if TYPE_CHECKING:  # the pipeline (torch, detectors) is imported lazily at run time
+    from rmmvideo.video.pipeline import Components, RestoreOptions, Strength
+    from rmmvideo.video.probe import VideoInfo
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), pixels
 FED_EVERY = 5
@@ -105,7 +110,7 @@ def crop_to_multiple(image: np.ndarray, m: int) -> np.ndarray:
     return image[: h - h % m, : w - w % m]
 
 
-def degrade_clip(frames: Sequence[np.ndarray], pts: Sequence[int], info: object, out: Path,
+def degrade_clip(frames: Sequence[np.ndarray], pts: Sequence[int], info: VideoInfo, out: Path,
                  scale: int, crf: int) -> None:
     """Write the LQ clip: antialiased bicubic downscale by ``scale``, libx264 CRF ``crf``
     (preset medium, yuv420p), the source's pts, time base and rate."""
@@ -113,8 +118,8 @@ def degrade_clip(frames: Sequence[np.ndarray], pts: Sequence[int], info: object,
     from rmmvideo.video.upscale import upscale_images
 
     h, w = frames[0].shape[:2]
-    with VideoWriter(out, width=w // scale, height=h // scale, time_base=info.time_base,  # type: ignore[attr-defined]
-                     rate=info.average_rate, codec="libx264", crf=crf, preset="medium",  # type: ignore[attr-defined]
+    with VideoWriter(out, width=w // scale, height=h // scale, time_base=info.time_base,
+                     rate=info.average_rate, codec="libx264", crf=crf, preset="medium",
                      bit_depth=8, pix_fmt="yuv420p", background=False) as writer:
         for img, p in zip(frames, pts):
             writer.write(upscale_images(np.ascontiguousarray(img), 1.0 / scale), p)
@@ -300,13 +305,13 @@ def _relative(m: MethodScore, base: MethodScore) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def strength_name(strength: float | str) -> str:
+def strength_name(strength: Strength) -> str:
     return "rmm auto" if strength == "auto" else f"rmm s={float(strength):g}"
 
 
-def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequence[float | str],
-                  components: object, options: object, work: Path,
-                  decoded: dict[Path, tuple[object, list[np.ndarray], list[int]]],
+def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequence[Strength],
+                  components: Components, options: RestoreOptions, work: Path,
+                  decoded: dict[Path, tuple[VideoInfo, list[np.ndarray], list[int]]],
                   noise_check: bool = True) -> ClipResult:
     """Run the protocol on one clip at one scale (see the module doc). ``decoded`` caches each
     clip's probe and first frames across scales."""
@@ -340,7 +345,7 @@ def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequ
     base = score_method("bicubic", _decode(base_path)[0], ref)
     res.methods.append(base)
     for s in strengths:
-        opts = replace(options, scale=float(scale), strength=s, codec="ffv1", bit_depth=10, quiet=True)  # type: ignore[type-var]
+        opts = replace(options, scale=float(scale), strength=s, codec="ffv1", bit_depth=10, quiet=True)
         out_path = work / f"{clip.stem}.x{scale}.{strength_name(s).replace(' ', '_')}.mkv"
         summary = restore_video(lq, out_path, opts, components=components)
         m = score_method(strength_name(s), _decode(out_path)[0], ref)
@@ -352,7 +357,7 @@ def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequ
     return res
 
 
-def _noise_change(lq: Path, ref: Reference, options: object, components: object, scale: int,
+def _noise_change(lq: Path, ref: Reference, options: RestoreOptions, components: Components, scale: int,
                   work: Path) -> float:
     """Mean |run(seed 0) - run(seed 1)| in the face boxes, 8-bit levels, strength 1, first frames."""
     from dataclasses import replace
@@ -362,7 +367,7 @@ def _noise_change(lq: Path, ref: Reference, options: object, components: object,
     outs = []
     for seed in (0, 1):
         p = work / f"noise{seed}.mkv"
-        opts = replace(options, scale=float(scale), strength=1.0, seed=seed, codec="ffv1",  # type: ignore[type-var]
+        opts = replace(options, scale=float(scale), strength=1.0, seed=seed, codec="ffv1",
                        bit_depth=10, quiet=True)
         restore_video(lq, p, opts, components=components, max_frames=NOISE_FRAMES)
         outs.append(_decode(p)[0])
@@ -373,8 +378,8 @@ def _noise_change(lq: Path, ref: Reference, options: object, components: object,
 
 
 def evaluate_videos(clips: Sequence[str | Path], scales: Sequence[int] = (2, 4), crf: int = 30,
-                    frames: int = 90, strengths: Sequence[float | str] = ("auto", 1.0),
-                    options: object | None = None, noise_check: bool = True,
+                    frames: int = 90, strengths: Sequence[Strength] = ("auto", 1.0),
+                    options: RestoreOptions | None = None, noise_check: bool = True,
                     progress: Callable[[str], None] | None = None) -> list[ClipResult]:
     """The real-footage benchmark over ``clips`` x ``scales`` (module doc). A clip that cannot
     be read or has no face gets a row with its ``error``; the others go on."""
@@ -382,11 +387,11 @@ def evaluate_videos(clips: Sequence[str | Path], scales: Sequence[int] = (2, 4),
     from rmmvideo.video.pipeline import RestoreOptions, build_components
 
     opts = options or RestoreOptions(quiet=True)
-    comps = build_components(opts)  # type: ignore[arg-type]
+    comps = build_components(opts)
     results: list[ClipResult] = []
     with tempfile.TemporaryDirectory(prefix="rmmvideo-eval-video-") as tmp:
         for clip in map(Path, clips):
-            cache: dict[Path, tuple[object, list[np.ndarray], list[int]]] = {}
+            cache: dict[Path, tuple[VideoInfo, list[np.ndarray], list[int]]] = {}
             for s in scales:
                 if progress is not None:
                     progress(f"{clip.name} x{s}")
