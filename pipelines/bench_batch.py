@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rmmvideo.batch.backends import cpu_cores
 from rmmvideo.batch.runner import BatchConfig, run_batch
+from rmmvideo.video.pipeline import RestoreOptions
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 
@@ -82,9 +83,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     try:
         inputs = make_inputs(tmp / "in", args.frames, args.shrink)
-        opts = {"scale": args.scale, "preset": args.preset}
-        if args.weights:
-            opts["weights"] = args.weights
+        opts = RestoreOptions(scale=args.scale, preset=args.preset, weights=args.weights)
         common = dict(engine=args.engine, options=opts, segment_seconds=0.0)
         rows = [
             run_one("jobs=1", inputs, tmp / "j1", jobs=1, **common),

@@ -28,6 +28,7 @@ from rmmvideo.batch.discover import discover
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.errors import UserError
 from rmmvideo.video.io import probe
+from rmmvideo.video.pipeline import RestoreOptions
 
 
 def write_manifest(archive: Path, out_dir: Path, target_height: int, max_scale: float) -> Path:
@@ -58,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segment-seconds", type=float, default=300.0)
     ap.add_argument("--engine", default="rmm", choices=("rmm", "upscale"))
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=0, help="max tasks in flight (0: the cluster's capacity)")
     args = ap.parse_args(argv)
     try:
         manifest = write_manifest(args.archive, args.out, args.target_height, args.max_scale)
-        opts = {k: v for k, v in (("weights", args.weights), ("device", args.device)) if v is not None}
+        opts = RestoreOptions(weights=args.weights, device=args.device)
         cfg = BatchConfig(out_dir=args.out, jobs=args.jobs, ray=args.address, segment_seconds=args.segment_seconds,
                           engine=args.engine, options=opts)
         outcome = run_batch([str(manifest)], cfg)

@@ -1,7 +1,7 @@
 """Execution backends: where tasks run. Both hand back concurrent.futures.Future objects.
 
 LocalBackend: a ProcessPoolExecutor with `jobs` workers, each limited to `threads` = cores // jobs
-threads, so --jobs 1 and --jobs 2 use the same cores. Workers are started by a fork server
+threads (or `--threads` when given), so --jobs 1 and --jobs 2 use the same cores. Workers are started by a fork server
 (Linux) that imported torch once: as safe as spawn (workers never fork the coordinator with its
 threads) but a worker starts in milliseconds instead of paying torch's import each time;
 spawn elsewhere.
@@ -16,9 +16,12 @@ import queue
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 
 def cpu_cores() -> int:
@@ -142,10 +145,11 @@ class LocalBackend:
             self._sink.join_thread()
 
 
-def make_backend(jobs: int, ray: str | None, options: dict[str, Any]) -> Backend:
-    """LocalBackend, or RayBackend when `ray` is "auto" or an address."""
+def make_backend(jobs: int, ray: str | None, options: RestoreOptions) -> Backend:
+    """LocalBackend, or RayBackend when `ray` is "auto" or an address. ``options.threads`` > 0
+    sets the torch threads per worker (0: cores // jobs locally; see RayBackend)."""
     if ray:
         from rmmvideo.batch.ray_backend import RayBackend
 
         return RayBackend(ray, jobs or None, options)
-    return LocalBackend(jobs or 1)
+    return LocalBackend(jobs or 1, options.threads or None)

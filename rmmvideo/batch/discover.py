@@ -9,9 +9,13 @@
 - A file named explicitly (on the command line or in a manifest) is a job even when it is not a
   video: the job is then failed with the reason, so the user sees it in the report.
 - A manifest is a `.txt` (one path per line, `#` comments) or a `.csv` with a `path` column,
-  optional per-file option columns (scale, crf, ...) and an optional `output` column (output
-  path relative to DIR). Relative paths are relative to the manifest's folder. Manifest entries
-  may be files or folders.
+  optional per-file option columns and an optional `output` column (output path relative to
+  DIR). An option column is named by its RestoreOptions field (scale, crf, detect_every, ...;
+  `detect-every` works too; any restoration option but the per-run quiet and threads) and its
+  cells are parsed and range-checked as the command-line flag (`rmmvideo.cli.run.option_from_text`);
+  an empty cell keeps the batch's value. An unknown column is an error for the whole manifest, a
+  bad cell fails its file only. Relative paths are relative to the manifest's folder. Manifest
+  entries may be files or folders.
 
 Output names: DIR / <path relative to the folder given; for a manifest entry the relative path
 as written (or its `output` cell); else the file name> with the extension chosen by
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmmvideo.batch.engine import OPTION_TYPES
+from rmmvideo.batch.state import PER_RUN_OPTIONS
 from rmmvideo.errors import UserError
 
 MANIFEST_SUFFIXES = (".txt", ".csv")
@@ -41,8 +45,10 @@ class Job:
     """One input file and where its output goes.
 
     key: the output path relative to DIR (POSIX), unique in a batch; used as the state key.
-    options: per-file option overrides (from a CSV manifest), already typed.
-    error: set when the input is known bad before any work (not a video, missing).
+    options: per-file overrides of RestoreOptions fields (from a CSV manifest), already typed;
+        the runner applies them with ``dataclasses.replace``.
+    error: set when the input is known bad before any work (not a video, missing, a bad
+        manifest cell).
     """
 
     input: Path
@@ -119,20 +125,39 @@ def is_video(path: Path) -> str | None:
     return None
 
 
-def parse_option(name: str, value: str, where: str) -> Any:
-    """Typed value of a per-file option from a manifest cell."""
-    if name not in OPTION_TYPES:
-        raise UserError(f"{where}: unknown option column {name!r} (known: path, {', '.join(OPTION_TYPES)})")
-    try:
-        return OPTION_TYPES[name](value)
-    except ValueError:
-        raise UserError(f"{where}: bad value {value!r} for {name}") from None
+def manifest_columns() -> list[str]:
+    """The option columns a CSV manifest may have: every restoration option but the per-run ones."""
+    from rmmvideo.cli.run import restore_option_actions
+
+    return [name for name, a in restore_option_actions().items() if a.option_strings and name not in PER_RUN_OPTIONS]
 
 
-def read_manifest(path: Path) -> list[tuple[Path, Path | None, dict[str, Any]]]:
-    """Entries of a .txt or .csv manifest: (path, output name relative to DIR or None, options)."""
+def parse_options(cells: dict[str, str], where: str) -> tuple[dict[str, Any], str | None]:
+    """Typed per-file options from a manifest row's option cells (empty cells left out), and the
+    first bad cell's one-line reason (None if all are good). An unknown column is a UserError."""
+    from rmmvideo.cli.run import option_from_text
+
+    known = manifest_columns()
+    options: dict[str, Any] = {}
+    error = None
+    for column, text in cells.items():
+        name = column.replace("-", "_")
+        if name not in known:
+            raise UserError(f"{where}: unknown option column {column!r} (known: path, output, {', '.join(known)})")
+        if text == "":
+            continue
+        try:
+            options[name] = option_from_text(name, text)
+        except ValueError as e:
+            error = error or f"{where}: bad value {text!r} for {column}: {e}"
+    return options, error
+
+
+def read_manifest(path: Path) -> list[tuple[Path, Path | None, dict[str, Any], str | None]]:
+    """Entries of a .txt or .csv manifest: (path, output name relative to DIR or None, options,
+    error: a bad option cell, or None)."""
     base = path.parent
-    entries: list[tuple[Path, Path | None, dict[str, Any]]] = []
+    entries: list[tuple[Path, Path | None, dict[str, Any], str | None]] = []
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -141,7 +166,7 @@ def read_manifest(path: Path) -> list[tuple[Path, Path | None, dict[str, Any]]]:
         for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                entries.append((base / Path(line).expanduser(), _mirror(Path(line)), {}))
+                entries.append((base / Path(line).expanduser(), _mirror(Path(line)), {}, None))
         return entries
     reader = csv.DictReader(text.splitlines())
     cols = [c.strip() for c in (reader.fieldnames or [])]
@@ -151,14 +176,13 @@ def read_manifest(path: Path) -> list[tuple[Path, Path | None, dict[str, Any]]]:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         if not row.get("path"):
             continue
-        opts = {k: parse_option(k, v, f"{path}:{n}") for k, v in row.items()
-                if k not in ("path", "output") and v != ""}
+        opts, error = parse_options({k: v for k, v in row.items() if k not in ("path", "output")}, f"{path}:{n}")
         rel = _mirror(Path(row["path"]))
         if row.get("output"):
             rel = _mirror(Path(row["output"]))
             if rel is None:
                 raise UserError(f"{path}:{n}: output must be a relative path inside DIR, got {row['output']!r}")
-        entries.append((base / Path(row["path"]).expanduser(), rel, opts))
+        entries.append((base / Path(row["path"]).expanduser(), rel, opts, error))
     return entries
 
 
@@ -195,7 +219,7 @@ def discover(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
     jobs: list[Job] = []
     seen: set[Path] = set()
 
-    def add(file: Path, rel: Path, options: dict[str, Any], explicit: bool) -> None:
+    def add(file: Path, rel: Path, options: dict[str, Any], explicit: bool, error: str | None) -> None:
         real = file.resolve()
         if real in seen:
             return
@@ -204,17 +228,19 @@ def discover(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
             return  # a file inside a folder that is not media at all (text, image, ...): ignored
         seen.add(real)
         rel_out = rel.with_suffix(output_suffix(file))
-        jobs.append(Job(input=file, output=out / rel_out, key=rel_out.as_posix(), options=dict(options), error=reason))
+        jobs.append(Job(input=file, output=out / rel_out, key=rel_out.as_posix(), options=dict(options),
+                        error=error or reason))
 
-    def add_path(p: Path, options: dict[str, Any], from_manifest: bool, rel: Path | None = None) -> None:
+    def add_path(p: Path, options: dict[str, Any], from_manifest: bool, rel: Path | None = None,
+                 error: str | None = None) -> None:
         if p.is_dir():
             for f in _walk(p, out):
-                add(f, (rel or Path()) / f.relative_to(p), options, explicit=False)
+                add(f, (rel or Path()) / f.relative_to(p), options, explicit=False, error=error)
         elif p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file() and not from_manifest:
-            for entry, entry_rel, opts in read_manifest(p):
-                add_path(entry, opts, from_manifest=True, rel=entry_rel)
+            for entry, entry_rel, opts, entry_error in read_manifest(p):
+                add_path(entry, opts, from_manifest=True, rel=entry_rel, error=entry_error)
         elif p.exists() or from_manifest:
-            add(p, rel or Path(p.name), options, explicit=True)
+            add(p, rel or Path(p.name), options, explicit=True, error=error)
         else:
             raise UserError(f"input not found: {p}")
 

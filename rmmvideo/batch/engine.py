@@ -29,34 +29,15 @@ if TYPE_CHECKING:
 ENGINES = ("rmm", "upscale")
 Progress = Callable[[int], None]  # called with the number of frames written so far
 
-# restoration options every engine accepts (CLI flags of `rmmvideo run` / `batch`)
-OPTION_TYPES: dict[str, type] = {
-    "scale": float,
-    "weights": str,
-    "device": str,
-    "detector": str,
-    "seed": int,
-    "codec": str,
-    "crf": int,
-    "preset": str,
-    "on_damage": str,  # warn | error (the CLI's --on-damage warn|fail)
-}
-
 
 def _check(engine: str) -> None:
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
 
 
-def _restore_options(options: dict[str, Any]) -> RestoreOptions:
-    """RestoreOptions from the batch's option dict (unknown keys ignored; workers are quiet:
-    the coordinator draws the progress)."""
-    from rmmvideo.video.pipeline import RestoreOptions
-
-    names = {f.name for f in dataclasses.fields(RestoreOptions)}
-    known = {k: v for k, v in options.items() if k in names and v is not None}
-    known["quiet"] = True
-    return RestoreOptions(**known)
+def _worker_options(options: RestoreOptions) -> RestoreOptions:
+    """The options a worker renders with: quiet (the coordinator draws the progress)."""
+    return dataclasses.replace(options, quiet=True)
 
 
 # model + detector per worker process, reused by every file and segment it renders
@@ -84,7 +65,7 @@ def _summary(s: Any) -> dict[str, Any]:
 def upscale_range(
     input_path: str | os.PathLike,
     output: str | os.PathLike,
-    options: dict[str, Any],
+    options: RestoreOptions,
     start_pts: int | None = None,
     end_pts: int | None = None,
     progress: Progress | None = None,
@@ -95,15 +76,16 @@ def upscale_range(
     The same decode -> `upscale_images` -> `VideoWriter` path as `transcode_upscale`, but seeking
     to the range's keyframe first. Output keeps the input's pts and time base; with `audio`, the
     input's audio/subtitles are copied (whole file only). Written to a temp file and renamed.
+    Of `options` it uses the encode options: scale, device, codec, crf, preset, bit_depth (None:
+    8), on_damage; frames are shown as stored (no deinterlacing or square pixels).
     """
     from rmmvideo.video.io import VideoWriter, probe
     from rmmvideo.video.io_decode import frame_to_rgb
     from rmmvideo.video.probe import video_stream_of
     from rmmvideo.video.upscale import upscale_images
 
-    scale = float(options.get("scale") or 2.0)
-    device = str(options.get("device") or "cpu")
-    warn = options.get("on_damage", "warn") == "warn"
+    warn = options.on_damage == "warn"
+    bit_depth = options.bit_depth or 8
     info = probe(input_path)
     n = 0
     bad = 0
@@ -121,8 +103,8 @@ def upscale_range(
                 bad += 1
 
     with av.open(str(input_path)) as ic, VideoWriter.for_input(
-        info, output, scale, codec=str(options.get("codec") or "libx264"), crf=int(options.get("crf", 18)),
-        preset=str(options.get("preset") or "medium"), copy_audio=audio, copy_subtitles=audio,
+        info, output, options.scale, codec=options.codec, crf=options.crf, preset=options.preset,
+        bit_depth=bit_depth, copy_audio=audio, copy_subtitles=audio,
     ) as writer:
         vs = video_stream_of(ic, Path(input_path))
         vs.thread_type = "AUTO"
@@ -135,7 +117,8 @@ def upscale_range(
                 break
             if last is not None and frame.pts <= last and bad:  # out of order after damage: left out
                 continue
-            writer.write(upscale_images(frame_to_rgb(frame), scale, device), frame.pts)
+            rgb = frame_to_rgb(frame, high_bit_depth=bit_depth > 8)
+            writer.write(upscale_images(rgb, options.scale, options.device), frame.pts)
             last = frame.pts
             n += 1
             if progress is not None:
@@ -147,40 +130,38 @@ def upscale_range(
 
 # ---------------------------------------------------------------- entry points
 
-def check_options(engine: str, options: dict[str, Any]) -> None:
-    """Validate options in the coordinator before any work (UserError, one line): option
-    values, encoder settings and, for "rmm", that the weights file is there and readable."""
+def check_options(engine: str, options: RestoreOptions) -> None:
+    """Validate options in the coordinator before any work (UserError, one line): encoder
+    settings, what batch cannot do, and, for "rmm", that the weights file is there and readable.
+    (Field values are checked by RestoreOptions itself.)"""
     _check(engine)
     from rmmvideo.video.io_encode import encoder_options
 
-    encoder_options(str(options.get("codec") or "libx264"), int(options.get("crf", 18)),
-                    str(options.get("preset") or "medium"))
-    scale = float(options.get("scale") or 2.0)
-    if not 0 < scale <= 16:
-        raise UserError(f"--scale must be in (0, 16], got {scale}")
-    if options.get("on_damage", "warn") not in ("warn", "error"):
-        raise UserError(f"on_damage must be warn or error, got {options.get('on_damage')!r}")
+    encoder_options(options.codec, options.crf, options.preset)
+    if options.deinterlace == "field":
+        raise UserError("--deinterlace field (one frame per field, double rate) is not supported by batch: "
+                        "its output checks count one frame per input frame; use auto, frame or off, "
+                        "or rmmvideo run")
     if engine == "rmm":
         from rmmvideo.models.weights import read_metadata
 
-        _restore_options(options)
-        read_metadata(options.get("weights"))
+        read_metadata(options.weights)
 
 
 def restore_file(
-    engine: str, input_path: Path, output: Path, options: dict[str, Any], progress: Progress | None = None
+    engine: str, input_path: Path, output: Path, options: RestoreOptions, progress: Progress | None = None
 ) -> dict[str, int]:
     """Whole file in one process, audio/subtitles included."""
     _check(engine)
     if engine == "rmm":
         from rmmvideo.video.pipeline import restore_video
 
-        opts = _restore_options(options)
+        opts = _worker_options(options)
         return _summary(restore_video(input_path, output, opts, components=_components(opts), progress=progress))
     return upscale_range(input_path, output, options, progress=progress, audio=True)
 
 
-def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[str, Any]) -> dict[str, int]:
+def analyze_file(engine: str, input_path: Path, table_path: Path, options: RestoreOptions) -> dict[str, int]:
     """Pass 1 (sequential, whole file): the track table shared by all segments of the file.
 
     An existing `table_path` (left by an interrupted run) is reused."""
@@ -191,7 +172,7 @@ def analyze_file(engine: str, input_path: Path, table_path: Path, options: dict[
         if table_path.is_file():  # resumed: the table of an earlier run (same input and options)
             table = TrackTable.load(table_path)
         else:
-            opts = _restore_options(options)
+            opts = _worker_options(options)
             table = analyze_video(input_path, opts, components=_components(opts))
             table.save(table_path)  # atomic (temp + rename)
         return {"faces": sum(len(f) for f in table.faces.values()), "tracks": len(table.styles)}
@@ -255,7 +236,7 @@ def render_segment(
     engine: str,
     input_path: Path,
     output: Path,
-    options: dict[str, Any],
+    options: RestoreOptions,
     table_path: Path | None,
     start_pts: int | None,
     end_pts: int | None,
@@ -269,7 +250,7 @@ def render_segment(
         if table_path is None:
             raise RuntimeError("segment render without the analysis pass's track table")
         table = TrackTable.load(table_path)
-        opts = _restore_options(options)
+        opts = _worker_options(options)
         if opts.deinterlace == "auto":  # decided on the whole input: a segment copy's first frames could vote otherwise
             from rmmvideo.video.archive import auto_deinterlace
 

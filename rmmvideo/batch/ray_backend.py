@@ -4,17 +4,21 @@
 any other value is passed as the address (e.g. "ray://head:10001"). When Ray is already
 initialised in this process (a notebook, a test fixture) that instance is used and left running.
 Each task asks for 1 CPU, and 1 GPU only when the cluster has GPUs and the device option is not
-"cpu" (a GPU task on a machine without GPUs would stay pending forever).
+"cpu" (a GPU task on a machine without GPUs would stay pending forever). Torch threads per
+task: `--threads` when given, else 1 (CPU tasks) or the cluster's CPUs per GPU (GPU tasks).
 """
 
 from __future__ import annotations
 
 import queue
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rmmvideo.batch.tasks import TaskSpec, run_task
 from rmmvideo.errors import UserError
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 INSTALL_HINT = "Ray is not installed: pip install 'rmmvideo[ray]' (or pip install ray)"
 
@@ -30,7 +34,7 @@ def import_ray():
 class RayBackend:
     name = "ray"
 
-    def __init__(self, address: str, jobs: int | None, options: dict[str, Any]) -> None:
+    def __init__(self, address: str, jobs: int | None, options: RestoreOptions) -> None:
         ray = import_ray()
         self.ray = ray
         self._owns = False
@@ -44,11 +48,11 @@ class RayBackend:
         res = ray.cluster_resources()
         cpus = int(res.get("CPU", 1))
         gpus = int(res.get("GPU", 0))
-        use_gpu = gpus > 0 and str(options.get("device") or "cpu") != "cpu"
+        use_gpu = gpus > 0 and options.device != "cpu"
         self.num_gpus = 1 if use_gpu else 0
         slots = gpus if use_gpu else cpus
         self.capacity = max(1, min(jobs, slots) if jobs else slots)
-        self.threads = 1 if not use_gpu else max(1, cpus // max(1, gpus))
+        self.threads = options.threads or (1 if not use_gpu else max(1, cpus // max(1, gpus)))
         self._remote = ray.remote(num_cpus=1, num_gpus=self.num_gpus, max_retries=1)(run_task)
         from ray.util.queue import Queue
 

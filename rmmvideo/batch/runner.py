@@ -11,7 +11,7 @@ Ready tasks are served in file order (a file's segments before the next file's),
 complete early and work folders stay few. A failing task fails its file only; the batch goes on.
 
 Example:
-    cfg = BatchConfig(out_dir=Path("out"), jobs=2, engine="rmm", options={"scale": 2})
+    cfg = BatchConfig(out_dir=Path("out"), jobs=2, engine="rmm", options=RestoreOptions(scale=2))
     outcome = run_batch(["archive/"], cfg)
     sys.exit(1 if outcome.failed else 0)
 """
@@ -24,7 +24,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,6 +44,7 @@ from rmmvideo.batch.state import (
 from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
 from rmmvideo.errors import UserError
 from rmmvideo.video.archive import archive_note
+from rmmvideo.video.pipeline import RestoreOptions
 
 MAX_CRASHES = 2  # a task whose worker process died this many times fails its file
 
@@ -55,7 +56,10 @@ class BatchConfig:
     out_dir: DIR; jobs: worker processes (local) or max tasks in flight (Ray; 0 = cluster capacity);
     ray: None (local processes), "auto" or a Ray address; segment_seconds: target segment
     length for splitting long files (<= 0: never split); engine: "rmm" | "upscale";
-    options: restoration options (scale, weights, device, detector, seed, codec, crf, preset).
+    options: the restoration options of every file (those of `rmmvideo run`; a CSV manifest's
+    option cells override fields per file). Its per-run fields: ``threads`` > 0 is the torch
+    threads of each worker (0: cores // jobs, see backends), ``quiet`` is ignored (workers are
+    always quiet); quiet: plain status lines instead of progress bars.
     """
 
     out_dir: Path
@@ -63,7 +67,7 @@ class BatchConfig:
     ray: str | None = None
     segment_seconds: float = 300.0
     engine: str = "rmm"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: RestoreOptions = field(default_factory=RestoreOptions)
     quiet: bool = False
 
 
@@ -83,7 +87,7 @@ class _Live:
     index: int
     job: Job
     rec: JobRecord
-    opts: dict[str, Any]
+    opts: RestoreOptions
     work: Path
     failed: bool = False
     pending: set[int] = field(default_factory=set)
@@ -204,16 +208,17 @@ def _run(jobs: list[Job], config: BatchConfig, out_dir: Path, out: TextIO) -> Ba
     lives: dict[str, _Live] = {}
 
     for i, job in enumerate(jobs):
-        opts = {**config.options, **job.options}
-        h = options_hash(config.engine, opts)
+        opts = config.options
         rec = state.job(job.key, str(job.input), str(job.output))
         _clean_partials(job.output)
         work = work_dir(out_dir, job.key)
         if job.error is None and job.options:
             try:  # a bad per-file option (manifest cell) fails that file only
+                opts = replace(config.options, **job.options)
                 check_options(config.engine, opts)
-            except UserError as e:
+            except (UserError, ValueError, TypeError) as e:
                 job.error = f"bad options {job.options}: {e}"
+        h = options_hash(config.engine, opts)
         if job.error:
             rec.status, rec.error = "failed", job.error
             results[job.key] = FileResult(str(job.input), str(job.output), "failed", error=job.error)

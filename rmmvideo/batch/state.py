@@ -5,7 +5,7 @@ job's status, through a temp file + fsync + rename: a kill at any moment leaves 
 or the new state, never a torn file.
 
 Job status: "pending" -> "running" -> "done" | "failed". A job is resumed when it is not done,
-when its options changed, or when its output no longer verifies.
+when its options changed (`options_hash`), or when its output no longer verifies.
 """
 
 from __future__ import annotations
@@ -16,18 +16,42 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmmvideo.video.safe_output import atomic_output
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 STATE_NAME = "batch-state.json"
 WORK_DIR = ".rmmbatch"  # segments and track tables of unfinished jobs, inside DIR
 STATUSES = ("pending", "running", "done", "failed")
 
 
-def options_hash(engine: str, options: dict[str, Any]) -> str:
-    """Short stable hash of the engine and the options that shape the output."""
-    blob = json.dumps({"engine": engine, **{k: v for k, v in options.items() if v is not None}}, sort_keys=True)
+# RestoreOptions fields set per process, not per file: they never change an output
+# (quiet: workers are always quiet; threads: torch threads per worker, see backends.py)
+PER_RUN_OPTIONS = ("quiet", "threads")
+
+
+def options_hash(engine: str, options: RestoreOptions) -> str:
+    """Short stable hash of the engine and the options that shape the output.
+
+    From ``dataclasses.asdict(options)``: the fields that differ from ``RestoreOptions()``'s
+    defaults, less `PER_RUN_OPTIONS`. Fields at their default are left out, so a new option
+    added to RestoreOptions (its default keeping the old output) does not redo finished files,
+    and state files written when batch options were a dict of the flags given keep matching.
+    """
+    from rmmvideo.video.pipeline import RestoreOptions
+
+    defaults = asdict(RestoreOptions())
+    shaping = {}
+    for k, v in asdict(options).items():
+        if k in PER_RUN_OPTIONS or v == defaults[k]:
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and isinstance(defaults[k], (float, str)):
+            v = float(v)  # a number field (scale, strength): 4 and 4.0 are one output
+        shaping[k] = v
+    blob = json.dumps({"engine": engine, **shaping}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmmvideo.batch import engine as eng
 from rmmvideo.batch.media import (
@@ -29,6 +29,9 @@ from rmmvideo.batch.segments import Segment, plan_segments
 from rmmvideo.errors import TERMINATION_SIGNALS, Terminated
 from rmmvideo.video.archive import archive_facts
 from rmmvideo.video.safe_output import atomic_output
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 TABLE_NAME = "tracks.table"
 
@@ -55,7 +58,7 @@ class TaskSpec:
     input: str
     output: str
     work: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: RestoreOptions  # a picklable dataclass: sent as is to local workers and Ray tasks
     segment_seconds: float = 0.0
     segment: dict[str, Any] | None = None
     segments: list[dict[str, Any]] = field(default_factory=list)
@@ -215,7 +218,7 @@ def _run_task(spec: TaskSpec, sink: Any, threads: int | None) -> dict[str, Any]:
     res: dict[str, Any]
     if spec.kind == "prepare":
         scan = scan_video(inp)
-        warn = spec.options.get("on_damage", "warn") == "warn"
+        warn = spec.options.on_damage == "warn"
         cut = bool(scan.reported and scan.frames < scan.reported)
         if not warn:
             check_complete(scan)

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from rmmvideo.errors import UserError
 
@@ -79,7 +80,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                    help="replace an existing output file (without it, an existing output is an error)")
 
 
-def add_damage_option(p: argparse.ArgumentParser, default: str | None = "warn") -> None:
+def add_damage_option(p: argparse._ActionsContainer, default: str | None = "warn") -> None:
     """``--on-damage warn|fail`` (run, batch)."""
     p.add_argument("--on-damage", choices=("warn", "fail"), default=default,
                    help="damaged input (undecodable packets, cut short): warn = keep every decodable "
@@ -87,7 +88,7 @@ def add_damage_option(p: argparse.ArgumentParser, default: str | None = "warn") 
                         "write nothing" + ("" if default else " (default: warn)"))
 
 
-def on_damage_value(choice: str) -> str:
+def on_damage_value(choice: str) -> Literal["warn", "error"]:
     """CLI ``warn|fail`` -> the API's ``on_damage`` (``warn|error``)."""
     return "error" if choice == "fail" else "warn"
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import TYPE_CHECKING
 
 from rmmvideo.cli import checks
+
+if TYPE_CHECKING:
+    from rmmvideo.video.pipeline import RestoreOptions
 
 HELP = "restore the faces in a video (streaming; audio and timestamps kept)"
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse._ActionsContainer) -> None:
     """Weights, device, face detector and parser: shared by run, preview and faces."""
     p.add_argument("--weights", default=None, help="RMM weights (.safetensors); default: bundled rmm-small")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -33,15 +38,15 @@ def parse_strength(text: str) -> "float | str":
     return v
 
 
-def add_strength_option(p: argparse.ArgumentParser, default: "str | None" = "auto") -> None:
+def add_strength_option(p: argparse._ActionsContainer, default: "str | None" = "auto") -> None:
     """``--strength auto|0..1``: shared by run, preview, faces, batch and bench."""
     p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1",
                    help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
                         "1 = all of the model's detail, auto = measured per track (cross-scale self-check)")
 
 
-def add_restore_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by run, preview and bench (they map onto RestoreOptions)."""
+def add_restore_options(p: argparse._ActionsContainer) -> None:
+    """Options shared by run, preview, bench and batch (they map onto RestoreOptions)."""
     p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of the whole frame, 0.25..16")
     add_model_options(p)
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
@@ -56,7 +61,9 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="medium", help="x264/x265 speed preset")
     p.add_argument("--bit-depth", type=int, choices=[8, 10], default=None,
                    help="output bit depth (default: 10 for 10-bit input, else 8)")
-    p.add_argument("--threads", type=checks.THREADS, default=0, help="torch CPU threads, 0..1024 (0 = default)")
+    p.add_argument("--threads", type=checks.THREADS, default=0,
+                   help="torch CPU threads per process, 0..1024 (0 = default: torch's own; "
+                        "batch: cores / jobs per worker)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only log lines")
     p.add_argument("--deinterlace", choices=["auto", "off", "frame", "field"], default="auto",
                    help="interlaced input: yadif to one frame per frame, or per field (double rate); "
@@ -66,7 +73,40 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
                         "pixels at the display aspect, or keep the input's sample aspect ratio")
 
 
-def restore_options(args: argparse.Namespace) -> "object":
+@functools.cache
+def restore_option_actions() -> dict[str, argparse.Action]:
+    """Every restoration option (`add_restore_options`) and ``--on-damage``, by their
+    RestoreOptions field name (``detect_every``): one definition of type, range and choices for
+    the command line and for a batch manifest's option columns (`option_from_text`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_restore_options(p)
+    checks.add_damage_option(p)
+    return {a.dest: a for a in p._actions}
+
+
+def option_from_text(name: str, text: str) -> object:
+    """One restoration option given as text (a CSV manifest cell), parsed and range-checked as
+    its command-line flag: ``option_from_text("crf", "20") == 20``. `name` is the RestoreOptions
+    field (``detect_every``; ``detect-every`` works too); ``on_damage`` takes the flag's
+    warn|fail (``error`` too) and gives the API's warn|error.
+
+    Raises KeyError for an unknown name, ValueError (one line) for a bad value."""
+    action = restore_option_actions()[name.replace("-", "_")]
+    if action.nargs == 0:  # a switch (--quiet): not an option with a value
+        raise KeyError(name)
+    if action.dest == "on_damage" and text == "error":
+        text = "fail"
+    try:
+        value = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+        raise ValueError(str(e) or f"invalid value {text!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"invalid choice {text!r} (choose from {', '.join(map(str, action.choices))})")
+    return checks.on_damage_value(str(value)) if action.dest == "on_damage" else value
+
+
+def restore_options(args: argparse.Namespace) -> RestoreOptions:
+    """RestoreOptions from the flags of `add_restore_options` (``on_damage`` stays the default)."""
     from rmmvideo.video.pipeline import RestoreOptions
 
     return RestoreOptions(
@@ -118,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rmmvideo.video.pipeline import restore_video
 
-    options = replace(restore_options(args), on_damage=checks.on_damage_value(args.on_damage))  # type: ignore[type-var]
+    options = replace(restore_options(args), on_damage=checks.on_damage_value(args.on_damage))
     info, target = check_run(args, options)
     summary = restore_video(info.path, target, options, max_frames=args.max_frames)  # type: ignore[attr-defined]
     if args.quiet:

@@ -23,6 +23,7 @@ import pytest
 from rmmvideo.batch.media import scan_video, verify_output
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.cli.main import main
+from rmmvideo.video.pipeline import RestoreOptions
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
@@ -182,7 +183,7 @@ def test_resume_after_kill_9(tmp_path):
 @pytest.mark.slow
 def test_segmented_equals_single_process_on_vfr_clip(tmp_path):
     """Lossless encode: the two-segment run decodes to exactly the single-pass frames (VFR pts)."""
-    opts = {"scale": 1.0, "preset": "ultrafast", "crf": 0}
+    opts = RestoreOptions(scale=1.0, preset="ultrafast", crf=0)
     runs = {}
     for name, seconds, jobs in (("single", 0.0, 1), ("segmented", 3.0, 2)):
         o = run_batch([str(VIDEOS / VFR)], BatchConfig(out_dir=tmp_path / name, jobs=jobs, engine="upscale",
@@ -222,7 +223,7 @@ def test_ray_backend_local_instance(tmp_path, local_ray):
     a = cut(REAL, src / "a.mp4", 24, 0.5)
     shutil.copy(VIDEOS / VFR, src / "long.mp4")
     cfg = BatchConfig(out_dir=tmp_path / "out", jobs=0, ray="auto", engine="upscale",
-                      options={"scale": 1.0, "preset": "ultrafast"}, segment_seconds=3.0, quiet=True)
+                      options=RestoreOptions(scale=1.0, preset="ultrafast"), segment_seconds=3.0, quiet=True)
     o = run_batch([str(src)], cfg, out=io.StringIO())
     assert [r.status for r in o.results] == ["done", "done"]
     assert o.stats["backend"] == "ray" and o.stats["tasks"] == 2 + 4  # a: prepare+render; long: 4

@@ -72,8 +72,8 @@ def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
 
     # segments render from packet copies of their range (not the whole file): that path is tested
     assert segment_source(clip, tmp_path / "probe.mp4", keys[1], keys[2]) != clip
-    opts = {"weights": str(tiny_weights), "scale": 1.0, "crf": 0, "preset": "ultrafast", "seed": 3,
-            "strength": 1.0}  # 1: faces are restored (auto gives 0 at scale 1)
+    opts = pipeline.RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
+                                   strength=1.0)  # 1: faces are restored (auto gives 0 at scale 1)
     runs = {}
     for name, seconds, jobs in (("single", 0.0, 1), ("segmented", 0.25, 2)):
         runs[name] = run_batch([str(clip)], BatchConfig(out_dir=tmp_path / name, jobs=jobs, engine="rmm",
@@ -89,3 +89,37 @@ def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
             assert fa.pts == fb.pts
             values.append(psnr(fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")))
     assert len(values) == 24 and min(values) > 45.0, values
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.slow
+def test_run_only_options_reach_the_worker(tmp_path, tiny_weights):
+    """`--temporal frame --detect-every 3` (options batch did not take before it carried a
+    RestoreOptions) reach the worker: the batch output equals `restore_video`'s with them, and
+    each of them changes the output on this clip (at its default: min PSNR 45 dB for track,
+    61 dB for detect-every 2 against the batch output, measured)."""
+    from dataclasses import replace
+
+    from rmmvideo.cli.main import main
+
+    clip = keyframe_cut(VIDEOS / "talking_512sq_30fps_audio.mp4", tmp_path / "talk.mp4", frames=12, size=256, gop=12)
+    common = ["--weights", str(tiny_weights), "--scale", "1", "--crf", "0", "--preset", "ultrafast", "--seed", "3",
+              "--strength", "1"]  # 1: faces are restored (auto gives 0 at scale 1)
+    assert main(["batch", str(clip), "--out", str(tmp_path / "b"), "--segment-seconds", "0", "--quiet",
+                 "--temporal", "frame", "--detect-every", "3", *common]) == 0
+    opts = pipeline.RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
+                                   strength=1.0, quiet=True, temporal="frame", detect_every=3)
+    refs = {}
+    for name, o in (("both", opts), ("track", replace(opts, temporal="track")), ("every2", replace(opts, detect_every=2))):
+        pipeline.restore_video(clip, tmp_path / f"{name}.mp4", o)
+        refs[name] = _frames(tmp_path / f"{name}.mp4")
+    got = _frames(tmp_path / "b" / "talk.mp4")
+    assert len(got) == 12
+    # deterministic work, lossless encode: the very same frames
+    assert all(np.array_equal(a, b) for a, b in zip(got, refs["both"], strict=True))
+    for name in ("track", "every2"):  # either option left at its default would show
+        assert not all(np.array_equal(a, b) for a, b in zip(got, refs[name], strict=True)), name

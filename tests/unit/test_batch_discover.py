@@ -85,6 +85,29 @@ def test_manifests_txt_and_csv_with_options(tmp_path, clip):
         discover([tmp_path / "nopath.csv"], tmp_path / "out")
 
 
+def test_csv_option_columns_are_every_run_option_typed_as_on_the_command_line(tmp_path, clip):
+    """Columns named by RestoreOptions fields (or their flags' spelling), cells parsed and
+    range-checked as the flags; a bad cell fails its own file only; per-run options are no columns."""
+    for name in ("a", "b", "c", "d"):
+        shutil.copy(clip, tmp_path / f"{name}.mp4")
+    (tmp_path / "m.csv").write_text(
+        "path,detect-every,temporal,strength,bit_depth,models_dir,on_damage,crf\n"
+        "a.mp4,3,frame,0.5,10,models,fail,\n"
+        "b.mp4,,,auto,,,,20\n"
+        "c.mp4,0,,,,,,\n"  # out of the flag's range 1..1000
+        "d.mp4,,sideways,,,,,\n")  # not one of the flag's choices
+    a, b, c, d = discover([tmp_path / "m.csv"], tmp_path / "out")
+    assert a.options == {"detect_every": 3, "temporal": "frame", "strength": 0.5, "bit_depth": 10,
+                         "models_dir": "models", "on_damage": "error"} and a.error is None
+    assert b.options == {"strength": "auto", "crf": 20} and b.error is None
+    assert c.error is not None and "detect-every" in c.error and "out of range" in c.error and "1..1000" in c.error
+    assert d.error is not None and "sideways" in d.error and "track" in d.error
+    for column in ("threads", "quiet", "max_frames"):
+        (tmp_path / "x.csv").write_text(f"path,{column}\na.mp4,1\n")
+        with pytest.raises(UserError, match=f"unknown option column '{column}'"):
+            discover([tmp_path / "x.csv"], tmp_path / "out")
+
+
 def test_out_dir_inside_input_is_skipped_and_inputs_protected(tmp_path, clip):
     shutil.copy(clip, tmp_path / "a.mp4")
     (tmp_path / "out").mkdir()

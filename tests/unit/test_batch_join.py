@@ -12,6 +12,7 @@ from _batch_clips import audio_packets, decoded, make_clip
 from rmmvideo.batch.engine import upscale_range
 from rmmvideo.batch.join import join_segments, rewrite_dts
 from rmmvideo.batch.media import scan_video
+from rmmvideo.video.pipeline import RestoreOptions
 
 
 def _packets(path: Path) -> list[tuple[int, int]]:
@@ -68,7 +69,7 @@ def test_join_segments_with_different_encoder_delays(tmp_path):
     pts, the segments' pictures and the input's audio byte for byte."""
     src = make_clip(tmp_path / "in.mp4", frames=40, gop=10)
     cut = scan_video(src).keyframes[2]
-    opts = {"scale": 1, "preset": "medium", "crf": 18}
+    opts = RestoreOptions(scale=1, preset="medium", crf=18)
     s1, s2, s2d = tmp_path / "s1.mp4", tmp_path / "s2.mp4", tmp_path / "s2d.mp4"
     upscale_range(src, s1, opts, None, cut)
     upscale_range(src, s2, opts, cut, None)
@@ -92,8 +93,8 @@ def test_join_refuses_segments_with_other_parameters(tmp_path):
     src = make_clip(tmp_path / "in.mp4", frames=20, gop=10)
     cut = scan_video(src).keyframes[1]
     s1, s2 = tmp_path / "s1.mp4", tmp_path / "s2.mp4"
-    upscale_range(src, s1, {"scale": 1, "preset": "ultrafast"}, None, cut)
-    upscale_range(src, s2, {"scale": 1, "preset": "medium"}, cut, None)
+    upscale_range(src, s1, RestoreOptions(scale=1, preset="ultrafast"), None, cut)
+    upscale_range(src, s2, RestoreOptions(scale=1, preset="medium"), cut, None)
     with pytest.raises(ValueError, match="other codec parameters"):
         join_segments(src, [s1, s2], tmp_path / "o.mp4")
     assert not (tmp_path / "o.mp4").exists()
@@ -102,7 +103,7 @@ def test_join_refuses_segments_with_other_parameters(tmp_path):
 def test_join_without_audio(tmp_path):
     src = make_clip(tmp_path / "in.mp4", frames=20, gop=10)
     seg = tmp_path / "s.mp4"
-    upscale_range(src, seg, {"scale": 1, "preset": "ultrafast"})
+    upscale_range(src, seg, RestoreOptions(scale=1, preset="ultrafast"))
     out = tmp_path / "o.mp4"
     join_segments(src, [seg], out, audio=False)
     assert audio_packets(out) == []
@@ -123,7 +124,7 @@ def test_join_keeps_container_and_stream_tags(tmp_path):
                 p.stream = streams[p.stream.index]
                 oc.mux(p)
     seg = tmp_path / "s.mp4"
-    upscale_range(src, seg, {"scale": 1, "preset": "ultrafast"})
+    upscale_range(src, seg, RestoreOptions(scale=1, preset="ultrafast"))
     out = tmp_path / "o.mp4"
     join_segments(src, [seg], out)
     with av.open(str(out)) as c:

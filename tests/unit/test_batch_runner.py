@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 from _batch_clips import audio_packets, make_clip
@@ -13,12 +14,13 @@ from rmmvideo.batch.media import scan_video
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.batch.state import STATE_NAME, BatchState
 from rmmvideo.errors import UserError
+from rmmvideo.video.pipeline import RestoreOptions
 
-OPTS = {"scale": 1.0, "preset": "ultrafast", "crf": 23}
+OPTS = RestoreOptions(scale=1.0, preset="ultrafast", crf=23)
 
 
 def _run(inputs, out, **kw):
-    cfg = BatchConfig(out_dir=out, engine="upscale", options=dict(OPTS), quiet=True, **kw)
+    cfg = BatchConfig(out_dir=out, engine="upscale", options=OPTS, quiet=True, **kw)
     buf = io.StringIO()
     outcome = run_batch([str(i) for i in inputs], cfg, out=buf)
     return outcome, buf.getvalue()
@@ -68,7 +70,7 @@ def test_batch_isolates_failure_reports_and_resumes(tmp_path, inputs):
 
     # other options: redone
     ino = (out / "a.mp4").stat().st_ino
-    cfg = BatchConfig(out_dir=out, engine="upscale", options={**OPTS, "crf": 30}, quiet=True)
+    cfg = BatchConfig(out_dir=out, engine="upscale", options=replace(OPTS, crf=30), quiet=True)
     outcome4 = run_batch([str(inputs / "a.mp4")], cfg, out=io.StringIO())
     assert outcome4.results[0].status == "done" and (out / "a.mp4").stat().st_ino != ino
 
@@ -77,7 +79,7 @@ def test_segmented_file_equals_single_pass(tmp_path, inputs):
     """Lossless encode: the segmented + joined output decodes to the very same frames."""
     from _batch_clips import decoded
 
-    opts = {**OPTS, "crf": 0}
+    opts = replace(OPTS, crf=0)
     one = run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "one", engine="upscale",
                     options=opts, quiet=True, segment_seconds=0), out=io.StringIO())
     seg = run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "seg", engine="upscale",
@@ -106,10 +108,10 @@ def test_no_videos_is_user_error(tmp_path):
 def test_bad_options_stop_before_work_and_bad_manifest_cells_fail_one_file(tmp_path, inputs):
     with pytest.raises(UserError, match="weights file not found"):
         run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "o1", engine="rmm",
-                  options={"weights": str(tmp_path / "none.safetensors")}), out=io.StringIO())
+                  options=RestoreOptions(weights=str(tmp_path / "none.safetensors"))), out=io.StringIO())
     with pytest.raises(UserError, match="crf"):
         run_batch([str(inputs / "a.mp4")], BatchConfig(out_dir=tmp_path / "o2", engine="upscale",
-                  options={**OPTS, "crf": 99}), out=io.StringIO())
+                  options=replace(OPTS, crf=99)), out=io.StringIO())
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     (tmp_path / "m.csv").write_text(f"path,crf\n{inputs / 'a.mp4'},99\n{inputs / 'sub' / 'b.mkv'},\n")
     outcome, text = _run([tmp_path / "m.csv"], tmp_path / "o3")
@@ -186,7 +188,64 @@ def test_upscale_engine_keeps_damaged_input_or_fails_it(tmp_path):
     assert r.status == "done" and "undecodable" in (r.damage or "")
     kept = scan_video(tmp_path / "out" / "d.mp4").frames
     assert 40 < kept < 60 and r.frames == kept
-    cfg = BatchConfig(out_dir=tmp_path / "out2", engine="upscale", options={**OPTS, "on_damage": "error"}, quiet=True)
+    cfg = BatchConfig(out_dir=tmp_path / "out2", engine="upscale", options=replace(OPTS, on_damage="error"), quiet=True)
     failed = run_batch([str(tmp_path / "in" / "d.mp4")], cfg, out=io.StringIO()).results[0]
     assert failed.status == "failed" and "undecodable" in failed.error
     assert not (tmp_path / "out2" / "d.mp4").exists()
+
+
+def test_batch_takes_every_run_option_with_its_default(capsys):
+    """`rmmvideo batch --help` lists every option of `rmmvideo run` but run's single-file ones
+    (input, -o, --max-frames, --overwrite), each with run's default."""
+    import argparse
+
+    from rmmvideo.cli import batch, run
+    from rmmvideo.cli.main import main
+
+    def options(mod) -> dict[str, argparse.Action]:
+        p = argparse.ArgumentParser()
+        mod.add_arguments(p)
+        return {s: a for a in p._actions for s in a.option_strings}
+
+    run_opts, batch_opts = options(run), options(batch)
+    wanted = set(run_opts) - {"-h", "--help", "-o", "--output", "--max-frames", "--overwrite"}
+    assert {"--parser", "--models-dir", "--temporal", "--detect-every", "--bit-depth"} <= wanted
+    assert wanted - set(batch_opts) == set()
+    assert {o: batch_opts[o].default for o in wanted} == {o: run_opts[o].default for o in wanted}
+    assert main(["batch", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert [o for o in sorted(wanted) if o not in text] == []
+
+
+def test_per_run_options_in_batch(tmp_path, inputs):
+    """--threads N sets each local worker's threads (0: cores / jobs); threads and quiet do not
+    change the state fingerprint, so they keep finished files."""
+    out = tmp_path / "out"
+    outcome, _ = _run([inputs / "a.mp4"], out)
+    assert outcome.stats["threads_per_worker"] >= 1
+    cfg = BatchConfig(out_dir=out, engine="upscale", options=replace(OPTS, threads=3, quiet=True), quiet=True)
+    again = run_batch([str(inputs / "a.mp4")], cfg, out=io.StringIO())
+    assert again.results[0].status == "skipped"
+    (out / "a.mp4").unlink()
+    again = run_batch([str(inputs / "a.mp4")], cfg, out=io.StringIO())
+    assert again.results[0].status == "done" and again.stats["threads_per_worker"] == 3
+
+
+def test_cli_batch_bit_depth_reaches_upscale_engine_and_field_rate_is_refused(tmp_path, inputs, capsys):
+    """--bit-depth (an encode option) is used by the upscale engine too; --deinterlace field
+    (double rate) is a one-line error before any work: batch's checks count one frame per frame."""
+    import av
+
+    from rmmvideo.cli.main import main
+
+    out = tmp_path / "out"
+    base = ["batch", str(inputs / "a.mp4"), "--out", str(out), "--engine", "upscale", "--scale", "1",
+            "--preset", "ultrafast", "--quiet"]
+    assert main([*base, "--bit-depth", "10"]) == 0
+    with av.open(str(out / "a.mp4")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    assert scan_video(out / "a.mp4").frames == 30
+    capsys.readouterr()
+    assert main([*base, "--deinterlace", "field"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--deinterlace field" in err

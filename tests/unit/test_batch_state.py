@@ -26,7 +26,21 @@ def test_round_trip_and_atomic_save(tmp_path):
 
 
 def test_options_hash():
-    assert options_hash("rmm", {"scale": 2, "crf": 18}) == options_hash("rmm", {"crf": 18, "scale": 2})
-    assert options_hash("rmm", {"scale": 2}) == options_hash("rmm", {"scale": 2, "weights": None})
-    assert options_hash("rmm", {"scale": 2}) != options_hash("rmm", {"scale": 4})
-    assert options_hash("rmm", {"scale": 2}) != options_hash("upscale", {"scale": 2})
+    import hashlib
+
+    from rmmvideo.video.pipeline import RestoreOptions
+
+    O = RestoreOptions
+    assert options_hash("rmm", O(scale=2, crf=20)) == options_hash("rmm", O(crf=20, scale=2.0))
+    assert options_hash("rmm", O(scale=4)) != options_hash("rmm", O(scale=3))
+    assert options_hash("rmm", O(scale=4)) != options_hash("upscale", O(scale=4))
+    # options run alone had before batch took RestoreOptions: each one redoes the file
+    base = options_hash("rmm", O())
+    for changed in (O(temporal="frame"), O(detect_every=3), O(parser="p.pth"), O(models_dir="m"), O(bit_depth=10),
+                    O(batch_size=4), O(deinterlace="off"), O(sar="keep"), O(strength=0.5), O(on_damage="error")):
+        assert options_hash("rmm", changed) != base, changed
+    # per-run options never change an output: they keep finished files
+    assert options_hash("rmm", O(threads=3, quiet=True)) == base
+    # the fingerprint of state files written when batch options were a dict of the flags given
+    old = json.dumps({"engine": "rmm", "scale": 4.0, "crf": 20}, sort_keys=True)
+    assert options_hash("rmm", O(scale=4, crf=20)) == hashlib.sha1(old.encode()).hexdigest()[:16]
