@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ TABLE_NAME = "tracks.table"
 # Where progress messages go in this worker: a queue-like object with put(), set by the local
 # pool's initializer or passed in by the Ray backend. None: no progress reporting.
 _SINK: Any = None
-_THREADS: int | None = None
 _BUSY = threading.Event()  # a task is running in this worker
 
 
@@ -67,10 +65,10 @@ class TaskSpec:
 
 
 def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) -> None:
-    """Per-process setup: thread count for torch/BLAS, progress sink, exit with the
-    coordinator (pid)."""
-    global _SINK, _THREADS
-    _SINK, _THREADS = sink, threads
+    """Per-process setup of a local pool worker: thread count for torch/BLAS, progress sink,
+    exit with the coordinator (pid)."""
+    global _SINK
+    _SINK = sink
     _stop_on_termination()
     if coordinator is not None:
         watch_coordinator(coordinator)
@@ -78,6 +76,7 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
         from rmmvideo.batch.backends import worker_env
 
         os.environ.update(worker_env(threads))
+        _set_threads(threads)
 
 
 def _stop_on_termination() -> None:
@@ -142,15 +141,14 @@ def watch_coordinator(pid: int) -> None:
     threading.Thread(target=target, args=args, name="rmmvideo-watch", daemon=True).start()
 
 
-def _set_threads(threads: int | None, engine: str) -> None:
-    """torch intra-op threads for this worker."""
+def _set_threads(threads: int | None) -> None:
+    """torch intra-op threads for this worker process (both engines use torch)."""
     if not threads:
         return
-    if engine == "rmm" or "torch" in sys.modules:
-        import torch
+    import torch
 
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class _Reporter:
@@ -197,6 +195,9 @@ def segment_path(work: Path, index: int, suffix: str) -> Path:
 def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> dict[str, Any]:
     """Execute one task; returns {"seconds", "frames", "faces", "tracks", ...}. Raises on failure.
 
+    `sink` and `threads` come with each task on Ray; a local pool worker got them once from
+    `init_worker`.
+
     Stopped by SIGTERM/SIGHUP in a pool worker (`init_worker`): the task unwinds, removing its
     temporary outputs, and the worker process exits with 128 + n."""
     _BUSY.set()
@@ -209,7 +210,7 @@ def run_task(spec: TaskSpec, sink: Any = None, threads: int | None = None) -> di
 
 
 def _run_task(spec: TaskSpec, sink: Any, threads: int | None) -> dict[str, Any]:
-    _set_threads(threads or _THREADS, spec.engine)
+    _set_threads(threads)
     rep = _Reporter(spec, sink if sink is not None else _SINK)
     t0 = time.perf_counter()
     work = Path(spec.work)

@@ -229,6 +229,16 @@ def test_per_run_options_in_batch(tmp_path, inputs):
     (out / "a.mp4").unlink()
     again = run_batch([str(inputs / "a.mp4")], cfg, out=io.StringIO())
     assert again.results[0].status == "done" and again.stats["threads_per_worker"] == 3
+    # the pool's initializer sets each worker's torch threads to that share
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from rmmvideo.batch.backends import worker_context
+    from rmmvideo.batch.tasks import init_worker
+
+    with ProcessPoolExecutor(1, mp_context=worker_context(3), initializer=init_worker, initargs=(3, None)) as pool:
+        assert pool.submit(torch.get_num_threads).result() == 3
 
 
 def test_cli_batch_bit_depth_reaches_upscale_engine_and_field_rate_is_refused(tmp_path, inputs, capsys):
