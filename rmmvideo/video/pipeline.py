@@ -13,8 +13,10 @@ for comparison.
 
 Two-pass use (segment parallelism): ``analyze_video`` runs decode + track + slot pinning over the
 whole file and returns a ``TrackTable``; ``render_video`` renders any pts range from that table.
-A frame's pixels depend only on the frame and its table entry, so segments rendered in parallel
-are identical to a single pass (``restore_video`` streams both passes together).
+A frame's pixels depend only on the frame, its table entry and (stabiliser) the same track's
+3 previous frames, which a segment renders first without writing them, so segments rendered in parallel
+equal a single pass (``restore_video`` streams both passes together) up to float rounding: the
+model's convolutions differ by ~1e-7 with the batch's size, so a pixel may differ by one level.
 """
 
 from __future__ import annotations

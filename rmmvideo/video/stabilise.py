@@ -14,7 +14,8 @@ and ``tau_k`` a robust estimate of the noise in ``D_k`` (1.4826 x its median abs
 the crop): pixels that changed more than the noise (a mouth opening, an eye closing, an
 occlusion) get weight ~0 from older frames, so motion is not smeared. The filter is causal and
 finite (FIR): a frame depends only on itself and its ``window`` predecessors of the same track,
-so a segment rendered with ``window`` frames of warm-up equals the single pass.
+so a segment rendered with ``window`` frames of warm-up equals the single pass (up to the float
+rounding of the model's batched convolutions).
 """
 
 from __future__ import annotations
