@@ -3,13 +3,15 @@
 Data flows one way, in small typed records:
 
     DecodedFrame --(FaceTracker)--> FramePlan(frame, faces: list[FacePlan])
-        --(TrackStyler: per-track noise + pinned memory slot)-->
-        --(FaceRenderer: warp, RMM restore, masks, paste over the upscaled frame)--> VideoWriter
+        --(TrackStyler: per-track noise, pinned memory slot, strength)-->
+        --(FaceRenderer: warp, RMM restore, detail band, stabiliser, masks; the detail is added
+          to the upscaled frame by composite.composite_faces)--> VideoWriter
 
-Temporal consistency: every track gets one noise vector (seeded from the run seed and the track
-id) and one memory slot, pinned when the track first appears (top-1 retrieval on the mean query
-of its first confident crops). ``temporal="frame"`` draws fresh noise and retrieves per frame,
-for comparison.
+Per track: one noise vector (seeded from the run seed and the track id), one memory slot and one
+strength, chosen when the track first appears (from its first confident crops: top-1 retrieval
+on their mean query; strength given or measured, ``rmmvideo.video.strength``), and a temporal
+stabiliser of its restored crops (``rmmvideo.video.stabilise``). ``temporal="frame"`` draws fresh
+noise, retrieves per frame and does not stabilise, for comparison.
 
 Two-pass use (segment parallelism): ``analyze_video`` runs decode + track + slot pinning over the
 whole file and returns a ``TrackTable``; ``render_video`` renders any pts range from that table.
