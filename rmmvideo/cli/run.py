@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 from rmmvideo.cli import checks
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.probe import VideoInfo
 
 HELP = "restore the faces in a video (streaming; audio and timestamps kept)"
 
@@ -25,7 +28,7 @@ def add_model_options(p: argparse._ActionsContainer) -> None:
     p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
 
 
-def parse_strength(text: str) -> "float | str":
+def parse_strength(text: str) -> float | str:
     """``--strength``: 'auto' or a number in [0, 1]."""
     if text == "auto":
         return "auto"
@@ -38,7 +41,7 @@ def parse_strength(text: str) -> "float | str":
     return v
 
 
-def add_strength_option(p: argparse._ActionsContainer, default: "str | None" = "auto") -> None:
+def add_strength_option(p: argparse._ActionsContainer, default: str | None = "auto") -> None:
     """``--strength auto|0..1``: shared by run, preview, faces, batch and bench."""
     p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1",
                    help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
@@ -129,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_restore_options(p)
 
 
-def check_run(args: argparse.Namespace, options: object) -> tuple[object, object]:
+def check_run(args: argparse.Namespace, options: RestoreOptions) -> tuple[VideoInfo, Path]:
     """Checks before any work (input, output path, output size and memory): (VideoInfo, target)."""
     import sys
 
@@ -140,14 +143,14 @@ def check_run(args: argparse.Namespace, options: object) -> tuple[object, object
     from rmmvideo.video.upscale import scaled_size
 
     info = probe(args.input)
-    target = checks.check_output(args.output or default_output_path(info.path, options.scale),  # type: ignore[attr-defined]
+    target = checks.check_output(args.output or default_output_path(info.path, options.scale),
                                  info.path, args.overwrite, tuple(CONTAINERS))
-    h, w = scaled_size(info.height, info.width, options.scale)  # type: ignore[attr-defined]
+    h, w = scaled_size(info.height, info.width, options.scale)
     if min(h, w) < checks.MIN_OUTPUT_SIDE:
-        raise UserError(f"--scale {options.scale:g} makes a {w}x{h} output from {info.width}x{info.height}: "  # type: ignore[attr-defined]
+        raise UserError(f"--scale {options.scale:g} makes a {w}x{h} output from {info.width}x{info.height}: "
                         f"frames must be at least {checks.MIN_OUTPUT_SIDE} px on each side")
-    deep = (options.bit_depth or (10 if info.bit_depth > 8 else 8)) > 8  # type: ignore[attr-defined]
-    warning = checks.check_memory(w, h, options.batch_size, deep)  # type: ignore[attr-defined]
+    deep = (options.bit_depth or (10 if info.bit_depth > 8 else 8)) > 8
+    warning = checks.check_memory(w, h, options.batch_size, deep)
     if warning:
         print(f"rmmvideo: warning: {warning}", file=sys.stderr)
     return info, target
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = replace(restore_options(args), on_damage=checks.on_damage_value(args.on_damage))
     info, target = check_run(args, options)
-    summary = restore_video(info.path, target, options, max_frames=args.max_frames)  # type: ignore[attr-defined]
+    summary = restore_video(info.path, target, options, max_frames=args.max_frames)
     if args.quiet:
         print(summary.line())
     return 0

@@ -27,8 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # detectors and the tracker are imported lazily at run time
+    from rmmvideo.video.detect import FaceDetector
+    from rmmvideo.video.track import FaceTracker
 
 
 @dataclass
@@ -239,7 +244,7 @@ def _pasted(src: SourceClip, i: int, face: float, canvas: tuple[int, int]
     return out, ref, others
 
 
-def landmark_errors(src: SourceClip, face: float, detector: object,
+def landmark_errors(src: SourceClip, face: float, detector: FaceDetector,
                     canvas: tuple[int, int] = (1280, 720)) -> np.ndarray:
     """68-point error of ``detector`` on frames of ``src`` pasted with the face ``face`` px wide
     (as ``size-N`` sequences, whole-frame detection, no tracking), against dlib's 68 points on
@@ -255,7 +260,7 @@ def landmark_errors(src: SourceClip, face: float, detector: object,
         h, w = frame.shape[:2]
         # Pixel centres: source x maps to (x + 0.5) * nw / w - 0.5 + ox.
         ref = (found[0][1] + 0.5) * [nw / w, nh / h] - 0.5 + [ox, oy]
-        dets = detector.detect([im])[0]  # type: ignore[attr-defined]
+        dets = detector.detect([im])[0]
         if not dets:
             continue
         d = min(dets, key=lambda d: float(np.linalg.norm(d.landmarks.mean(0) - ref.mean(0))))
@@ -311,14 +316,14 @@ def _matches(box: np.ndarray, ref: np.ndarray) -> bool:
     return bool(ref[0] <= cx <= ref[2] and ref[1] <= cy <= ref[3] and 0.5 <= ratio <= 2.0)
 
 
-def score_sequence(seq: DetSequence, make_tracker: Callable[[], object]) -> SequenceScore:
+def score_sequence(seq: DetSequence, make_tracker: Callable[[], FaceTracker]) -> SequenceScore:
     """Run a fresh tracker (``make_tracker()``) over ``seq`` and score it against the reference."""
     tracker = make_tracker()
     t0 = time.perf_counter()
     out = []
     for s in range(0, len(seq.frames), 8):  # chunks of 8, as the pipeline pushes them
-        out += tracker.push([(i, seq.frames[i]) for i in range(s, min(len(seq.frames), s + 8))])  # type: ignore[attr-defined]
-    out += tracker.flush()  # type: ignore[attr-defined]
+        out += tracker.push([(i, seq.frames[i]) for i in range(s, min(len(seq.frames), s + 8))])
+    out += tracker.flush()
     seconds = time.perf_counter() - t0
     hits = 0
     matched: set[int] = set()

@@ -25,8 +25,9 @@ import json
 import math
 import time
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +35,16 @@ from torch import Tensor
 
 from rmmvideo.errors import UserError
 from rmmvideo.eval import metrics as M
-from rmmvideo.train.degrade import DegradationConfig, apply_params, downsample, resize_to, sample_params
+from rmmvideo.train.degrade import (
+    DegradationConfig,
+    apply_params,
+    downsample,
+    resize_to,
+    sample_params,
+)
+
+if TYPE_CHECKING:
+    from rmmvideo.models.rmm import RMM
 
 PROTOCOLS = ("tb", "mild", "video", "td4", "td8", "td16")
 _AT_SCALE = {"tb": DegradationConfig.tb, "mild": DegradationConfig.mild, "video": DegradationConfig.video}
@@ -198,7 +208,11 @@ def evaluate(
         t2 = time.perf_counter()
         refs = None
         if face_metrics:
-            from rmmvideo.eval.face_metrics import batch_fed_lle, face_reference, to_uint8
+            from rmmvideo.eval.face_metrics import (
+                batch_fed_lle,
+                face_reference,
+                to_uint8,
+            )
 
             refs = [face_reference(to_uint8(h)) for h in hq]
         for m, y in outs.items():
@@ -239,16 +253,16 @@ def evaluate(
     return EvalReport(protocol, r, s, seed, n, summary, rows, timing, notes=notes)
 
 
-def model_restore_fn(model: torch.nn.Module, device: str | torch.device = "cpu", seed: int = 0) -> RestoreFn:
+def model_restore_fn(model: RMM, device: str | torch.device = "cpu", seed: int = 0) -> RestoreFn:
     """Wrap an ``RMM`` (``model.restore(x, noise=...) -> .x_hr``) as a ``RestoreFn``: noise Z_N
     from a CPU generator seeded with ``seed``, so runs are reproducible for a given batch size."""
     gen = torch.Generator().manual_seed(int(seed))
-    dim = int(model.config.z_n_dim)  # type: ignore[attr-defined]
+    dim = int(model.config.z_n_dim)
     model.eval()
 
     def fn(x_lq: Tensor) -> Tensor:
         noise = torch.randn(x_lq.shape[0], dim, generator=gen)
-        out = model.restore(x_lq.to(device), noise=noise.to(device))  # type: ignore[operator]
+        out = model.restore(x_lq.to(device), noise=noise.to(device))
         return out.x_hr.float().cpu()
 
     return fn

@@ -22,8 +22,13 @@ nothing for the model to add at its crop size and the strength is 0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from rmmvideo.models.rmm import RMM
 
 # A resolution gap below this (output detail / input detail at the crop size) leaves the model
 # nothing to add that the upscale does not already show.
@@ -64,7 +69,7 @@ def fit_strength(detail: torch.Tensor, lost: torch.Tensor, weight: torch.Tensor)
     return float(min(1.0, max(0.0, float((d * e).sum()) / den)))
 
 
-def self_check_strength(model: torch.nn.Module, crops: torch.Tensor, noise: torch.Tensor, slots: torch.Tensor,
+def self_check_strength(model: RMM, crops: torch.Tensor, noise: torch.Tensor, slots: torch.Tensor,
                         gap: float, weight: torch.Tensor | None = None) -> float:
     """The cross-scale self-check (module doc) on one face's crops.
 
@@ -83,6 +88,6 @@ def self_check_strength(model: torch.nn.Module, crops: torch.Tensor, noise: torc
         return 0.0
     c2 = degrade_in_crop_space(crops, gap)
     with torch.no_grad():
-        r2 = model.restore(c2, noise, slots).x_hr  # type: ignore[operator]
+        r2 = model.restore(c2, noise, slots).x_hr
     w = weight if weight is not None else torch.ones_like(crops[:, :1])
     return fit_strength(restoration_detail(r2, c2), crops - c2, w)
