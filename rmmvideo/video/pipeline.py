@@ -47,6 +47,7 @@ from rmmvideo.video.io import (
     probe,
 )
 from rmmvideo.video.io_decode import OnDamage
+from rmmvideo.video.stabilise import DEFAULT_WINDOW, TemporalStabiliser
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.models.rmm import RMM
@@ -326,8 +327,6 @@ class FaceRenderer:
         self.faces_restored = 0
         self.record = record
         self.last: RenderRecord | None = None  # the last batch's faces, when ``record``
-        from rmmvideo.video.stabilise import DEFAULT_WINDOW, TemporalStabiliser
-
         self.stabiliser = TemporalStabiliser(DEFAULT_WINDOW if options.temporal == "track" else 0)
 
     def prepare(self, plans: Sequence[FramePlan], images: np.ndarray | None = None) -> _FaceBatch | None:
