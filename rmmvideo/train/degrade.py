@@ -397,22 +397,40 @@ def film_grain(x: torch.Tensor, sigma: float, size: float, seed: int) -> torch.T
 _YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 
 
+def _ycc(x: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` RGB -> BT.601 full-range YCbCr (Cb, Cr centred on 0)."""
+    return torch.einsum("ij,jhw->ihw", torch.tensor(_YCC, dtype=x.dtype, device=x.device), x)
+
+
+def _rgb(ycc: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``_ycc``, clamped to [0, 1]."""
+    inv = torch.linalg.inv(torch.tensor(_YCC, dtype=torch.float64)).to(device=ycc.device, dtype=ycc.dtype)
+    return torch.einsum("ij,jhw->ihw", inv, ycc).clamp(0.0, 1.0)
+
+
+def _chroma_down(c: torch.Tensor) -> torch.Tensor:
+    """``(2, H, W)`` chroma -> ``(2, ceil(H/2), ceil(W/2))``: 2x2 averages, odd sides replicated."""
+    h, w = c.shape[-2:]
+    return F.avg_pool2d(F.pad(c[None], (0, w % 2, 0, h % 2), mode="replicate"), 2)[0]
+
+
+def _chroma_up(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bilinear x2 upsampling of half-resolution chroma, cropped to ``(2, h, w)``."""
+    return F.interpolate(c[None], scale_factor=2.0, mode="bilinear", align_corners=False)[0, :, :h, :w]
+
+
 def chroma_subsample_420(x: torch.Tensor) -> torch.Tensor:
     """4:2:0 round trip of ``(3, H, W)`` in [0, 1]: BT.601 full-range YCbCr, Cb and Cr averaged
     over 2x2 blocks (odd sides padded by replication) and bilinearly upsampled back, luma kept."""
     _check_chw(x)
-    m = torch.tensor(_YCC, dtype=x.dtype, device=x.device)
-    ycc = torch.einsum("ij,jhw->ihw", m, x)
+    ycc = _ycc(x)
     h, w = x.shape[-2:]
-    c = F.pad(ycc[None, 1:], (0, w % 2, 0, h % 2), mode="replicate")
-    c = F.avg_pool2d(c, 2)
-    c = F.interpolate(c, scale_factor=2.0, mode="bilinear", align_corners=False)[0, :, :h, :w]
-    out = torch.einsum("ij,jhw->ihw", torch.linalg.inv(m), torch.cat([ycc[:1], c]))
-    return out.clamp(0.0, 1.0)
+    return _rgb(torch.cat([ycc[:1], _chroma_up(_chroma_down(ycc[1:]), h, w)]))
 
 
 _CODEC_SETUP = {  # name -> (encoder, container, options(quality))
-    "h264": ("libx264", "mp4", lambda q: {"crf": str(q), "preset": "medium", "threads": "1"}),
+    "h264": ("libx264", "mp4",
+             lambda q: {"crf": str(q), "preset": "medium", "threads": "1", "x264-params": "mbtree=0"}),
     "mpeg2": ("mpeg2video", "mpeg", lambda q: {"qmin": str(q), "qmax": str(q), "threads": "1"}),
     "mpeg4": ("mpeg4", "avi", lambda q: {"qmin": str(q), "qmax": str(q), "threads": "1"}),
 }
@@ -435,6 +453,11 @@ def codec_roundtrip(
     ``[-shift, shift]`` px, from ``seed``) followed by ``x``; the last decoded frame is returned
     ``(3, H, W)``. ``codec``: "h264" (``quality`` = CRF), "mpeg2" or "mpeg4" (``quality`` =
     constant quantiser). Odd sides are padded by replication for 4:2:0 and cropped back.
+
+    Colour conversion is done here, as in ``chroma_subsample_420`` (BT.601 full range, 2x2
+    chroma averages in, bilinear chroma out). Codecs run on one thread, and x264's MB-tree is
+    off: with it, these few-frame clips gave different bits in different processes (on about
+    one face in six, up to 29 levels apart).
     """
     import av
 
@@ -453,19 +476,42 @@ def codec_roundtrip(
         stream = out.add_stream(encoder, rate=25)
         stream.width, stream.height, stream.pix_fmt = xp.shape[-1], xp.shape[-2], "yuv420p"
         stream.options = options(int(quality))
+        stream.codec_context.thread_count = 1  # one thread: the same bits in every process
         for f in clip:
-            arr = (f.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+            for packet in stream.encode(_yuv_frame(f)):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     buf.seek(0)
     with av.open(buf) as inp:
-        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+        decoded = [_planes(f) for f in inp.decode(video=0)]
     if len(decoded) != frames:
         raise RuntimeError(f"codec {codec}: decoded {len(decoded)} frames of {frames}")
-    last = torch.from_numpy(decoded[-1][:h, :w].astype(np.float32) / 255.0).permute(2, 0, 1)
-    return last.to(device=x.device, dtype=x.dtype)
+    y, cb, cr = (torch.from_numpy(p.astype(np.float32) / 255.0) for p in decoded[-1])
+    hp, wp = xp.shape[-2:]
+    chroma = _chroma_up(torch.stack([cb, cr]) - 128.0 / 255.0, hp, wp)
+    return _rgb(torch.cat([y[None], chroma]))[:, :h, :w].to(device=x.device, dtype=x.dtype)
+
+
+def _yuv_frame(x: torch.Tensor) -> "av.VideoFrame":
+    """``(3, H, W)`` in [0, 1], H and W even -> a yuv420p ``av.VideoFrame`` (BT.601 full range)."""
+    import av
+
+    ycc = _ycc(x.detach().cpu().float())
+    planes = [ycc[0], *(_chroma_down(ycc[1:]) + 128.0 / 255.0)]
+    frame = av.VideoFrame(x.shape[-1], x.shape[-2], "yuv420p")
+    for plane, p in zip(frame.planes, planes):
+        rows = np.zeros((p.shape[0], plane.line_size), dtype=np.uint8)
+        rows[:, : p.shape[1]] = (p.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+        plane.update(rows.tobytes())
+    return frame
+
+
+def _planes(frame: "av.VideoFrame") -> list[np.ndarray]:
+    """The Y, U, V planes of a decoded yuv420p frame as uint8 arrays (line padding removed)."""
+    if frame.format.name != "yuv420p":
+        raise RuntimeError(f"decoded frame format {frame.format.name}, expected yuv420p")
+    return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy() for p in frame.planes]
 
 
 def apply_params(hq: torch.Tensor, p: DegradationParams) -> torch.Tensor:

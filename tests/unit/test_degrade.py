@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -201,7 +203,7 @@ def test_codec_stage_produces_8x8_blocking_and_quality_orders() -> None:
         y = codec_roundtrip(x, codec, 24, frames=1)
         assert _blockiness(y) > 1.5, codec
     h = codec_roundtrip(x, "h264", 45, frames=1)
-    assert _blockiness(h) > 1.3
+    assert _blockiness(h) > 1.15  # H.264 deblocks its block edges, yet they still show
     # error grows with CRF / quantiser; odd sides survive the 4:2:0 padding
     err = [float((codec_roundtrip(x, "h264", q, 3) - x).abs().mean()) for q in (18, 30, 42)]
     assert err[0] < err[1] < err[2]
@@ -298,3 +300,26 @@ def test_mild_and_video_eval_protocols(tmp_path) -> None:
                      "--no-face-metrics", "--bicubic-only", "--json", str(out), "--quiet"]) == 0
         psnr[proto] = json.loads(out.read_text())["methods"]["bicubic"]["psnr"]
     assert psnr["tb"] < psnr["mild"] < psnr["td4"] and psnr["video"] < psnr["td4"]
+
+
+def test_codec_stage_gives_the_same_bits_in_every_process() -> None:
+    """x264 with its default threads picked different macroblock decisions from one process to
+    the next (up to 29 levels apart on real faces); the stage runs the codecs on one thread."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch\n"
+        "from tests.unit.test_degrade import _textured\n"
+        "from rmmvideo.train.degrade import codec_roundtrip\n"
+        "h = hashlib.sha1()\n"
+        "for s in range(12):\n"
+        "    x = _textured(64, seed=s)\n"
+        "    for c, q in (('h264', 24 + s), ('mpeg2', 3 + s), ('mpeg4', 3 + s)):\n"
+        "        h.update(codec_roundtrip(x, c, q, 3, 0.75, s).numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+            for _ in range(3)]
+    assert len({r.stdout for r in runs}) == 1, [r.stdout for r in runs]
