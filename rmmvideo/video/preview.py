@@ -35,7 +35,7 @@ import re
 import sys
 import time as _time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,7 +177,13 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         UserError: unreadable input, frame or time out of range, bad window.
     """
     from rmmvideo.video.io import probe
-    from rmmvideo.video.pipeline import FaceRenderer, TrackStyler, build_components, make_tracker, plan_frames
+    from rmmvideo.video.pipeline import (
+        FaceRenderer,
+        TrackStyler,
+        build_components,
+        make_tracker,
+        plan_frames,
+    )
     from rmmvideo.video.upscale import upscale_images
 
     if (index is None) == (time is None):
