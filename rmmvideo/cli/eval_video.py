@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="restoration strengths to score, each as its own row beside bicubic")
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="run seed (per-track noise derives from it)")
+    p.add_argument("--temporal", choices=["track", "frame"], default="track",
+                   help="as in run: track (per-track style, stabiliser) or frame (each frame alone)")
     p.add_argument("--no-noise-check", action="store_true",
                    help="skip the two-seed run that measures how much the noise input changes the output")
     p.add_argument("--json", default=None, help="write the full results as JSON")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(c).is_file():
             raise UserError(f"clip not found: {c}")
     options = RestoreOptions(weights=args.weights, device=args.device, detector=args.detector,
-                             models_dir=args.models_dir, parser=args.parser, seed=args.seed,
+                             models_dir=args.models_dir, parser=args.parser, seed=args.seed, temporal=args.temporal,
                              threads=args.threads, quiet=True)
     bar = None if args.quiet else tqdm(total=len(args.clips) * len(args.scales), unit="run", file=sys.stderr)
 
