@@ -118,6 +118,8 @@ class ModelConfig:
         d["unet_channels"] = list(self.unet_channels)
         d["decoder_channels"] = list(self.decoder_channels)
         d["template"] = [list(p) for p in self.template]
+        if not self.global_residual:  # written only when on: files stay readable by older code
+            del d["global_residual"]
         return d
 
     def to_json(self) -> str:
