@@ -57,7 +57,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ from PIL import Image
 
 from rmmvideo.config import reject_unknown_keys
 from rmmvideo.errors import UserError
+
+if TYPE_CHECKING:
+    import av
 
 Img = TypeVar("Img", torch.Tensor, np.ndarray)
 BlurKind = Literal["none", "gaussian", "motion"]

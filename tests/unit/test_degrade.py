@@ -12,6 +12,7 @@ from rmmvideo.errors import UserError
 from rmmvideo.train.degrade import (
     DegradationConfig,
     DegradationMixture,
+    _filter,
     apply_params,
     chroma_subsample_420,
     codec_roundtrip,
@@ -19,7 +20,6 @@ from rmmvideo.train.degrade import (
     degrade,
     degrade_tb,
     degrade_td,
-    _filter,
     film_grain,
     gaussian_blur,
     gaussian_kernel,
