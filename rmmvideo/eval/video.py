@@ -35,9 +35,9 @@ import json
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -199,14 +199,6 @@ def _landmarks(img: np.ndarray, box: Box) -> np.ndarray:
     return shape_to_numpy(shape_predictor(68)(img, dlib.rectangle(x0, y0, x1 - 1, y1 - 1)))
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _lap_var(img: np.ndarray) -> float:
     import cv2
 
@@ -255,6 +247,7 @@ def score_method(name: str, out: list[np.ndarray], ref: Reference) -> MethodScor
 
     from rmmvideo.eval import metrics as M
     from rmmvideo.eval.face_metrics import face_descriptor
+    from rmmvideo.video.track import box_iou
 
     if len(out) != len(ref.frames) or out[0].shape != ref.frames[0].shape:
         raise ValueError(f"{name}: {len(out)} frames of {out[0].shape}, expected {len(ref.frames)} of "
@@ -281,7 +274,7 @@ def score_method(name: str, out: list[np.ndarray], ref: Reference) -> MethodScor
                 xd = x[y0:y1, x0:x1].astype(np.float64) - out[t - 1][y0:y1, x0:x1]
                 gd = gt[y0:y1, x0:x1].astype(np.float64) - ref.frames[t - 1][y0:y1, x0:x1]
                 temporal.append(float(np.abs(xd - gd).mean()))
-                prev = [j for j, pb in enumerate(ref.boxes[t - 1]) if _iou(pb, b) > 0.3]
+                prev = [j for j, pb in enumerate(ref.boxes[t - 1]) if box_iou(pb, b)[0, 0] > 0.3]
                 if prev:
                     j = prev[0]
                     dm = (lm - lms[t - 1][j]) - (ref.landmarks[t][i] - ref.landmarks[t - 1][j])
