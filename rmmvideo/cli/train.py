@@ -44,7 +44,8 @@ def build_trainer(cfg: "TrainConfig", out: Path) -> tuple["Trainer", dict]:
     if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
         raise UserError(f"data_dir not found: {cfg.data_dir}")
     deg = degradation_from_dict(cfg.degradation)
-    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg)
+    common = dict(size=cfg.model.size, val_fraction=cfg.val_fraction, seed=cfg.seed, degradation=deg,
+                  degrade_at_source=cfg.degrade_at_source)
     train_set = FaceFolderDataset(cfg.data_dir, split="train", **common)
     val_set = FaceFolderDataset(cfg.data_dir, split="val", limit=4, **common)
     data_info = {
@@ -53,6 +54,7 @@ def build_trainer(cfg: "TrainConfig", out: Path) -> tuple["Trainer", dict]:
         "val_fraction": cfg.val_fraction,
         "split": "sha1(name) < val_fraction -> val",
         "degradation": deg.to_dict(),
+        "degrade_at_source": cfg.degrade_at_source,
     }
     return Trainer(cfg, out, train_set, val_set), data_info
 

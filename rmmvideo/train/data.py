@@ -7,7 +7,11 @@ measures the template of a folder of crops with dlib's 68-point landmarks.
 
 ``FaceFolderDataset`` yields ``dict(lq=(3, S, S), hq=(3, S, S), name=str)``, both in [0, 1]:
 ``hq`` is the face resized to ``S`` (aligned first when ``align=True``), ``lq`` its degradation
-(``rmmvideo.train.degrade``, eq. 16) resized back to ``S`` (the model input).
+(``rmmvideo.train.degrade``, eq. 16) resized back to ``S`` (the model input). With
+``degrade_at_source`` the degradation starts from the image at its own resolution (200 px for
+UTKFace) instead of from ``hq``: its scale is then relative to the source, so scales below
+``source / S`` give LQ faces *larger* than the crop, as the video pipeline sees big faces
+(crop pixels per input pixel below 1), with their codec artefacts shrunk into the crop.
 """
 
 from __future__ import annotations
@@ -184,6 +188,8 @@ class FaceFolderDataset(Dataset):
             only the lq.
         align: detect and align each face to ``template`` (for non-aligned photos). Otherwise
             images are taken as already aligned (centre square crop, resize).
+        degrade_at_source: degrade the image at its own resolution, then resize the LQ to ``S``
+            (module doc); ``hq`` is unchanged.
         template: 5 normalised points (needed when ``align``).
         fixed_degradation: draw the degradation from ``(seed, name)`` only, the same each epoch
             (default: True for "val" and "all", False for "train", where it also depends on the
@@ -208,6 +214,7 @@ class FaceFolderDataset(Dataset):
         template: Sequence[Sequence[float]] | None = None,
         fixed_degradation: bool | None = None,
         limit: int | None = None,
+        degrade_at_source: bool = False,
     ) -> None:
         if split not in ("train", "val", "all"):
             raise UserError(f"split must be train, val or all, got {split!r}")
@@ -222,6 +229,7 @@ class FaceFolderDataset(Dataset):
         self.degradation = degradation or DegradationConfig()
         self.grayscale_prob = float(grayscale_prob)
         self.align = align
+        self.degrade_at_source = bool(degrade_at_source)
         self.template = None if template is None else np.asarray(template, dtype=np.float64)
         self.fixed = (split != "train") if fixed_degradation is None else fixed_degradation
         self.epoch = 0
@@ -255,24 +263,32 @@ class FaceFolderDataset(Dataset):
 
     def load_hq(self, index: int) -> torch.Tensor:
         """The HQ face ``(3, S, S)`` in [0, 1] (aligned when ``align``)."""
+        return self._load(index, self.size)[0]
+
+    def _load(self, index: int, size: int, source: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(hq (3, size, size), source (3, N, N) or None)``: the face resized to ``size`` and,
+        when ``source``, the same face at the image's own resolution N (its shorter side)."""
         img = load_rgb(self.paths[index])
-        out = None
+        n = min(img.shape[:2])
+        sizes = [size, n] if source else [size]
+        out: list[np.ndarray | None] = [None] * len(sizes)
         if self.align:
             assert self.template is not None
-            out = align_to_template(img, self.size, self.template)
-        if out is None:  # already aligned, or no face found: centre crop
-            out = center_square_resize(img, self.size)
-        return to_tensor(out)
+            out = [align_to_template(img, k, self.template) for k in sizes]
+        # already aligned, or no face found: centre crop
+        faces = [to_tensor(o if o is not None else center_square_resize(img, k)) for o, k in zip(out, sizes)]
+        return faces[0], (faces[1] if source else None)
 
     def __getitem__(self, index: int) -> dict[str, object]:
         rng = self.rng_for(index)
         gray = bool(rng.random() < self.grayscale_prob)
-        hq = self.load_hq(index)
+        hq, src = self._load(index, self.size, source=self.degrade_at_source)
         params = sample_params(rng, self.degradation)
         if gray:
             hq = to_grayscale(hq)
+            src = None if src is None else to_grayscale(src)
             params = replace(params, grayscale=True)
-        lq = resize_to(apply_params(hq, params), self.size)
+        lq = resize_to(apply_params(hq if src is None else src, params), self.size)
         return {"lq": lq, "hq": hq, "name": self.names[index]}
 
 

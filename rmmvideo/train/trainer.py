@@ -74,6 +74,10 @@ class TrainConfig:
     disc_weights: tuple[float, ...] = (4.0, 2.0, 1.0, 1.0)
     vgg_path: str | None = None
     degradation: dict[str, Any] = field(default_factory=dict)
+    # Degrade each face at its own resolution, then resize to the crop (FaceFolderDataset):
+    # scales are then relative to the source image, and big faces (LQ larger than the crop,
+    # as video pipelines see them) are trained too.
+    degrade_at_source: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True

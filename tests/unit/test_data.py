@@ -70,6 +70,27 @@ def test_items_shapes_ranges_and_determinism(folder: Path) -> None:
     assert not torch.equal(it["lq"], other["lq"])
 
 
+def test_degrade_at_source_scales_relative_to_the_source_image(tmp_path: Path) -> None:
+    """Source 64 px, crop 32: scale 1 keeps the source's detail (LQ bigger than the crop), while
+    degrading the 32 px crop by the same scale 2 loses more than degrading the source by 2."""
+    yy, xx = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    img = (((yy // 2 + xx // 2) % 2) * 160 + 40).astype(np.uint8)  # 2-px checks: detail at 64 px
+    Image.fromarray(np.stack([img] * 3, -1)).save(tmp_path / "face.png")
+    clean = dict(blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+
+    def item(scale: float, at_source: bool) -> dict:
+        deg = DegradationConfig(scale=(scale, scale), **clean)
+        return FaceFolderDataset(tmp_path, 32, split="all", degradation=deg, degrade_at_source=at_source)[0]
+
+    ref = FaceFolderDataset(tmp_path, 32, split="all")
+    one = item(1.0, True)
+    assert torch.equal(one["hq"], ref.load_hq(0))  # the target is unchanged
+    assert one["lq"].shape == (3, 32, 32)
+    err = {(s, a): float((item(s, a)["lq"] - item(s, a)["hq"]).abs().mean()) for s in (1.0, 2.0) for a in (True, False)}
+    assert err[(1.0, True)] < 0.02  # the source resized to the crop: the target itself
+    assert err[(2.0, True)] < err[(2.0, False)]  # 32 px input vs 16 px input
+
+
 def test_train_degradation_changes_with_epoch(folder: Path) -> None:
     tr = FaceFolderDataset(folder, 32, split="train", degradation=DegradationConfig.tb(4))
     a = tr[1]["lq"]
