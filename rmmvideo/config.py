@@ -17,6 +17,10 @@ A config fixes:
   Off by default (the bundled weights were built without it).
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
+- ``strength_curve``: (crop scale f, blend weight a*) points measured on these weights by
+  ``rmmvideo.video.strength.calibrate_strength``; ``--strength auto`` reads it. Empty: not
+  calibrated (auto strength 0). A property of trained weights, not of the architecture; it is
+  here so that it travels with them.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class ModelConfig:
     global_residual: bool = False
     template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
     template_name: str = "ffhq"
+    strength_curve: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.decoder_channels)
@@ -97,6 +102,10 @@ class ModelConfig:
             raise ValueError(f"config: rm3_kernel must be a positive odd number, got {self.rm3_kernel}")
         if len(self.template) != 5:
             raise ValueError(f"config: template needs 5 points, got {len(self.template)}")
+        fs = [p[0] for p in self.strength_curve]
+        if any(len(p) != 2 for p in self.strength_curve) or any(f <= 0 for f in fs) or fs != sorted(set(fs)) \
+                or any(not 0.0 <= p[1] <= 1.0 for p in self.strength_curve):
+            raise ValueError("config: strength_curve needs (f > 0, a in [0, 1]) points with increasing f")
 
     @property
     def n_rm3(self) -> int:
@@ -120,6 +129,10 @@ class ModelConfig:
         d["template"] = [list(p) for p in self.template]
         if not self.global_residual:  # written only when on: files stay readable by older code
             del d["global_residual"]
+        if self.strength_curve:
+            d["strength_curve"] = [list(p) for p in self.strength_curve]
+        else:
+            del d["strength_curve"]
         return d
 
     def to_json(self) -> str:
@@ -134,6 +147,8 @@ class ModelConfig:
                 kw[key] = tuple(int(c) for c in kw[key])
         if "template" in kw:
             kw["template"] = tuple((float(x), float(y)) for x, y in kw["template"])
+        if "strength_curve" in kw:
+            kw["strength_curve"] = tuple((float(f), float(a)) for f, a in kw["strength_curve"])
         return cls(**kw)
 
     @classmethod

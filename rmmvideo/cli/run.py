@@ -45,7 +45,8 @@ def add_strength_option(p: argparse._ActionsContainer, default: str | None = "au
     """``--strength auto|0..1``: shared by run, preview, faces, batch and bench."""
     p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1",
                    help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
-                        "1 = all of the model's detail, auto = measured per track (cross-scale self-check)")
+                        "1 = all of the model's detail, auto = per track, from the weights' calibration at the "
+                        "face's size")
 
 
 def add_restore_options(p: argparse._ActionsContainer) -> None:

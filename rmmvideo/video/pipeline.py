@@ -222,7 +222,8 @@ class TrackStyler:
 
     A track's style is chosen once, from its first confident crops (up to ``pin_frames``): the
     slot by top-1 retrieval with the mean of their queries, the strength as given or, for
-    ``strength="auto"``, by the cross-scale self-check of :mod:`rmmvideo.video.strength`. Later
+    ``strength="auto"``, from the weights' calibration curve at the crops' scale
+    (:mod:`rmmvideo.video.strength`). Later
     batches reuse it, so every frame of a track is conditioned and weighted identically.
 
     Args:
@@ -246,7 +247,7 @@ class TrackStyler:
         self._noise: dict[int, torch.Tensor] = {}
 
     def pin(self, track_ids: Sequence[int], crops: torch.Tensor, detected: Sequence[bool],
-            crop_scale: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> None:
+            crop_scale: torch.Tensor | None = None) -> None:
         """Give a style to every track in ``track_ids`` that has none yet.
 
         Args:
@@ -254,7 +255,6 @@ class TrackStyler:
             crops: (N, 3, S, S) aligned crops in [0, 1].
             detected: (N,) whether the crop's landmarks come from a detection (confident).
             crop_scale: (N,) crop pixels per frame pixel of each crop (needed for auto strength).
-            masks: (N, 1, S, S) paste masks (auto strength weighs its check by them).
         """
         new: dict[int, list[int]] = {}
         for i, t in enumerate(track_ids):
@@ -275,24 +275,17 @@ class TrackStyler:
                 slot = int(slots[0])
             style = TrackStyle(noise_seed=track_noise_seed(self.seed, t), slot=slot)
             self.styles[t] = style
-            style.strength = self._strength(t, crops[conf],
-                                            None if crop_scale is None else crop_scale[conf],
-                                            None if masks is None else masks[conf])
+            style.strength = self._strength(None if crop_scale is None else crop_scale[conf])
 
-    def _strength(self, track_id: int, crops: torch.Tensor, crop_scale: torch.Tensor | None,
-                  masks: torch.Tensor | None) -> float:
-        """The track's strength: the fixed one, or the cross-scale self-check's."""
-        from rmmvideo.video.strength import resolution_gap, self_check_strength
+    def _strength(self, crop_scale: torch.Tensor | None) -> float:
+        """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
+        from rmmvideo.video.strength import auto_strength
 
         if self.strength != "auto":
             return float(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
-        n = crops.shape[0]
-        noise = self.noise(track_id)[None].expand(n, -1).to(crops.device, crops.dtype)
-        slots = torch.full((n,), self.styles[track_id].slot, dtype=torch.long, device=crops.device)
-        gap = float(resolution_gap(crop_scale, self.scale).mean())
-        return self_check_strength(self.model, crops, noise, slots, gap, masks)
+        return auto_strength(self.model.config, crop_scale, self.scale)
 
     def noise(self, track_id: int) -> torch.Tensor:
         """(z_n_dim,) noise of a track (cached)."""
@@ -408,9 +401,8 @@ class FaceRenderer:
         tracks = [f.track_id for _, f in fb.items]
         if all(t in self.styler.styles for t in tracks):
             return
-        masks = self._masks(fb.crops, fb.items, fb.mats)
         self.styler.pin(tracks, fb.crops, [f.detected for _, f in fb.items],
-                        crop_scale=affine_scale(fb.mats.to(torch.float64)), masks=masks)
+                        crop_scale=affine_scale(fb.mats.to(torch.float64)))
 
     def _conditioning(self, plans: Sequence[FramePlan], items: list[tuple[int, FacePlan]],
                       crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

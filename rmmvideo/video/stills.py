@@ -238,8 +238,8 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
     Each crop is one track with id 0: noise seeded from ``(options.seed, 0)`` (so a crop's
     result does not depend on the other crops), memory slot by top-1 retrieval on the crop.
     The written crop is ``input + strength * restoration_detail`` (the input resized to S, as
-    the video compositor adds it); ``options.strength="auto"`` runs the cross-scale self-check
-    per crop with the resolution gap of its resize (a crop smaller than S has a gap of S / size).
+    the video compositor adds it); ``options.strength="auto"`` reads the weights' calibration
+    curve (:mod:`rmmvideo.video.strength`) at the crop's scale S / size.
 
     Args:
         crops: (H_i, W_i, 3) uint8 RGB, any sizes (resized to the model's S x S).
@@ -253,7 +253,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
     from rmmvideo.models.rmm import make_noise
     from rmmvideo.video.composite import restoration_detail, to_grey
     from rmmvideo.video.pipeline import track_noise_seed
-    from rmmvideo.video.strength import self_check_strength
+    from rmmvideo.video.strength import auto_strength
     from rmmvideo.video.upscale import tensor_to_images
 
     model = components.model
@@ -267,10 +267,9 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
         x = resize_to_model(part, cfg.size, dev)
         z = noise.to(dev, x.dtype).expand(len(part), -1).contiguous()
         r = model.restore(x, z, None)
-        if options.strength == "auto":
-            gaps = [max(1.0, cfg.size / max(1, min(c.shape[:2]))) for c in part]
-            st = [self_check_strength(model, x[j:j + 1], z[j:j + 1], r.slots[j:j + 1], gaps[j])
-                  for j in range(len(part))]
+        if options.strength == "auto":  # the output is the crop: f_eff is the crop scale itself
+            fs = [cfg.size / max(1, min(c.shape[:2])) for c in part]
+            st = [auto_strength(cfg, torch.tensor([f]), f) for f in fs]
         else:
             st = [float(options.strength)] * len(part)
         w = torch.tensor(st, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)

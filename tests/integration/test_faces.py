@@ -137,7 +137,7 @@ def test_faces_aligned_writes_model_size_crops(weights: Path, folder: Path, tmp_
     assert d.max() <= 2 and d.mean() < 0.05
     resized = upscale_images(_load(folder / UTK_FILE), 128 / 200)
     assert np.abs(a.astype(int) - resized.astype(int)).mean() > 1  # restored, not just resized
-    # strength 0, and auto on a crop larger than the model's (nothing to add): the resized input
+    # strength 0, and auto with weights that carry no strength calibration: the resized input
     from rmmvideo.video.stills import resize_to_model
     from rmmvideo.video.upscale import tensor_to_images
 

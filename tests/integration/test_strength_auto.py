@@ -1,4 +1,5 @@
-"""Auto strength (rmmvideo.video.strength) with the bundled weights on a real face."""
+"""Auto strength (rmmvideo.video.strength) with the bundled weights on a real face, and the
+calibration that sets it, measured on real faces."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from rmmvideo.models.weights import default_weights_path, from_pretrained
 from rmmvideo.video.pipeline import TrackStyler
 from rmmvideo.video.stills import resize_to_model
+from rmmvideo.video.strength import curve_strength
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces" / "utkface"
 NAMES = ["100_0_0_20170112213500903.jpg", "100_1_0_20170110183726390.jpg"]
@@ -29,8 +31,23 @@ def test_auto_strength_is_lower_for_a_sharp_clean_face_than_for_the_same_face_de
     styler.pin([0, 0], sharp, [True, True], crop_scale=torch.full((2,), 128 / 200))
     styler.pin([1, 1], degraded, [True, True], crop_scale=torch.full((2,), 128 / 32))
     s_sharp, s_degraded = styler.styles[0].strength, styler.styles[1].strength
-    assert s_sharp == 0.0  # output at x4 of a 200 px face: the crop already holds all it can show
+    assert model.config.strength_curve  # the bundled weights are calibrated
+    assert s_sharp == curve_strength(model.config.strength_curve, 128 / 200)
+    assert s_degraded == curve_strength(model.config.strength_curve, 4.0)  # min(f = 4, scale 4)
     assert 0.0 < s_degraded <= 1.0 and s_degraded > s_sharp
     fixed = TrackStyler(model, seed=0, strength=0.4, scale=4.0)
     fixed.pin([3], degraded[:1], [True])
     assert fixed.styles[3].strength == 0.4
+
+
+def test_identity_safe_keeps_a_true_restoration_and_cuts_one_that_moves_identity() -> None:
+    from rmmvideo.train.degrade import resize_to
+    from rmmvideo.video.strength import identity_safe
+
+    faces = [np.asarray(Image.open(FACES / n).convert("RGB")) for n in NAMES]
+    truth = resize_to(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in faces]), 128)
+    up = resize_to(resize_to(truth, 32), 128)  # a 32 px face blown up 4x
+    assert identity_safe(1.0, up, truth - up, truth) == 1.0  # the truth's own detail: identity improves
+    g = torch.Generator().manual_seed(0)
+    wrong = 0.25 * torch.randn(truth.shape, generator=g)  # strong random "detail"
+    assert identity_safe(1.0, up, wrong, truth) < 1.0

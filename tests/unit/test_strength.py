@@ -1,17 +1,21 @@
 """Never-worse compositing: the detail band (rmmvideo.video.composite.restoration_detail), residual
-paste-back, the temporal stabiliser and the strength estimate (rmmvideo.video.strength)."""
+paste-back, the temporal stabiliser and the auto strength (rmmvideo.video.strength)."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 
+from rmmvideo.config import ModelConfig
+
 from rmmvideo.video.align import paste_back
 from rmmvideo.video.composite import restoration_detail
 from rmmvideo.video.stabilise import TemporalStabiliser
-from rmmvideo.video.strength import degrade_in_crop_space, fit_strength, resolution_gap
+from rmmvideo.video.strength import (SAFETY, auto_strength, calibrate_strength, curve_strength, effective_scale,
+                                     fit_strength, pipeline_view)
 
 S = 64
 
@@ -50,13 +54,63 @@ def test_residual_paste_adds_only_inside_the_mask_and_zero_strength_is_exact() -
     assert torch.equal(zero, canvas)
 
 
-def test_resolution_gap() -> None:
-    f = torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0])
-    # big faces (f <= 1: the crop is a downsample) have nothing to gain at x2 / x4 ...
-    assert resolution_gap(f, 2.0).tolist()[:2] == [1.0, 1.0]
-    # ... small ones gain up to the output scale
-    assert resolution_gap(f, 4.0).tolist()[2:] == [2.0, 4.0, 4.0]
-    assert resolution_gap(f, 1.0).tolist() == [1.0] * 5  # no upscale: nothing to add
+CURVE = ((0.8, 0.2), (1.0, 0.4), (2.0, 0.8), (4.0, 1.0))
+
+
+def test_curve_strength_interpolates_in_log_scale_and_fades_below_the_calibrated_range() -> None:
+    assert curve_strength(CURVE, 1.0) == pytest.approx(SAFETY * 0.4)
+    assert curve_strength(CURVE, math.sqrt(2.0)) == pytest.approx(SAFETY * 0.6)  # halfway in log f
+    assert curve_strength(CURVE, 10.0) == pytest.approx(SAFETY * 1.0)  # flat above the last point
+    assert curve_strength(CURVE, 0.4) == 0.0  # half the smallest calibrated f: faded out
+    assert curve_strength(CURVE, 0.8 / math.sqrt(2.0)) == pytest.approx(SAFETY * 0.1)
+    assert curve_strength((), 2.0) == 0.0
+
+
+def test_effective_scale_is_the_median_crop_scale_capped_by_the_output_scale() -> None:
+    f = torch.tensor([1.5, 3.0, 2.0])
+    assert effective_scale(f, 4.0) == 2.0
+    assert effective_scale(f, 1.25) == 1.25  # the output cannot show more than x1.25 the input
+
+
+def test_auto_strength_reads_the_curve_of_the_weights_and_is_zero_without_one(caplog) -> None:
+    calibrated = ModelConfig(name="calibrated", strength_curve=CURVE)
+    assert auto_strength(calibrated, torch.tensor([2.0, 2.0]), 4.0) == pytest.approx(SAFETY * 0.8)
+    with caplog.at_level(logging.WARNING):
+        assert auto_strength(ModelConfig(name="uncalibrated-test"), torch.tensor([2.0]), 4.0) == 0.0
+    assert "no strength calibration" in caplog.text
+
+
+def test_strength_curve_travels_in_the_config_and_is_validated() -> None:
+    cfg = ModelConfig(strength_curve=CURVE)
+    assert ModelConfig.from_json(cfg.to_json()).strength_curve == CURVE
+    assert "strength_curve" not in ModelConfig().to_dict()  # uncalibrated files stay as they were
+    for bad in (((2.0, 0.5), (1.0, 0.5)), ((1.0, 1.5),), ((0.0, 0.5),)):
+        with pytest.raises(ValueError, match="strength_curve"):
+            ModelConfig(strength_curve=bad)
+
+
+def test_pipeline_view_makes_crops_as_the_pipeline_sees_them() -> None:
+    src = _face_like(5)[0]  # (3, 64, 64) stands in for a 64 px source face
+    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+    src = (src + 0.1 * ((yy // 2 + xx // 2) % 2 * 2 - 1).float()).clamp(0, 1)  # 2-px texture
+    assert pipeline_view(src, 0.5, 64, 30, 0) is None  # would need a 128 px source
+    crop, up, truth = pipeline_view(src, 4.0, 64, 23, 0)
+    assert crop.shape == up.shape == truth.shape == (3, 64, 64)
+    assert torch.allclose(truth, src, atol=1e-5)  # the truth is the source at the crop size
+    assert (crop - truth).abs().mean() > 0.05  # a 16 px input has lost the texture
+    big = pipeline_view(src, 1.0, 64, 23, 0)[0]
+    assert (big - truth).abs().mean() < (crop - truth).abs().mean()
+
+
+def test_calibrate_strength_gives_sorted_points_in_range(tiny_weights) -> None:
+    from rmmvideo.models.weights import from_pretrained
+
+    model = from_pretrained(tiny_weights)
+    sources = [_face_like(k)[0] for k in range(2)]  # 64 px sources, 32 px crops: f >= 0.5 reachable
+    curve = calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)
+    assert [f for f, _ in curve] == [1.0, 2.0]  # f 0.25 would need a 128 px source
+    assert all(0.0 <= a <= 1.0 for _, a in curve)
+    assert curve == calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)  # seeded
 
 
 def test_fit_strength_recovers_the_blend_weight_and_clamps() -> None:
@@ -67,14 +121,6 @@ def test_fit_strength_recovers_the_blend_weight_and_clamps() -> None:
     assert fit_strength(-lost, lost, w) == 0.0  # detail that points away from the truth
     assert fit_strength(0.5 * lost, lost, w) == 1.0  # clamped
     assert fit_strength(torch.zeros_like(lost), lost, w) == 0.0
-
-
-def test_degrade_in_crop_space_removes_fine_detail_only() -> None:
-    x = _face_like(3)
-    assert (degrade_in_crop_space(x, 2.0) - x).abs().mean() < 0.01  # smooth content stays
-    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
-    fine = x + 0.05 * ((yy + xx) % 2 * 2 - 1).float()
-    assert (degrade_in_crop_space(fine, 2.0) - x).abs().mean() < 0.01  # 1-px detail is gone
 
 
 def test_stabiliser_averages_static_noise_but_keeps_motion() -> None:

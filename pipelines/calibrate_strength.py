@@ -1,0 +1,67 @@
+"""Measure a weights file's auto-strength calibration curve and write it into the file.
+
+    python pipelines/calibrate_strength.py rmmvideo/weights/rmm-small.safetensors \
+        --data ../shared/data/faces/utkface [--faces 64] [--dry-run]
+
+The faces are the validation split of the training data (``val_fraction`` 0.05, the split the
+training configs hold out), at their own resolution (200 px for UTKFace). Each is degraded as
+the video pipeline sees real footage at each crop scale (rmmvideo.video.strength.pipeline_view),
+restored, and the least-squares blend weight of the model's detail against the truth is the
+curve's point. The file is rewritten atomically with the curve in its config; its tensors are
+unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("weights", help=".safetensors weights file (rewritten with the curve)")
+    p.add_argument("--data", required=True, help="folder of aligned face crops (the training data)")
+    p.add_argument("--faces", type=int, default=64, help="validation faces to measure on")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="the training run's val_fraction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true", help="print the curve, do not write it")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from rmmvideo.errors import UserError
+    from rmmvideo.models.weights import from_pretrained, read_metadata, save_pretrained
+    from rmmvideo.train.data import FaceFolderDataset
+    from rmmvideo.video.strength import calibrate_strength
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = from_pretrained(args.weights)
+        ds = FaceFolderDataset(args.data, model.config.size, split="val", val_fraction=args.val_fraction,
+                               limit=args.faces)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sources = [ds._load(i, model.config.size, source=True)[1] for i in range(len(ds))]
+    curve = calibrate_strength(model, sources, seed=args.seed)
+    print(f"{len(sources)} validation faces; curve (crop scale f, blend weight a*):")
+    for f, a in curve:
+        print(f"  f {f:4.2f}  a* {a:.3f}")
+    if args.dry_run:
+        return 0
+
+    extra = dict(read_metadata(args.weights)["extra"])
+    extra["strength_calibration"] = {"faces": len(sources), "data": str(args.data), "seed": args.seed,
+                                     "val_fraction": args.val_fraction}
+    model.config = replace(model.config, strength_curve=tuple(curve))
+    save_pretrained(model, args.weights, extra=extra)
+    print(f"wrote the curve into {args.weights}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
