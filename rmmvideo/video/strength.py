@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from rmmvideo.config import ModelConfig
+    from rmmvideo.eval.face_metrics import FaceReference
     from rmmvideo.models.rmm import RMM
 
 log = logging.getLogger(__name__)
@@ -149,20 +150,24 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
     Returns:
         [(f, a*)] sorted by f, a* rounded to 3 decimals.
     """
+    from rmmvideo.eval.face_metrics import face_reference, to_uint8
     from rmmvideo.models.rmm import make_noise
+    from rmmvideo.train.degrade import resize_to
     from rmmvideo.video.composite import ellipse_mask, restoration_detail
 
     size = model.config.size
     g = np.random.default_rng(seed)
     mask = ellipse_mask(size, model.config.template)
+    refs = [face_reference(to_uint8(resize_to(src, size))) for src in sources]  # the truths' faces
     curve = []
     for f in sorted(scales):
-        views = []
-        for src in sources:
+        views, used = [], []
+        for k, src in enumerate(sources):
             c, s = int(g.integers(crf[0], crf[1] + 1)), int(g.integers(0, 2**62))
             v = pipeline_view(src, f, size, c, s)
             if v is not None:
                 views.append(v)
+                used.append(k)
         if not views:
             continue
         crop, up, truth = (torch.stack(t) for t in zip(*views))
@@ -173,22 +178,22 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
         w = mask.expand(len(crop), -1, -1, -1)
         detail = restoration_detail(restored, crop) * w
         a = fit_strength(detail, truth - up, w)
-        curve.append((float(f), round(identity_safe(a, up, detail, truth), 3)))
+        curve.append((float(f), round(identity_safe(a, up, detail, [refs[k] for k in used]), 3)))
     return curve
 
 
-def identity_safe(a: float, up: torch.Tensor, detail: torch.Tensor, truth: torch.Tensor) -> float:
+def identity_safe(a: float, up: torch.Tensor, detail: torch.Tensor, refs: Sequence[FaceReference]) -> float:
     """The largest of ``a * (1, 3/4, 1/2, 1/4)`` (else 0) at which the faces' mean dlib descriptor
     distance to the truth (FED) is no worse than the upscale's: a PSNR-optimal weight that moves
     identity is cut back.
 
-    up, detail (already masked), truth: (N, 3, S, S); faces dlib finds no face in are left out."""
-    from rmmvideo.eval.face_metrics import face_reference, fed_lle, to_uint8
+    up, detail (already masked): (N, 3, S, S); refs: (N,) the truths' faces
+    (:func:`rmmvideo.eval.face_metrics.face_reference`); those dlib found no face in are left out."""
+    from rmmvideo.eval.face_metrics import fed_lle, to_uint8
 
-    refs = [face_reference(to_uint8(t)) for t in truth]
     keep = [i for i, r in enumerate(refs) if r.detected]
     if a <= 0 or not keep:
-        return 0.0 if a <= 0 else a
+        return max(0.0, a)
 
     def mean_fed(x: torch.Tensor) -> float:
         return float(np.mean([fed_lle(to_uint8(x[i]), refs[i])[0] for i in keep]))

@@ -41,13 +41,15 @@ def test_auto_strength_is_lower_for_a_sharp_clean_face_than_for_the_same_face_de
 
 
 def test_identity_safe_keeps_a_true_restoration_and_cuts_one_that_moves_identity() -> None:
+    from rmmvideo.eval.face_metrics import face_reference, to_uint8
     from rmmvideo.train.degrade import resize_to
     from rmmvideo.video.strength import identity_safe
 
     faces = [np.asarray(Image.open(FACES / n).convert("RGB")) for n in NAMES]
     truth = resize_to(torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in faces]), 128)
     up = resize_to(resize_to(truth, 32), 128)  # a 32 px face blown up 4x
-    assert identity_safe(1.0, up, truth - up, truth) == 1.0  # the truth's own detail: identity improves
+    refs = [face_reference(to_uint8(t)) for t in truth]
+    assert identity_safe(1.0, up, truth - up, refs) == 1.0  # the truth's own detail: identity improves
     g = torch.Generator().manual_seed(0)
     wrong = 0.25 * torch.randn(truth.shape, generator=g)  # strong random "detail"
-    assert identity_safe(1.0, up, wrong, truth) < 1.0
+    assert identity_safe(1.0, up, wrong, refs) < 1.0

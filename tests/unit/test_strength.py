@@ -161,3 +161,40 @@ def test_stabiliser_keeps_tracks_apart_and_window_zero_is_identity() -> None:
     assert torch.equal(TemporalStabiliser(0)([1, 1], [0, 1], torch.cat([a, b]), torch.cat([a, b])), torch.cat([a, b]))
     with pytest.raises(ValueError):
         TemporalStabiliser(-1)
+
+
+def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weights, tmp_path) -> None:
+    """pipelines/calibrate_strength.py: --dry-run leaves the file alone; otherwise the curve is
+    in the config, the tensors are unchanged, and a bad file is a one-line error (exit 2)."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from rmmvideo.models.weights import from_pretrained
+
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "calibrate_strength.py"
+    spec = importlib.util.spec_from_file_location("calibrate_strength", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((64, 64), Image.BICUBIC) \
+            .save(faces / f"face_{i:03d}.png")
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    before = w.read_bytes()
+    args = [str(w), "--data", str(faces), "--faces", "3", "--val-fraction", "0.5"]
+    assert mod.main(args + ["--dry-run"]) == 0
+    assert w.read_bytes() == before
+    assert mod.main(args) == 0
+    curve = from_pretrained(w).config.strength_curve
+    assert [f for f, _ in curve] == [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources
+    old, new = load_file(str(tiny_weights)), load_file(str(w))
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
