@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sources = [ds._load(i, model.config.size, source=True)[1] for i in range(len(ds))]
+    sources = [ds.load_source(i) for i in range(len(ds))]
     curve = calibrate_strength(model, sources, seed=args.seed)
     print(f"{len(sources)} validation faces; curve (crop scale f, blend weight a*):")
     for f, a in curve:

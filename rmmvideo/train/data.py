@@ -263,26 +263,34 @@ class FaceFolderDataset(Dataset):
 
     def load_hq(self, index: int) -> torch.Tensor:
         """The HQ face ``(3, S, S)`` in [0, 1] (aligned when ``align``)."""
-        return self._load(index, self.size)[0]
+        return self._faces(index, [self.size])[0]
 
-    def _load(self, index: int, size: int, source: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(hq (3, size, size), source (3, N, N) or None)``: the face resized to ``size`` and,
-        when ``source``, the same face at the image's own resolution N (its shorter side)."""
+    def load_source(self, index: int) -> torch.Tensor:
+        """The face at the image's own resolution ``(3, N, N)``, N its shorter side (aligned when
+        ``align``): what ``degrade_at_source`` degrades."""
+        return self._faces(index, [None])[0]
+
+    def _faces(self, index: int, sizes: Sequence[int | None]) -> list[torch.Tensor]:
+        """The face of one image at each of ``sizes`` (None: its own resolution), from one read
+        and, when ``align``, one landmark detection."""
         img = load_rgb(self.paths[index])
-        n = min(img.shape[:2])
-        sizes = [size, n] if source else [size]
-        out: list[np.ndarray | None] = [None] * len(sizes)
+        pts = None
         if self.align:
             assert self.template is not None
-            out = [align_to_template(img, k, self.template) for k in sizes]
-        # already aligned, or no face found: centre crop
-        faces = [to_tensor(o if o is not None else center_square_resize(img, k)) for o, k in zip(out, sizes)]
-        return faces[0], (faces[1] if source else None)
+            pts = landmarks5(img)
+        out = []
+        for k in sizes:
+            k = min(img.shape[:2]) if k is None else k
+            face = None if pts is None else align_to_template(img, k, self.template, points5=pts)
+            # already aligned, or no face found: centre crop
+            out.append(to_tensor(face if face is not None else center_square_resize(img, k)))
+        return out
 
     def __getitem__(self, index: int) -> dict[str, object]:
         rng = self.rng_for(index)
         gray = bool(rng.random() < self.grayscale_prob)
-        hq, src = self._load(index, self.size, source=self.degrade_at_source)
+        hq, *rest = self._faces(index, [self.size, None] if self.degrade_at_source else [self.size])
+        src = rest[0] if rest else None
         params = sample_params(rng, self.degradation)
         if gray:
             hq = to_grayscale(hq)
