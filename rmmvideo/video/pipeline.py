@@ -279,13 +279,13 @@ class TrackStyler:
 
     def _strength(self, crop_scale: torch.Tensor | None) -> float:
         """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
-        from rmmvideo.video.strength import auto_strength
+        from rmmvideo.video.strength import auto_strength, effective_scale
 
         if self.strength != "auto":
             return float(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
-        return auto_strength(self.model.config, crop_scale, self.scale)
+        return auto_strength(self.model.config, effective_scale(crop_scale, self.scale))
 
     def noise(self, track_id: int) -> torch.Tensor:
         """(z_n_dim,) noise of a track (cached)."""

@@ -268,8 +268,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
         z = noise.to(dev, x.dtype).expand(len(part), -1).contiguous()
         r = model.restore(x, z, None)
         if options.strength == "auto":  # the output is the crop: f_eff is the crop scale itself
-            fs = [cfg.size / max(1, min(c.shape[:2])) for c in part]
-            st = [auto_strength(cfg, torch.tensor([f]), f) for f in fs]
+            st = [auto_strength(cfg, cfg.size / max(1, min(c.shape[:2]))) for c in part]
         else:
             st = [float(options.strength)] * len(part)
         w = torch.tensor(st, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)

@@ -79,12 +79,13 @@ def curve_strength(curve: Sequence[Sequence[float]], f: float) -> float:
     return float(min(1.0, max(0.0, SAFETY * value)))
 
 
-def auto_strength(config: ModelConfig, crop_scale: torch.Tensor, scale: float) -> float:
-    """A track's auto strength from its crops' scales (N,) and the output scale (module doc)."""
+def auto_strength(config: ModelConfig, f: float) -> float:
+    """Auto strength of a face at effective crop scale ``f`` (:func:`effective_scale` for a
+    track; a still's crop scale itself) from the weights' curve; 0, with a warning, without one."""
     if not config.strength_curve:
         _warn_uncalibrated(config.name)
         return 0.0
-    return curve_strength(config.strength_curve, effective_scale(crop_scale, scale))
+    return curve_strength(config.strength_curve, f)
 
 
 _warned: set[str] = set()

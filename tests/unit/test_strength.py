@@ -10,12 +10,18 @@ import pytest
 import torch
 
 from rmmvideo.config import ModelConfig
-
 from rmmvideo.video.align import paste_back
 from rmmvideo.video.composite import restoration_detail
 from rmmvideo.video.stabilise import TemporalStabiliser
-from rmmvideo.video.strength import (SAFETY, auto_strength, calibrate_strength, curve_strength, effective_scale,
-                                     fit_strength, pipeline_view)
+from rmmvideo.video.strength import (
+    SAFETY,
+    auto_strength,
+    calibrate_strength,
+    curve_strength,
+    effective_scale,
+    fit_strength,
+    pipeline_view,
+)
 
 S = 64
 
@@ -74,9 +80,9 @@ def test_effective_scale_is_the_median_crop_scale_capped_by_the_output_scale() -
 
 def test_auto_strength_reads_the_curve_of_the_weights_and_is_zero_without_one(caplog) -> None:
     calibrated = ModelConfig(name="calibrated", strength_curve=CURVE)
-    assert auto_strength(calibrated, torch.tensor([2.0, 2.0]), 4.0) == pytest.approx(SAFETY * 0.8)
+    assert auto_strength(calibrated, effective_scale(torch.tensor([2.0, 2.0]), 4.0)) == pytest.approx(SAFETY * 0.8)
     with caplog.at_level(logging.WARNING):
-        assert auto_strength(ModelConfig(name="uncalibrated-test"), torch.tensor([2.0]), 4.0) == 0.0
+        assert auto_strength(ModelConfig(name="uncalibrated-test"), 2.0) == 0.0
     assert "no strength calibration" in caplog.text
 
 
