@@ -470,7 +470,9 @@ class Trainer:
         if not p.is_file():
             raise UserError(f"init_from: no weights at {p}")
         model = from_pretrained(p)
-        if model.config != self.cfg.model:
+        # The strength curve is a measurement of those weights, not architecture: fine-tuning
+        # starts from them without it (the export is calibrated again).
+        if replace(model.config, strength_curve=()) != self.cfg.model:
             raise UserError(f"{p}: the weights' model config differs from the train config's (init_from)")
         self.model.load_state_dict(model.state_dict())
         self.ema.load_state_dict(model.state_dict())

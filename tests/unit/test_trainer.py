@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rmmvideo.models.weights import from_pretrained, save_pretrained
 from rmmvideo.train.losses import LossWeights
 from rmmvideo.train.trainer import TrainConfig, Trainer, load_train_config
 
@@ -266,6 +267,16 @@ def test_init_from_exported_weights(tmp_path):
     assert second.init_info["init_wall_s"] == pytest.approx(first.wall, abs=0.2)
     second.fit(export=False)
     assert second.step == 2
+    # a calibrated export (strength curve in its config, as the bundled file) starts a fine-tune
+    # whose config has no curve: the curve is a measurement of those weights, not architecture
+    calibrated = from_pretrained(cfg.init_from)
+    calibrated.config = replace(calibrated.config, strength_curve=((1.0, 0.0), (2.0, 0.5)))
+    save_pretrained(calibrated, tmp_path / "cal.safetensors")
+    third = Trainer(tiny_train_config(steps=1, init_from=str(tmp_path / "cal.safetensors")), tmp_path / "d", data)
+    third.init_weights(third.cfg.init_from)
+    for k, v in first.ema.state_dict().items():
+        assert torch.equal(v, third.model.state_dict()[k]), k
+    assert third.cfg.model.strength_curve == ()
     other = replace(TINY, key_dim=TINY.key_dim * 2)
     mismatch = Trainer(tiny_train_config(model=other, init_from=cfg.init_from), tmp_path / "c", data)
     with pytest.raises(Exception, match="model config differs"):
