@@ -158,6 +158,26 @@ def test_stabiliser_averages_static_noise_but_keeps_motion() -> None:
     assert torch.allclose(fresh([7], [7], noisy_all[7], noisy_all[7]), outs[7], atol=1e-6)
 
 
+def test_stabiliser_compensates_motion() -> None:
+    """A face drifting 1.5 px per frame (the head turns, the alignment lags): the history is
+    warped onto the current crop, so noise is still averaged, and the output is not smeared."""
+    g = torch.Generator().manual_seed(3)
+    big = torch.nn.functional.interpolate(_face_like(8), size=(2 * S, 2 * S), mode="bicubic", align_corners=False)
+    stab = TemporalStabiliser(window=3)
+    errs_in, errs_out = [], []
+    for t in range(6):
+        shift = int(round(3 * t))  # 1.5 px per frame at S (3 px of the 2x image)
+        truth = torch.nn.functional.avg_pool2d(big[..., 8:8 + 2 * S - 16, shift:shift + 2 * S - 16], 2)
+        truth = torch.nn.functional.interpolate(truth, size=(S, S), mode="bilinear", align_corners=False)
+        noisy = truth + 0.02 * torch.randn(truth.shape, generator=g)
+        out = stab([1], [t], noisy, noisy)
+        errs_in.append(float((noisy - truth)[..., 8:-8, 8:-8].abs().mean()))
+        errs_out.append(float((out - truth)[..., 8:-8, 8:-8].abs().mean()))
+    assert errs_out[0] == pytest.approx(errs_in[0])  # no history yet
+    for t in (4, 5):  # three compensated predecessors: noise averaged down, nothing smeared
+        assert errs_out[t] < 0.75 * errs_in[t], (t, errs_out, errs_in)
+
+
 def test_stabiliser_keeps_tracks_apart_and_window_zero_is_identity() -> None:
     a, b = _face_like(5), _face_like(6)
     stab = TemporalStabiliser(window=2)
