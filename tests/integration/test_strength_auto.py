@@ -50,6 +50,8 @@ def test_identity_safe_keeps_a_true_restoration_and_cuts_one_that_moves_identity
     up = resize_to(resize_to(truth, 32), 128)  # a 32 px face blown up 4x
     refs = [face_reference(to_uint8(t)) for t in truth]
     assert identity_safe(1.0, up, truth - up, refs) == 1.0  # the truth's own detail: identity improves
+    # the improvement must beat the noise of the paired differences: an absurd margin refuses it
+    assert identity_safe(1.0, up, truth - up, refs, margin=1e6) == 0.0
     g = torch.Generator().manual_seed(0)
     wrong = 0.25 * torch.randn(truth.shape, generator=g)  # strong random "detail"
     assert identity_safe(1.0, up, wrong, refs) < 1.0
