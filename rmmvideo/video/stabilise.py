@@ -53,15 +53,19 @@ def _luma8(luma: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(luma[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy())
 
 
-def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``x`` at ``p + flow(p)``: (C, H, W) and (H, W, 2) pixels (dx, dy) -> (C, H, W),
-    bilinear, edges replicated."""
-    h, w = x.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device),
-                            torch.arange(w, dtype=x.dtype, device=x.device), indexing="ij")
+def flow_grid(flow: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` grid (1, H, W, 2) that samples an image at ``p + flow(p)``; ``flow``:
+    (H, W, 2) in pixels (dx, dy). Built once per flow, used for every image warped by it."""
+    h, w = flow.shape[:2]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype, device=flow.device),
+                            torch.arange(w, dtype=flow.dtype, device=flow.device), indexing="ij")
     gx = (xs + flow[..., 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[..., 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)[None]
+    return torch.stack([gx, gy], dim=-1)[None]
+
+
+def backward_warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) sampled on a :func:`flow_grid` grid: bilinear, edges replicated."""
     return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
@@ -116,11 +120,11 @@ class TemporalStabiliser:
                 num = restored[i].clone()
                 den = torch.ones_like(luma[i])
                 for past in hist:
-                    flow = self._flow(cur8, past.luma8, luma.device, luma.dtype)
-                    d = gaussian_blur((luma[i] - backward_warp(past.luma, flow))[None], sigma)[0]
+                    grid = flow_grid(self._flow(cur8, past.luma8, luma.device, luma.dtype))
+                    d = gaussian_blur((luma[i] - backward_warp(past.luma, grid))[None], sigma)[0]
                     tau = (1.4826 * d.abs().median()).clamp_min(1e-4)
                     w = torch.exp(-(d / (2.0 * tau)) ** 2)
-                    num += w * backward_warp(past.value, flow)
+                    num += w * backward_warp(past.value, grid)
                     den += w
                 out[i] = num / den
             hist.append(_Past(int(f), restored[i], luma[i], cur8))
