@@ -23,6 +23,7 @@ import sys
 import traceback
 
 from rmmvideo.errors import Terminated, UserError, raise_on_termination
+from rmmvideo.video.safe_output import discard_pending
 
 # subcommand -> module under rmmvideo.cli
 SUBCOMMANDS: dict[str, str] = {
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rmmvideo: internal error: {type(e).__name__}: {e} "
                   "(set RMMVIDEO_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:  # a signal can land where no `with` covers a temporary output yet
+        discard_pending()
 
 
 if __name__ == "__main__":

@@ -237,16 +237,16 @@ class VideoWriter:
         self._closed = False
         try:
             self._open(rate, options, source, copy_audio, copy_subtitles)
-        except BaseException as e:
-            self._teardown()
+            if background:
+                self._queue = queue.Queue(maxsize=max(1, queue_size))
+                self._worker = threading.Thread(target=self._work, name="rmmvideo-encode", daemon=True)
+                self._worker.start()
+        except BaseException as e:  # a signal while starting the worker included
+            self.abort()
             err = self._atomic.translate(e)
             if err is e:
                 raise
             raise err from None
-        if background:
-            self._queue = queue.Queue(maxsize=max(1, queue_size))
-            self._worker = threading.Thread(target=self._work, name="rmmvideo-encode", daemon=True)
-            self._worker.start()
 
     @classmethod
     def for_input(
@@ -536,7 +536,8 @@ class VideoWriter:
                 break
             except queue.Full:
                 continue
-        self._worker.join()
+        if self._worker.ident is not None:  # started (a signal may stop start() half way)
+            self._worker.join()
         self._worker = None
 
     def __enter__(self) -> VideoWriter:

@@ -12,6 +12,10 @@ The one atomic writer of the project (videos, PNGs, reports, state, checkpoints,
   library that wrote it used (mkstemp-style 0600 included), unless `mode` says otherwise.
 - OS errors while writing are reported as one line naming the user's path, never the
   temporary file (`output_error`).
+- A signal can interrupt the main thread between any two bytecodes, also where no `with` or
+  `finally` covers a temporary yet (between a writer's constructor and its ``__enter__``), so
+  every temporary not yet committed or discarded is also listed here, and the CLI removes them
+  all when a command ends (`discard_pending`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from rmmvideo.errors import UserError
 
 _TEMP_MARK = ".partial-"
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+# This process's temporaries (file or folder) neither committed nor discarded yet.
+_PENDING: set[Path] = set()
 
 _OS_ERRORS: dict[int, str] = {
     errno.EACCES: "permission denied",
@@ -143,6 +149,28 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _remove(path: Path) -> None:
+    """Delete a temporary file or folder; errors are ignored (nothing more can be done)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def discard_pending() -> list[Path]:
+    """Remove every temporary of this process that is neither committed nor discarded; returns
+    them. The CLI calls it when a command ends: a finished command has none, an interrupted one
+    may have one its ``with`` never reached (module doc)."""
+    paths = sorted(_PENDING)
+    _PENDING.clear()
+    for p in paths:
+        _remove(p)
+    return paths
+
+
 def _default_mode() -> int:
     """0o666 minus the process umask (what open() gives a new file)."""
     try:
@@ -192,6 +220,7 @@ class AtomicOutput:
         remove_stale_temps(self.target)
         self.temp = temp_path_for(self.target)
         self.committed = False
+        _PENDING.add(self.temp)
 
     def commit(self) -> Path:
         """Move the finished temporary file onto the target (atomic on one filesystem).
@@ -204,19 +233,15 @@ class AtomicOutput:
         except OSError as e:
             raise output_error(e, self.target) from None
         self.committed = True
+        _PENDING.discard(self.temp)
         return self.target
 
     def discard(self) -> None:
         """Remove the temporary file if it is still there (safe to call more than once)."""
         if self.committed:
             return
-        if self.directory and self.temp.is_dir() and not self.temp.is_symlink():
-            shutil.rmtree(self.temp, ignore_errors=True)
-        else:
-            try:
-                self.temp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        _remove(self.temp)
+        _PENDING.discard(self.temp)
 
     def translate(self, e: BaseException) -> BaseException:
         """`e` as the user should see it: an OS error about the output (no file name, or the

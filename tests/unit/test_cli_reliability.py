@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from rmmvideo.cli.checks import check_memory, estimate_run_bytes
 from rmmvideo.cli.main import main
-from rmmvideo.errors import UserError
+from rmmvideo.errors import Terminated, UserError
 from rmmvideo.video.io_decode import DamageReport, decode_frames
 from rmmvideo.video.io_encode import VideoWriter
 
@@ -88,6 +89,32 @@ def test_signal_stops_cleanly(long_clip, tiny_weights, sig):
     assert proc.returncode == 128 + sig, err
     assert _leftovers(folder, {"long.mp4"}) == []  # no output, no temporary file
     assert err.strip().splitlines()[-1].startswith("rmmvideo:")
+
+
+@pytest.mark.parametrize("where", ["worker start", "before the with"])
+def test_signal_in_the_writers_first_instants(make_clip, tiny_weights, monkeypatch, where):
+    """A signal lands between bytecodes: also after the output file is created but before a
+    `with` covers it (was a flaky leftover of test_signal_stops_cleanly under load)."""
+    clip = make_clip("c.mp4", frames=3)
+    if where == "worker start":
+        real_start = threading.Thread.start
+
+        def start(self: threading.Thread) -> None:
+            if self.name == "rmmvideo-encode":
+                raise Terminated(signal.SIGTERM)
+            real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+    else:
+        def enter(self: VideoWriter) -> VideoWriter:
+            assert self._atomic.temp.stat().st_size > 0  # the file exists
+            raise Terminated(signal.SIGTERM)
+
+        monkeypatch.setattr(VideoWriter, "__enter__", enter)
+    assert main(_run_args(clip, clip.parent / "o.mp4", tiny_weights)) == 128 + signal.SIGTERM
+    assert _leftovers(clip.parent, {"c.mp4"}) == []
+    if where == "worker start":  # the writer stopped what it had started
+        assert not [t for t in threading.enumerate() if t.name == "rmmvideo-encode"]
 
 
 def test_sigkill_leftover_is_removed_by_the_next_run(long_clip, tiny_weights):

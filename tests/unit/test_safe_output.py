@@ -15,6 +15,7 @@ from rmmvideo.video import safe_output
 from rmmvideo.video.safe_output import (
     AtomicOutput,
     atomic_output,
+    discard_pending,
     remove_stale_temps,
     temp_path_for,
 )
@@ -148,3 +149,19 @@ def test_cli_last_resort_os_error_names_the_user_file(tmp_path, monkeypatch, cap
     assert cli_main.main(["info"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"rmmvideo: error: Input/output error: {tmp_path / 'out.mp4'}"
+
+
+def test_pending_temporaries_are_listed_until_committed_or_discarded(tmp_path):
+    done, dropped, stray = (AtomicOutput(tmp_path / n) for n in ("done.txt", "dropped.txt", "stray.txt"))
+    folder = AtomicOutput(tmp_path / "d", directory=True)
+    for out in (done, dropped, stray):
+        out.temp.write_text("x")
+    folder.temp.mkdir()
+    (folder.temp / "inner.txt").write_text("x")
+    done.commit()
+    dropped.discard()
+    # `stray` and `folder` are what a signal before a `with` leaves behind
+    ours = [p for p in discard_pending() if p.parent == tmp_path]  # other tests' may be listed too
+    assert ours == sorted([stray.temp, folder.temp])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.txt"]
+    assert discard_pending() == []
