@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
-from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task
+from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task, worker_env
 
 if TYPE_CHECKING:
     from rmmvideo.video.pipeline import RestoreOptions
@@ -47,20 +47,6 @@ class Backend(Protocol):
 
 
 PRELOAD = ["rmmvideo.batch.tasks", "torch", "rmmvideo.video.upscale"]
-
-
-def worker_env(threads: int) -> dict[str, str]:
-    """Environment for worker processes (a user's own settings win).
-
-    OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin at every barrier while encoder/decoder
-    threads (or other jobs) hold the cores made a 2-thread worker 7x slower than a 1-thread one
-    on this 2-core machine (24 frames: 15.7 s vs 2.3 s); passive waiting brought it to 3.8 s.
-    Thread counts: BLAS/OpenMP pools are sized when numpy/torch load, i.e. in the fork server.
-    """
-    env = {"OMP_WAIT_POLICY": "PASSIVE"}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return {k: v for k, v in env.items() if k not in os.environ}
 
 
 @contextmanager

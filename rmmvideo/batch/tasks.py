@@ -64,6 +64,20 @@ class TaskSpec:
     label: str = ""
 
 
+def worker_env(threads: int) -> dict[str, str]:
+    """Environment for worker processes (a user's own settings win).
+
+    OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin at every barrier while encoder/decoder
+    threads (or other jobs) hold the cores made a 2-thread worker 7x slower than a 1-thread one
+    on this 2-core machine (24 frames: 15.7 s vs 2.3 s); passive waiting brought it to 3.8 s.
+    Thread counts: BLAS/OpenMP pools are sized when numpy/torch load, i.e. in the fork server.
+    """
+    env = {"OMP_WAIT_POLICY": "PASSIVE"}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
 def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) -> None:
     """Per-process setup of a local pool worker: thread count for torch/BLAS, progress sink,
     exit with the coordinator (pid)."""
@@ -73,8 +87,6 @@ def init_worker(threads: int | None, sink: Any, coordinator: int | None = None) 
     if coordinator is not None:
         watch_coordinator(coordinator)
     if threads:  # spawned workers (no fork server): numpy/torch are not loaded yet, env applies
-        from rmmvideo.batch.backends import worker_env
-
         os.environ.update(worker_env(threads))
         _set_threads(threads)
 

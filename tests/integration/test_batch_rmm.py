@@ -15,7 +15,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from rmmvideo.batch.media import scan_video
 from rmmvideo.batch.runner import BatchConfig, run_batch

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from conftest_faces import FaceState, render  # noqa: E402
 
 from rmmvideo.cli.main import main  # noqa: E402
-from rmmvideo.config import ModelConfig  # noqa: E402
 from rmmvideo.errors import UserError  # noqa: E402
 from rmmvideo.video.pipeline import (  # noqa: E402
     RestoreOptions,

@@ -85,8 +85,8 @@ def test_component_boxes_on_template():
     assert set(boxes) == {"left_eye", "right_eye", "mouth"}
     (lt, ll, ls, _), (rt, rl, rs, _), (mt, ml, ms, _) = boxes["left_eye"], boxes["right_eye"], boxes["mouth"]
     assert ll + ls / 2 == pytest.approx(193, abs=2) and lt + ls / 2 == pytest.approx(240, abs=2)
-    assert rl + rs / 2 == pytest.approx(319, abs=2)
-    assert mt + ms / 2 == pytest.approx(371, abs=2)
+    assert rl + rs / 2 == pytest.approx(319, abs=2) and rt + rs / 2 == pytest.approx(240, abs=2)
+    assert mt + ms / 2 == pytest.approx(371, abs=2) and ml + ms / 2 == pytest.approx(256, abs=3)
     for t, l, h, w in boxes.values():
         assert 0 <= t and t + h <= 512 and 0 <= l and l + w <= 512
 
