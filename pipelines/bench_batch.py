@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rmmvideo.batch.backends import cpu_cores
 from rmmvideo.batch.runner import BatchConfig, run_batch
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 

@@ -52,7 +52,8 @@ def _run(clip: str, out: str, weights: str | None) -> dict:
     import resource
     import time
 
-    from rmmvideo.video.pipeline import RestoreOptions, restore_video
+    from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.pipeline import restore_video
 
     t0 = time.perf_counter()
     s = restore_video(clip, out, RestoreOptions(scale=2, weights=weights, detector="dlib", quiet=True,

@@ -28,7 +28,7 @@ from rmmvideo.batch.discover import discover
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.errors import UserError
 from rmmvideo.video.io import probe
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 
 def write_manifest(archive: Path, out_dir: Path, target_height: int, max_scale: float) -> Path:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from rmmvideo.batch.tasks import TaskSpec, init_worker, run_task, worker_env
 
 if TYPE_CHECKING:
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
 
 def cpu_cores() -> int:

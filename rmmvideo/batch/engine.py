@@ -24,7 +24,7 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import atomic_output
 
 if TYPE_CHECKING:
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
 ENGINES = ("rmm", "upscale")
 Progress = Callable[[int], None]  # called with the number of frames written so far
@@ -49,7 +49,7 @@ def _components(opts: RestoreOptions) -> Any:
     comps = _COMPONENTS.get(key)
     if comps is None:
         _COMPONENTS.clear()  # one set at a time: weights can be large
-        from rmmvideo.video.pipeline import build_components
+        from rmmvideo.video.options import build_components
 
         comps = _COMPONENTS[key] = build_components(opts)
     return comps

@@ -18,7 +18,7 @@ from rmmvideo.batch.tasks import TaskSpec, run_task
 from rmmvideo.errors import UserError
 
 if TYPE_CHECKING:
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
 INSTALL_HINT = "Ray is not installed: pip install 'rmmvideo[ray]' (or pip install ray)"
 

@@ -45,7 +45,7 @@ from rmmvideo.batch.state import (
 from rmmvideo.batch.tasks import TaskSpec, facts_of, segment_path
 from rmmvideo.errors import UserError
 from rmmvideo.video.archive import archive_note
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 MAX_CRASHES = 2  # a task whose worker process died this many times fails its file
 

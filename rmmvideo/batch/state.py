@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from rmmvideo.video.safe_output import atomic_output
 
 if TYPE_CHECKING:
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
 STATE_NAME = "batch-state.json"
 WORK_DIR = ".rmmbatch"  # segments and track tables of unfinished jobs, inside DIR
@@ -41,7 +41,7 @@ def options_hash(engine: str, options: RestoreOptions) -> str:
     added to RestoreOptions (its default keeping the old output) does not redo finished files,
     and state files written when batch options were a dict of the flags given keep matching.
     """
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
     defaults = asdict(RestoreOptions())
     shaping = {}

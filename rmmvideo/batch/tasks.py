@@ -30,7 +30,7 @@ from rmmvideo.video.archive import archive_facts
 from rmmvideo.video.safe_output import atomic_output
 
 if TYPE_CHECKING:
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
 TABLE_NAME = "tracks.table"
 

@@ -32,7 +32,8 @@ def _stage(kind: str, input: str, output: str, options: dict, frames: int | None
 
     import torch
 
-    from rmmvideo.video.pipeline import RestoreOptions, build_components, restore_video
+    from rmmvideo.video.options import RestoreOptions, build_components
+    from rmmvideo.video.pipeline import restore_video
 
     opts = RestoreOptions(**options)
     if opts.threads > 0:

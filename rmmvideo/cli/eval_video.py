@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rmmvideo.errors import UserError
     from rmmvideo.eval.video import evaluate_videos, to_json, to_markdown
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.safe_output import atomic_output
 
     if any(not 2 <= s <= 8 for s in args.scales):

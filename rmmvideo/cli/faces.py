@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rmmvideo.errors import UserError
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.stills import discover_images, output_names, restore_stills
 
     if not args.overwrite:  # before any work: never replace a PNG silently

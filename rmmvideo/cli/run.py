@@ -11,7 +11,7 @@ from rmmvideo.cli import checks
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.probe import VideoInfo
 
 HELP = "restore the faces in a video (streaming; audio and timestamps kept)"
@@ -111,7 +111,7 @@ def option_from_text(name: str, text: str) -> object:
 
 def restore_options(args: argparse.Namespace) -> RestoreOptions:
     """RestoreOptions from the flags of `add_restore_options` (``on_damage`` stays the default)."""
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
     return RestoreOptions(
         scale=args.scale, weights=args.weights, device=args.device, detector=args.detector,

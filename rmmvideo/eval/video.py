@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # the pipeline (torch, detectors) is imported lazily at run time
-    from rmmvideo.video.pipeline import Components, RestoreOptions, Strength
+    from rmmvideo.video.options import Components, RestoreOptions, Strength
     from rmmvideo.video.probe import VideoInfo
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), pixels
@@ -377,7 +377,7 @@ def evaluate_videos(clips: Sequence[str | Path], scales: Sequence[int] = (2, 4),
     """The real-footage benchmark over ``clips`` x ``scales`` (module doc). A clip that cannot
     be read or has no face gets a row with its ``error``; the others go on."""
     from rmmvideo.errors import UserError
-    from rmmvideo.video.pipeline import RestoreOptions, build_components
+    from rmmvideo.video.options import RestoreOptions, build_components
 
     opts = options or RestoreOptions(quiet=True)
     comps = build_components(opts)

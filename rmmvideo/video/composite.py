@@ -14,7 +14,7 @@ box after pasting):
 :func:`restoration_detail` is what the compositor takes from a restoration (its detail band);
 :func:`composite_faces` adds it to the upscaled frames (inverse similarity warp composed with the
 upscale), keeping grey frames grey. It is the one paste path: ``run``, ``preview``, ``faces``,
-``batch`` and ``eval-video`` all render through ``rmmvideo.video.pipeline.FaceRenderer``.
+``batch`` and ``eval-video`` all render through ``rmmvideo.video.render.FaceRenderer``.
 """
 
 from __future__ import annotations

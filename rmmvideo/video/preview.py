@@ -46,7 +46,8 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.composite import canvas_matrix
 from rmmvideo.video.io import batched
 from rmmvideo.video.io_decode import RandomAccessReader
-from rmmvideo.video.pipeline import Components, RenderRecord, RestoreOptions
+from rmmvideo.video.options import Components, RestoreOptions
+from rmmvideo.video.render import RenderRecord
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
@@ -166,9 +167,9 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         input: any video FFmpeg reads.
         index: 0-based frame index, or
         time: seconds from the first frame (the frame shown at that time).
-        options: ``pipeline.RestoreOptions`` (scale, weights, detector, seed, temporal, ...).
+        options: ``options.RestoreOptions`` (scale, weights, detector, seed, temporal, ...).
         window: frames of tracking context before the target (>= 0).
-        components: prebuilt ``pipeline.Components`` (reuse across previews).
+        components: prebuilt ``options.Components`` (reuse across previews).
         keep_masks: fill ``PreviewFace.alpha`` (for the overlay's mask outlines).
         log: where to say which detector is used (None: stderr unless options.quiet).
     Returns:
@@ -177,13 +178,9 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         UserError: unreadable input, frame or time out of range, bad window.
     """
     from rmmvideo.video.io import probe
-    from rmmvideo.video.pipeline import (
-        FaceRenderer,
-        TrackStyler,
-        build_components,
-        make_tracker,
-        plan_frames,
-    )
+    from rmmvideo.video.options import build_components
+    from rmmvideo.video.pipeline import make_tracker, plan_frames
+    from rmmvideo.video.render import FaceRenderer, TrackStyler
     from rmmvideo.video.upscale import upscale_images
 
     if (index is None) == (time is None):

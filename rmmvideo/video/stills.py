@@ -6,7 +6,7 @@ The same stages as the video engine (``rmmvideo.video.pipeline``), without track
   as its own track (id = its rank left to right, so its noise is seeded from the run seed and
   that id exactly as a video track's is, and its memory slot is pinned from its own crop), then
   align, restore, mask and paste back over the photo upscaled by ``options.scale`` with
-  ``FaceRenderer``: the very code path of ``rmmvideo run``;
+  ``rmmvideo.video.render.FaceRenderer``: the very code path of ``rmmvideo run``;
 - aligned crops (:func:`restore_aligned`): each image is taken as a crop already in the
   weights' template geometry, resized (bicubic, antialiased when shrinking; non-square crops
   are stretched) to the model's input ``S x S``, and the restored ``S x S`` crop is returned.
@@ -36,7 +36,8 @@ from rmmvideo.video.safe_output import atomic_output
 if TYPE_CHECKING:  # the pipeline (torch models, detectors) is imported lazily at run time
     from rmmvideo.config import ModelConfig
     from rmmvideo.video.detect import FaceDetector
-    from rmmvideo.video.pipeline import Components, FacePlan, RestoreOptions
+    from rmmvideo.video.options import Components, RestoreOptions
+    from rmmvideo.video.render import FacePlan
 
 # |R-G|, |G-B| (8-bit levels) up to which an RGB photo counts as grey (JPEG chroma noise).
 GRAY_TOLERANCE = 4
@@ -58,7 +59,7 @@ class StillResult:
     degenerate)."""
 
     image: np.ndarray
-    faces: list  # list[pipeline.FacePlan]
+    faces: list  # list[render.FacePlan]
     found: int
 
 
@@ -126,10 +127,10 @@ def _atomic_save(im: object, target: Path, fmt: str) -> Path:
 
 def build_still_components(options: RestoreOptions, need_detector: bool = True,
                            log: Callable[[str], None] | None = None) -> Components:
-    """``pipeline.Components`` for stills: as ``build_components``; with ``need_detector=False``
+    """``options.Components`` for stills: as ``build_components``; with ``need_detector=False``
     (aligned crops) the detector is not built (``detector`` None)."""
     from rmmvideo.models.weights import from_pretrained
-    from rmmvideo.video.pipeline import Components, _device, build_components
+    from rmmvideo.video.options import Components, _device, build_components
 
     if need_detector:
         return build_components(options, log)
@@ -147,7 +148,7 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[FacePlan]:
     """Faces of one photo as tracks: (H, W, 3) uint8 -> ``list[FacePlan]``, ids 0, 1, ... left
     to right (by box centre), all ``detected=True``."""
     from rmmvideo.video.align import five_points
-    from rmmvideo.video.pipeline import FacePlan
+    from rmmvideo.video.render import FacePlan
 
     dets = detector.detect([image])[0]
     dets = sorted(dets, key=lambda d: (float(d.box[0] + d.box[2]), float(d.box[1] + d.box[3])))
@@ -164,8 +165,8 @@ def restore_image(image: np.ndarray, components: Components, options: RestoreOpt
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        components: ``pipeline.Components`` (model, detector, parser, device).
-        options: ``pipeline.RestoreOptions`` (scale, seed, temporal; codec fields unused).
+        components: ``options.Components`` (model, detector, parser, device).
+        options: ``options.RestoreOptions`` (scale, seed, temporal; codec fields unused).
         faces: the faces to restore (``list[FacePlan]``); None = :func:`detect_faces`.
         gray: force greyscale output; None = decided from the pixels.
     Returns:
@@ -178,7 +179,7 @@ def restore_image_result(image: np.ndarray, components: Components, options: Res
                          faces: Sequence | None = None, gray: bool | None = None) -> StillResult:
     """:func:`restore_image` that also says which faces were found and restored."""
     from rmmvideo.video.io import DecodedFrame
-    from rmmvideo.video.pipeline import FaceRenderer, FramePlan, TrackStyler
+    from rmmvideo.video.render import FaceRenderer, FramePlan, TrackStyler
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"restore_image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -243,8 +244,8 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
 
     Args:
         crops: (H_i, W_i, 3) uint8 RGB, any sizes (resized to the model's S x S).
-        components: ``pipeline.Components``.
-        options: ``pipeline.RestoreOptions`` (seed, temporal).
+        components: ``options.Components``.
+        options: ``options.RestoreOptions`` (seed, temporal).
         batch_size: crops per model call.
         gray: per crop, turn the result grey; None = decided from each crop's pixels.
     Returns:
@@ -252,7 +253,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
     """
     from rmmvideo.models.rmm import make_noise
     from rmmvideo.video.composite import restoration_detail, to_grey
-    from rmmvideo.video.pipeline import track_noise_seed
+    from rmmvideo.video.render import track_noise_seed
     from rmmvideo.video.strength import auto_strength
     from rmmvideo.video.upscale import tensor_to_images
 

@@ -24,7 +24,8 @@ from tests.integration import archive_clips as clips
 
 def _face_share(path: Path, comps, view) -> float:
     from rmmvideo.video.io import decode_frames
-    from rmmvideo.video.pipeline import RestoreOptions, make_tracker, plan_frames
+    from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.pipeline import make_tracker, plan_frames
 
     plans = list(plan_frames(decode_frames(path, view=view), make_tracker(comps.detector, RestoreOptions())))
     return sum(bool(p.faces) for p in plans) / len(plans)
@@ -34,7 +35,8 @@ def main(out: Path) -> None:
     from rmmvideo.video.archive import plan_view, scan_fields
     from rmmvideo.video.detect import DlibDetector
     from rmmvideo.video.io import probe
-    from rmmvideo.video.pipeline import RestoreOptions, build_components, restore_video
+    from rmmvideo.video.options import RestoreOptions, build_components
+    from rmmvideo.video.pipeline import restore_video
 
     src = SHARED_DATA / "videos" / clips.SOURCE
     comps = build_components(RestoreOptions(quiet=True))

@@ -36,13 +36,13 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def comps():
-    from rmmvideo.video.pipeline import RestoreOptions, build_components
+    from rmmvideo.video.options import RestoreOptions, build_components
 
     return build_components(RestoreOptions(quiet=True))
 
 
 def _options(**kw):
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
     return RestoreOptions(**({"scale": 1.0, "quiet": True, "preset": "ultrafast", "crf": 12} | kw))
 

@@ -23,7 +23,7 @@ import pytest
 from rmmvideo.batch.media import scan_video, verify_output
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.cli.main import main
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"

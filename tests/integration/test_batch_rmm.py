@@ -18,6 +18,7 @@ import pytest
 
 from rmmvideo.batch.media import scan_video
 from rmmvideo.batch.runner import BatchConfig, run_batch
+from rmmvideo.video.options import RestoreOptions
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
@@ -71,8 +72,8 @@ def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
 
     # segments render from packet copies of their range (not the whole file): that path is tested
     assert segment_source(clip, tmp_path / "probe.mp4", keys[1], keys[2]) != clip
-    opts = pipeline.RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
-                                   strength=1.0)  # 1: faces are restored (auto gives 0 at scale 1)
+    opts = RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
+                          strength=1.0)  # 1: faces are restored (auto gives 0 at scale 1)
     runs = {}
     for name, seconds, jobs in (("single", 0.0, 1), ("segmented", 0.25, 2)):
         runs[name] = run_batch([str(clip)], BatchConfig(out_dir=tmp_path / name, jobs=jobs, engine="rmm",
@@ -110,8 +111,8 @@ def test_run_only_options_reach_the_worker(tmp_path, tiny_weights):
               "--strength", "1"]  # 1: faces are restored (auto gives 0 at scale 1)
     assert main(["batch", str(clip), "--out", str(tmp_path / "b"), "--segment-seconds", "0", "--quiet",
                  "--temporal", "frame", "--detect-every", "3", *common]) == 0
-    opts = pipeline.RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
-                                   strength=1.0, quiet=True, temporal="frame", detect_every=3)
+    opts = RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
+                          strength=1.0, quiet=True, temporal="frame", detect_every=3)
     refs = {}
     for name, o in (("both", opts), ("track", replace(opts, temporal="track")), ("every2", replace(opts, detect_every=2))):
         pipeline.restore_video(clip, tmp_path / f"{name}.mp4", o)

@@ -112,7 +112,7 @@ def test_faces_folder_photos(weights: Path, folder: Path, tmp_path: Path) -> Non
 
 def test_faces_aligned_writes_model_size_crops(weights: Path, folder: Path, tmp_path: Path) -> None:
     from rmmvideo.models.weights import from_pretrained
-    from rmmvideo.video.pipeline import Components, RestoreOptions
+    from rmmvideo.video.options import Components, RestoreOptions
     from rmmvideo.video.stills import restore_aligned
 
     src = tmp_path / "in"
@@ -169,7 +169,7 @@ def test_grey_photo_with_alpha_stays_grey_and_keeps_alpha(weights: Path, tmp_pat
     from PIL import Image
     from skimage import data
 
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.stills import restore_stills, upscale_alpha
 
     grey = np.asarray(Image.fromarray(data.astronaut()).convert("L"))

@@ -20,13 +20,8 @@ from conftest_faces import FaceState, render  # noqa: E402
 
 from rmmvideo.cli.main import main  # noqa: E402
 from rmmvideo.errors import UserError  # noqa: E402
-from rmmvideo.video.pipeline import (  # noqa: E402
-    RestoreOptions,
-    analyze_video,
-    build_components,
-    render_video,
-    restore_video,
-)
+from rmmvideo.video.options import RestoreOptions, build_components  # noqa: E402
+from rmmvideo.video.pipeline import analyze_video, render_video, restore_video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,8 @@ from rmmvideo.config import ModelConfig
 from rmmvideo.models.rmm import RMM
 from rmmvideo.models.weights import save_pretrained
 from rmmvideo.video.io import decode_frames
-from rmmvideo.video.pipeline import RestoreOptions, build_components, restore_video
+from rmmvideo.video.options import RestoreOptions, build_components
+from rmmvideo.video.pipeline import restore_video
 from rmmvideo.video.preview import PALETTE, preview_frame, render_preview
 from rmmvideo.video.upscale import upscale_images
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from rmmvideo.models.weights import default_weights_path, from_pretrained
-from rmmvideo.video.pipeline import TrackStyler
+from rmmvideo.video.render import TrackStyler
 from rmmvideo.video.stills import resize_to_model
 from rmmvideo.video.strength import curve_strength
 

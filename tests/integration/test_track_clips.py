@@ -95,7 +95,7 @@ def _one_frame_clip(path: Path, frame: np.ndarray) -> None:
 def test_one_frame_clip_through_run_restores_the_face(tmp_path: Path, capsys):
     from rmmvideo.cli.main import main
     from rmmvideo.video.io import probe
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
     src = tmp_path / "one.mp4"
     # A small, soft face (256 px frame, upscaled x2): one the pipeline restores.

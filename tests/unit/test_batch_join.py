@@ -12,7 +12,7 @@ from _batch_clips import audio_packets, decoded, make_clip
 from rmmvideo.batch.engine import upscale_range
 from rmmvideo.batch.join import join_segments, rewrite_dts
 from rmmvideo.batch.media import scan_video
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 
 def _packets(path: Path) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ from rmmvideo.batch.media import scan_video
 from rmmvideo.batch.runner import BatchConfig, run_batch
 from rmmvideo.batch.state import STATE_NAME, BatchState
 from rmmvideo.errors import UserError
-from rmmvideo.video.pipeline import RestoreOptions
+from rmmvideo.video.options import RestoreOptions
 
 OPTS = RestoreOptions(scale=1.0, preset="ultrafast", crf=23)
 

@@ -28,7 +28,7 @@ def test_round_trip_and_atomic_save(tmp_path):
 def test_options_hash():
     import hashlib
 
-    from rmmvideo.video.pipeline import RestoreOptions
+    from rmmvideo.video.options import RestoreOptions
 
     O = RestoreOptions
     assert options_hash("rmm", O(scale=2, crf=20)) == options_hash("rmm", O(crf=20, scale=2.0))

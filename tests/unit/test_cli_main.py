@@ -19,7 +19,7 @@ def test_every_subcommand_is_registered() -> None:
 
 def test_threads_are_set_by_the_cli_not_by_the_library(tmp_path: Path, tiny_weights: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from rmmvideo.video.pipeline import RestoreOptions, build_components
+    from rmmvideo.video.options import RestoreOptions, build_components
     from rmmvideo.video.stills import build_still_components
 
     before = torch.get_num_threads()

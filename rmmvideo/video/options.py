@@ -1,0 +1,117 @@
+"""What a restoration runs with: ``RestoreOptions`` and the ``Components`` built from them.
+
+``RestoreOptions`` holds the options shared by every command (``run``, ``preview``, ``faces``,
+``batch``, ``eval-video``; its defaults are the CLI's). ``build_components`` loads what they name
+(the weights, the face detector, the optional face parser, the device) once per run; a caller
+that restores many files passes the same ``Components`` to each. The driver
+(``rmmvideo.video.pipeline``) and the render stage (``rmmvideo.video.render``) both take them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from rmmvideo.errors import UserError
+from rmmvideo.video.io_decode import OnDamage
+
+if TYPE_CHECKING:  # heavy modules, imported lazily at run time
+    from rmmvideo.models.rmm import RMM
+    from rmmvideo.video.detect import DetectorKind, FaceDetector
+
+Temporal = Literal["track", "frame"]
+Strength = float | Literal["auto"]
+
+
+@dataclass
+class RestoreOptions:
+    """Options shared by ``run``, ``preview``, ``batch`` (defaults = the CLI's defaults)."""
+
+    scale: float = 2.0
+    weights: str | None = None  # None = bundled default weights
+    device: str = "cpu"
+    detector: DetectorKind = "auto"
+    models_dir: str | None = None  # face-alignment weights folder (offline installs)
+    parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
+    temporal: Temporal = "track"
+    strength: Strength = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
+    seed: int = 0
+    detect_every: int = 2
+    batch_size: int = 8  # frames per render batch
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    bit_depth: int | None = None  # None: 10 for >8-bit input, else 8
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    quiet: bool = False
+    on_damage: OnDamage = "warn"  # damaged input: "warn" (keep every decodable frame, report spans) | "error"
+    deinterlace: str = "auto"  # auto | off | frame | field (rmmvideo.video.archive)
+    sar: str = "square"  # square | keep: output pixel aspect for anamorphic input
+
+    def __post_init__(self) -> None:
+        if self.deinterlace not in ("auto", "off", "frame", "field"):
+            raise UserError(f"--deinterlace must be auto, off, frame or field, got {self.deinterlace!r}")
+        if self.sar not in ("square", "keep"):
+            raise UserError(f"--sar must be 'square' or 'keep', got {self.sar!r}")
+        if not self.scale > 0 or self.scale > 16:
+            raise UserError(f"--scale must be in (0, 16], got {self.scale}")
+        if self.strength != "auto" and not (isinstance(self.strength, (int, float))
+                                            and 0.0 <= float(self.strength) <= 1.0):
+            raise UserError(f"--strength must be 'auto' or a number in [0, 1], got {self.strength!r}")
+        if self.temporal not in ("track", "frame"):
+            raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
+        if self.detect_every < 1:
+            raise UserError(f"--detect-every must be >= 1, got {self.detect_every}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.on_damage not in ("warn", "error"):
+            raise UserError(f"on_damage must be 'warn' or 'error', got {self.on_damage!r}")
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass
+class Components:
+    """What the engine needs, built once per run (or passed in by a caller that reuses them)."""
+
+    model: RMM  # eval mode, on `device`
+    detector: FaceDetector | None  # None only where no detection is needed (aligned stills)
+    detector_reason: str
+    parser: torch.nn.Module | None
+    device: torch.device
+
+    @property
+    def detector_name(self) -> str:
+        return self.detector.name if self.detector is not None else ""
+
+
+def build_components(options: RestoreOptions, log: Callable[[str], None] | None = None) -> Components:
+    """Load the weights, the face detector and the optional parser named by ``options``."""
+    from rmmvideo.models.weights import from_pretrained
+    from rmmvideo.video.detect import make_detector
+
+    device = _device(options.device)
+    model = from_pretrained(options.weights, device=device)
+    detector, reason = make_detector(options.detector, device=device, models_dir=options.models_dir)
+    if log is not None:
+        log(f"face detector: {detector.name} ({reason})")
+    parser = None
+    if options.parser:
+        from rmmvideo.models.face_parser import load_face_parser
+
+        parser = load_face_parser(options.parser).to(device).eval()
+    return Components(model, detector, reason, parser, device)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return dev
