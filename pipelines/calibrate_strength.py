@@ -6,8 +6,8 @@
 The faces are the validation split of the training data (``val_fraction`` 0.05, the split the
 training configs hold out), at their own resolution (200 px for UTKFace). Each is degraded as
 the video pipeline sees real footage at each crop scale (rmmvideo.video.strength.pipeline_view),
-restored, and the least-squares blend weight of the model's detail against the truth is the
-curve's point. The file is rewritten atomically with the curve in its config; its tensors are
+restored, and the least-squares blend weights of the model's detail's luma and chroma against
+the truth (cut back until identity clearly improves) are the curve's point. The file is rewritten atomically with the curve in its config; its tensors are
 unchanged.
 """
 
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sources = [ds.load_source(i) for i in range(len(ds))]
     curve = calibrate_strength(model, sources, seed=args.seed)
-    print(f"{len(sources)} validation faces; curve (crop scale f, blend weight a*):")
-    for f, a in curve:
-        print(f"  f {f:4.2f}  a* {a:.3f}")
+    print(f"{len(sources)} validation faces; curve (crop scale f, luma and chroma blend weights):")
+    for f, luma, chroma in curve:
+        print(f"  f {f:4.2f}  luma {luma:.3f}  chroma {chroma:.3f}")
     if args.dry_run:
         return 0
 

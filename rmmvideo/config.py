@@ -17,8 +17,9 @@ A config fixes:
   Off by default (the bundled weights were built without it).
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
-- ``strength_curve``: (crop scale f, blend weight a*) points measured on these weights by
-  ``rmmvideo.video.strength.calibrate_strength``; ``--strength auto`` reads it. Empty: not
+- ``strength_curve``: (crop scale f, luma weight a_Y, chroma weight a_C) points measured on
+  these weights by ``rmmvideo.video.strength.calibrate_strength``; ``--strength auto`` reads it
+  (files calibrated before 2026-12-07 hold (f, a) points: one weight for both). Empty: not
   calibrated (auto strength 0). A property of trained weights, not of the architecture; it is
   here so that it travels with them.
 """
@@ -84,7 +85,7 @@ class ModelConfig:
     global_residual: bool = False
     template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
     template_name: str = "ffhq"
-    strength_curve: tuple[tuple[float, float], ...] = ()
+    strength_curve: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.decoder_channels)
@@ -103,9 +104,10 @@ class ModelConfig:
         if len(self.template) != 5:
             raise ValueError(f"config: template needs 5 points, got {len(self.template)}")
         fs = [p[0] for p in self.strength_curve]
-        if any(len(p) != 2 for p in self.strength_curve) or any(f <= 0 for f in fs) or fs != sorted(set(fs)) \
-                or any(not 0.0 <= p[1] <= 1.0 for p in self.strength_curve):
-            raise ValueError("config: strength_curve needs (f > 0, a in [0, 1]) points with increasing f")
+        if any(len(p) not in (2, 3) for p in self.strength_curve) or any(f <= 0 for f in fs) \
+                or fs != sorted(set(fs)) or any(not 0.0 <= a <= 1.0 for p in self.strength_curve for a in p[1:]):
+            raise ValueError("config: strength_curve needs (f > 0, a_Y, a_C) points (weights in [0, 1]; "
+                             "or (f, a) for both) with increasing f")
 
     @property
     def n_rm3(self) -> int:
@@ -148,7 +150,7 @@ class ModelConfig:
         if "template" in kw:
             kw["template"] = tuple((float(x), float(y)) for x, y in kw["template"])
         if "strength_curve" in kw:
-            kw["strength_curve"] = tuple((float(f), float(a)) for f, a in kw["strength_curve"])
+            kw["strength_curve"] = tuple(tuple(float(v) for v in p) for p in kw["strength_curve"])
         return cls(**kw)
 
     @classmethod

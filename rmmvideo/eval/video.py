@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # the pipeline (torch, detectors) is imported lazily at run time
-    from rmmvideo.video.options import Components, RestoreOptions, Strength
+    from rmmvideo.video.options import Components, RestoreOptions, StrengthSetting
     from rmmvideo.video.probe import VideoInfo
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), pixels
@@ -66,7 +66,7 @@ class MethodScore:
     fed_ratio: float = 1.0
     temporal_ratio: float = 1.0
     warp_ratio: float = 1.0
-    strengths: list[float] = field(default_factory=list)  # per-track strengths the run chose
+    strengths: list[list[float]] = field(default_factory=list)  # per track, the (luma, chroma) strength the run chose
 
 
 @dataclass
@@ -298,11 +298,11 @@ def _relative(m: MethodScore, base: MethodScore) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def strength_name(strength: Strength) -> str:
+def strength_name(strength: StrengthSetting) -> str:
     return "rmm auto" if strength == "auto" else f"rmm s={float(strength):g}"
 
 
-def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequence[Strength],
+def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequence[StrengthSetting],
                   components: Components, options: RestoreOptions, work: Path,
                   decoded: dict[Path, tuple[VideoInfo, list[np.ndarray], list[int]]],
                   noise_check: bool = True) -> ClipResult:
@@ -342,7 +342,7 @@ def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequ
         out_path = work / f"{clip.stem}.x{scale}.{strength_name(s).replace(' ', '_')}.mkv"
         summary = restore_video(lq, out_path, opts, components=components)
         m = score_method(strength_name(s), _decode(out_path)[0], ref)
-        m.strengths = [round(v, 3) for v in summary.strengths]
+        m.strengths = [[round(v, 3) for v in st.to_json()] for st in summary.strengths]
         _relative(m, base)
         res.methods.append(m)
     if noise_check:
@@ -371,7 +371,7 @@ def _noise_change(lq: Path, ref: Reference, options: RestoreOptions, components:
 
 
 def evaluate_videos(clips: Sequence[str | Path], scales: Sequence[int] = (2, 4), crf: int = 30,
-                    frames: int = 90, strengths: Sequence[Strength] = ("auto", 1.0),
+                    frames: int = 90, strengths: Sequence[StrengthSetting] = ("auto", 1.0),
                     options: RestoreOptions | None = None, noise_check: bool = True,
                     progress: Callable[[str], None] | None = None) -> list[ClipResult]:
     """The real-footage benchmark over ``clips`` x ``scales`` (module doc). A clip that cannot
@@ -407,6 +407,8 @@ def _f(v: float, nd: int = 2) -> str:
 
 def to_markdown(results: Sequence[ClipResult]) -> str:
     """Per-clip rows and per-scale means, Markdown."""
+    from rmmvideo.video.strength import Strength
+
     lines = [("| clip | scale | method | PSNR | ΔPSNR | SSIM | FED | FED x | temporal x | warp x | "
               "jitter px | sharpness | strengths |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -416,7 +418,7 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
             lines.append(f"| {name} | x{r.scale} | - | {r.error} |  |  |  |  |  |  |  |  |  |")
             continue
         for m in r.methods:
-            st = ", ".join(f"{v:.2f}" for v in m.strengths[:6]) + (" ..." if len(m.strengths) > 6 else "")
+            st = ", ".join(str(Strength.from_json(v)) for v in m.strengths[:6]) + (" ..." if len(m.strengths) > 6 else "")
             lines.append(f"| {name} | x{r.scale} | {m.method} | {_f(m.psnr)} | {_f(m.psnr_gain, 3)} | "
                          f"{_f(m.ssim, 4)} | {_f(m.fed, 4)} | {_f(m.fed_ratio, 3)} | "
                          f"{_f(m.temporal_ratio, 3)} | {_f(m.warp_ratio, 3)} | {_f(m.jitter, 3)} | "

@@ -284,9 +284,9 @@ def composite_faces(canvas: np.ndarray, detail: torch.Tensor, masks: torch.Tenso
 
     Args:
         canvas: (B, H', W', 3) uint8 or uint16, the upscaled frames (modified in place).
-        detail: (N, 3, S, S) signed detail per face (:func:`restoration_detail`, times nothing:
-            weight it through ``masks``).
-        masks: (N, 1, S, S) in [0, 1], the paste mask times the face's strength.
+        detail: (N, 3, S, S) signed detail per face (:func:`restoration_detail` weighed by the
+            face's strength, :func:`rmmvideo.video.strength.weigh_detail`).
+        masks: (N, 1, S, S) in [0, 1], the paste masks.
         frame_of: (N,) the canvas of each face.
         matrices: (N, 2, 3) frame -> crop affines (original frame pixels, before upscaling).
         frame_size: (H, W) of the original frames.

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
-Strength = float | Literal["auto"]
+StrengthSetting = float | Literal["auto"]  # --strength: "auto" or a weight in [0, 1]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class RestoreOptions:
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
-    strength: Strength = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
+    strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2
     batch_size: int = 8  # frames per render batch

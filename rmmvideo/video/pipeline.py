@@ -52,6 +52,7 @@ from rmmvideo.video.render import (
     TrackStyle,
     TrackStyler,
 )
+from rmmvideo.video.strength import Strength
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.archive import FrameView
@@ -71,7 +72,7 @@ class RunSummary:
     tracks: int
     seconds: float
     detector: str = ""
-    strengths: list[float] = field(default_factory=list)  # each track's restoration strength
+    strengths: list[Strength] = field(default_factory=list)  # each track's restoration strength
     damage: str = ""  # damaged input kept with on_damage="warn": problems and damaged spans
 
     @property
@@ -159,7 +160,7 @@ class TrackTable:
                 det.append(face.detected)
                 lm.append(face.landmarks68)
         meta = {"frames": self.frames, "frame_pts": sorted(self.faces),
-                "styles": {str(t): [s.noise_seed, s.slot, s.strength] for t, s in self.styles.items()}}
+                "styles": {str(t): [s.noise_seed, s.slot, s.strength.to_json()] for t, s in self.styles.items()}}
         from rmmvideo.video.safe_output import atomic_output
 
         with atomic_output(Path(path)) as tmp, open(tmp, "wb") as f:
@@ -180,7 +181,8 @@ class TrackTable:
             table.faces = {int(p): [] for p in meta["frame_pts"]}
             for p, t, d, lm in zip(z["pts"], z["track"], z["detected"], z["landmarks"]):
                 table.faces[int(p)].append(FacePlan(int(t), five_points(lm), lm, bool(d)))
-        table.styles = {int(t): TrackStyle(int(v[0]), int(v[1]), float(v[2]) if len(v) > 2 else 1.0)
+        table.styles = {int(t): TrackStyle(int(v[0]), int(v[1]), Strength.from_json(v[2]) if len(v) > 2
+                                           else Strength.uniform(1.0))
                         for t, v in meta["styles"].items()}
         return table
 

@@ -48,6 +48,7 @@ from rmmvideo.video.io import batched
 from rmmvideo.video.io_decode import RandomAccessReader
 from rmmvideo.video.options import Components, RestoreOptions
 from rmmvideo.video.render import RenderRecord
+from rmmvideo.video.strength import Strength
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
 
@@ -97,7 +98,7 @@ class PreviewFace:
     box: np.ndarray
     alpha: np.ndarray | None = None
     landmarks68: np.ndarray | None = None
-    strength: float = 1.0  # restoration strength of the face's track (0: plain upscale)
+    strength: Strength = Strength(1.0, 1.0)  # restoration strength of the face's track (zero: plain upscale)
 
 
 @dataclass
@@ -273,7 +274,7 @@ def _faces_of(last: RenderRecord | None, b: int, size: tuple[int, int], out_size
         q = quads[j]
         box = np.array([q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()])
         out.append(PreviewFace(int(face.track_id), bool(face.detected), q, box, alpha,
-                               np.asarray(face.landmarks68, np.float64), float(last.strengths[i])))
+                               np.asarray(face.landmarks68, np.float64), last.strengths[i]))
     return out
 
 
@@ -312,8 +313,9 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 def draw_overlay(image: np.ndarray, faces: Sequence[PreviewFace]) -> np.ndarray:
     """A copy of ``image`` (H, W, 3) uint8 with, per face, its paste-mask outline (yellow, when
     ``alpha`` is set), its crop square (the track's colour) and a label with its track id and
-    restoration strength (``id 3 s0.62``; ``id 3* s0.62`` when the landmarks were interpolated
-    between detections, not detected here)."""
+    restoration strength (``id 3 s0.62``, or ``id 3 s0.38/0.75`` for luma/chroma weights that
+    differ; ``id 3* s0.62`` when the landmarks were interpolated between detections, not
+    detected here)."""
     from PIL import Image, ImageDraw, ImageFont
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -337,7 +339,7 @@ def draw_overlay(image: np.ndarray, faces: Sequence[PreviewFace]) -> np.ndarray:
         colour = track_colour(f.track_id)
         pts = [(float(x), float(y)) for x, y in f.quad]
         draw.line(pts + [pts[0]], fill=colour, width=lw)
-        label = f"id {f.track_id}" + ("" if f.detected else "*") + f" s{f.strength:.2f}"
+        label = f"id {f.track_id}" + ("" if f.detected else "*") + f" s{f.strength}"
         x0, y0 = float(f.box[0]), float(f.box[1])
         tb = draw.textbbox((0, 0), label, font=font)
         tw, th = tb[2] - tb[0], tb[3] - tb[1]

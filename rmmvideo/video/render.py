@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from rmmvideo.video.stabilise import DEFAULT_WINDOW, TemporalStabiliser
+from rmmvideo.video.strength import Strength, auto_strength, effective_scale, strength_tensor, weigh_detail
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.models.rmm import RMM
     from rmmvideo.video.io import DecodedFrame
-    from rmmvideo.video.options import Components, RestoreOptions, Strength
+    from rmmvideo.video.options import Components, RestoreOptions, StrengthSetting
 
 
 # ----------------------------------------------------------------------------- records
@@ -59,11 +60,12 @@ class FramePlan:
 @dataclass
 class TrackStyle:
     """Per-track conditioning: the noise seed, the pinned memory slot (-1: none) and the
-    restoration strength in [0, 1] (how much of the restored detail is added to the upscale)."""
+    restoration strength (how much of the restored detail's luma and chroma is added to the
+    upscale; :class:`rmmvideo.video.strength.Strength`)."""
 
     noise_seed: int
     slot: int
-    strength: float = 1.0
+    strength: Strength = Strength(1.0, 1.0)
 
 
 def track_noise_seed(run_seed: int, track_id: int) -> int:
@@ -94,7 +96,7 @@ class TrackStyler:
     """
 
     def __init__(self, model: RMM, seed: int, pin_frames: int = 3,
-                 styles: dict[int, TrackStyle] | None = None, strength: Strength = "auto",
+                 styles: dict[int, TrackStyle] | None = None, strength: StrengthSetting = "auto",
                  scale: float = 2.0) -> None:
         self.model = model
         self.seed = seed
@@ -135,12 +137,10 @@ class TrackStyler:
             self.styles[t] = style
             style.strength = self._strength(None if crop_scale is None else crop_scale[conf])
 
-    def _strength(self, crop_scale: torch.Tensor | None) -> float:
+    def _strength(self, crop_scale: torch.Tensor | None) -> Strength:
         """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
-        from rmmvideo.video.strength import auto_strength, effective_scale
-
         if self.strength != "auto":
-            return float(self.strength)
+            return Strength.uniform(float(self.strength))
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
         return auto_strength(self.model.config, effective_scale(crop_scale, self.scale))
@@ -210,10 +210,11 @@ class FaceRenderer:
     def render(self, plans: Sequence[FramePlan]) -> np.ndarray:
         """Frames with restored faces, upscaled: (B, H', W', 3) uint8 (uint16 for deep input).
 
-        Each face adds ``strength * mask * detail`` to the plain upscale, where ``detail`` is the
-        restoration's detail (colour and shading stay the input's), stabilised along the track
-        in ``temporal="track"`` mode (:mod:`rmmvideo.video.stabilise`); faces of strength 0 are
-        left untouched."""
+        Each face adds ``mask * weigh_detail(detail, strength)`` to the plain upscale, where
+        ``detail`` is the restoration's detail (colour and shading stay the input's), stabilised
+        along the track in ``temporal="track"`` mode (:mod:`rmmvideo.video.stabilise`), and the
+        strength weighs its luma and chroma (:mod:`rmmvideo.video.strength`); faces of strength
+        zero are left untouched."""
         from rmmvideo.video.composite import composite_faces, restoration_detail
         from rmmvideo.video.upscale import upscale_images
 
@@ -224,12 +225,12 @@ class FaceRenderer:
         if fb is None:
             return canvas
         self.pin_styles(fb)
-        strength = torch.tensor([self.styler.styles[f.track_id].strength for _, f in fb.items],
-                                dtype=fb.crops.dtype, device=dev)
+        styles = [self.styler.styles[f.track_id].strength for _, f in fb.items]
+        strength = strength_tensor(styles, dev, fb.crops.dtype)  # (N, 2) luma, chroma
         if self.record:
             self.last = RenderRecord(list(fb.items), fb.mats.detach(),
-                                     self._masks(fb.crops, fb.items, fb.mats).detach(), strength.tolist())
-        keep = torch.nonzero(strength > 0).flatten()
+                                     self._masks(fb.crops, fb.items, fb.mats).detach(), styles)
+        keep = torch.nonzero((strength > 0).any(1)).flatten()
         if keep.numel() == 0:
             return canvas
         items = [fb.items[i] for i in keep.tolist()]
@@ -246,7 +247,8 @@ class FaceRenderer:
             stable = self.stabiliser([f.track_id for _, f in items], [plans[b].frame.index for b, _ in items],
                                      crops, crops + detail)
             detail = stable - crops
-        masks = self._masks(restored, items, mats) * strength[keep].view(-1, 1, 1, 1)
+        detail = weigh_detail(detail, strength[keep])
+        masks = self._masks(restored, items, mats)
         composite_faces(canvas, detail, masks, [b for b, _ in items], mats, images.shape[1:3],
                         grey=[self.gray] * len(plans))
         self.faces_restored += n
@@ -298,8 +300,8 @@ class RenderRecord:
 
     items: list[tuple[int, FacePlan]]  # (frame position in the batch, face)
     mats: torch.Tensor  # (N, 2, 3) frame -> crop
-    masks: torch.Tensor  # (N, 1, S, S) paste masks before the strength weighting
-    strengths: list[float]  # (N,) each face's strength (0: left as the plain upscale)
+    masks: torch.Tensor  # (N, 1, S, S) paste masks (the strength weighs the detail, not these)
+    strengths: list[Strength]  # (N,) each face's strength (zero: left as the plain upscale)
 
 
 @dataclass

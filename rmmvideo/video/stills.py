@@ -238,8 +238,8 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
 
     Each crop is one track with id 0: noise seeded from ``(options.seed, 0)`` (so a crop's
     result does not depend on the other crops), memory slot by top-1 retrieval on the crop.
-    The written crop is ``input + strength * restoration_detail`` (the input resized to S, as
-    the video compositor adds it); ``options.strength="auto"`` reads the weights' calibration
+    The written crop is ``input + weigh_detail(restoration_detail, strength)`` (the input
+    resized to S, as the video compositor adds it); ``options.strength="auto"`` reads the weights' calibration
     curve (:mod:`rmmvideo.video.strength`) at the crop's scale S / size.
 
     Args:
@@ -254,7 +254,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
     from rmmvideo.models.rmm import make_noise
     from rmmvideo.video.composite import restoration_detail, to_grey
     from rmmvideo.video.render import track_noise_seed
-    from rmmvideo.video.strength import auto_strength
+    from rmmvideo.video.strength import Strength, auto_strength, strength_tensor, weigh_detail
     from rmmvideo.video.upscale import tensor_to_images
 
     model = components.model
@@ -271,9 +271,9 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
         if options.strength == "auto":  # the output is the crop: f_eff is the crop scale itself
             st = [auto_strength(cfg, cfg.size / max(1, min(c.shape[:2]))) for c in part]
         else:
-            st = [float(options.strength)] * len(part)
-        w = torch.tensor(st, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-        y = (x + w * restoration_detail(r.x_hr, x)).clamp(0, 1)
+            st = [Strength.uniform(float(options.strength))] * len(part)
+        w = strength_tensor(st, x.device, x.dtype)
+        y = (x + weigh_detail(restoration_detail(r.x_hr, x), w)).clamp(0, 1)
         grey = torch.tensor(gray_flags[i:i + len(part)], device=y.device)
         if bool(grey.any()):
             y = torch.where(grey[:, None, None, None], to_grey(y), y)

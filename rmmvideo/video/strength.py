@@ -1,28 +1,37 @@
 """Restoration strength per track: how much of the model's detail to add to the plain upscale.
 
-The compositor adds ``strength * mask * detail`` to the upscaled frame, where ``detail`` is
-:func:`rmmvideo.video.composite.restoration_detail` (restored minus input, low band removed).
-Strength 0 is the plain upscale bit for bit; 1 adds all of the model's detail.
+The compositor adds ``mask * weigh_detail(detail, strength)`` to the upscaled frame, where
+``detail`` is :func:`rmmvideo.video.composite.restoration_detail` (restored minus input, low band
+removed) and a :class:`Strength` weighs the detail's **luma** (BT.601 Y, the same on R, G, B) and
+its **chroma** (the rest) separately. (0, 0) is the plain upscale bit for bit; (1, 1) adds all of
+the model's detail; ``--strength x`` gives (x, x).
+
+Why two weights: on held-out faces degraded as real footage is, the model's chroma detail (colour
+edges that 4:2:0 and the codec blurred) helps PSNR and leaves identity alone, while its full luma
+detail also smooths texture that dlib's face descriptor relies on: at crop scale 2 (64 faces of
+the calibration below, phase-5 weights) all of the detail gained +0.46 dB with FED +0.002, the
+same detail with its luma halved +0.47 dB with FED -0.003 (README).
 
 ``--strength auto`` reads the strength from the weights' own **calibration curve**
 (``ModelConfig.strength_curve``), measured once per weights file by :func:`calibrate_strength`
 on held-out faces degraded as real footage is (antialiased downscale, H.264 at CRF 20-36 on a
 short clip with sub-pixel motion, resized to the crop as the pipeline samples it). For each crop
 scale ``f`` (crop pixels per input pixel: above 1 the face is smaller than the crop, below 1
-larger), the curve holds the least-squares blend weight of the model's detail against what the
-upscale misses,
+larger), the curve holds the least-squares blend weights of the detail's luma and chroma
+against what the upscale misses,
 
-    a*(f) = <d, t - u> / <d, d>  (inside the face mask, clamped to [0, 1]),
+    (a_Y, a_C) = argmin || a_Y Y(d) + a_C (d - Y(d)) - (t - u) ||  (inside the face mask, each in [0, 1]),
 
-d the detail, t the truth, u the upscale, then cut back (to 3/4, 1/2, 1/4 or 0 of it) until
-the faces' dlib descriptor distance to the truth (FED) is lower than the upscale's by at least
-one standard error of the paired differences: restoration must clearly not move identity.
-A track's strength is ``SAFETY * a*(f_eff)`` with
+d the detail, t the truth, u the upscale, then cut back together (to 3/4, 1/2, 1/4 or 0 of them)
+until the faces' dlib descriptor distance to the truth (FED) is lower than the upscale's by at
+least one standard error of the paired differences: restoration must clearly not move identity.
+A track's strength is ``SAFETY * (a_Y, a_C)(f_eff)`` with
 ``f_eff = min(f, scale)`` (an output smaller than the crop cannot show more than ``scale``
 times the input), interpolated in log f. Below the smallest calibrated f (faces bigger than
 the calibration's sources allow) it falls linearly to 0 at half that f; above the largest it
 stays at the last value. Weights without a curve get strength 0 (the plain upscale), with a
-warning: run ``pipelines/calibrate_strength.py`` on them.
+warning: run ``pipelines/calibrate_strength.py`` on them. Curves of older files hold one weight
+per point (``(f, a)``), used for both components.
 
 Why a curve and not a self-check on the input: a cross-scale self-check (degrade the input
 crop once more, restore, fit) cannot see codec artefacts, which dominate real footage at crop
@@ -37,11 +46,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from rmmvideo.video.composite import to_grey
 
 if TYPE_CHECKING:
     from rmmvideo.config import ModelConfig
@@ -67,27 +79,94 @@ def effective_scale(crop_scale: torch.Tensor, scale: float) -> float:
     return min(f, float(scale))
 
 
-def curve_strength(curve: Sequence[Sequence[float]], f: float) -> float:
-    """``SAFETY * a*(f)`` from a calibration curve of (f, a*) points sorted by f (module doc);
-    0 for an empty curve."""
+@dataclass(frozen=True)
+class Strength:
+    """How much of the model's detail a face gets (module doc): ``luma`` weighs the detail's
+    luma, ``chroma`` the rest; each in [0, 1]. ``Strength()`` is the plain upscale."""
+
+    luma: float = 0.0
+    chroma: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("luma", "chroma"):
+            v = float(getattr(self, name))
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"Strength.{name} must be in [0, 1], got {v}")
+            object.__setattr__(self, name, v)
+
+    @classmethod
+    def uniform(cls, s: float) -> Strength:
+        """The same weight on luma and chroma (``--strength s``)."""
+        return cls(s, s)
+
+    @classmethod
+    def from_json(cls, v: float | Sequence[float]) -> Strength:
+        """From :meth:`to_json`'s ``[luma, chroma]`` (or one number for both)."""
+        if isinstance(v, (int, float)):
+            return cls.uniform(float(v))
+        luma, chroma = v
+        return cls(float(luma), float(chroma))
+
+    def to_json(self) -> list[float]:
+        return [self.luma, self.chroma]
+
+    @property
+    def is_zero(self) -> bool:
+        """Adds nothing: the face stays the plain upscale."""
+        return self.luma == 0.0 and self.chroma == 0.0
+
+    def scaled(self, k: float) -> Strength:
+        return Strength(min(1.0, k * self.luma), min(1.0, k * self.chroma))
+
+    def __str__(self) -> str:
+        """``0.50`` when both weights agree, else ``0.38/0.75`` (luma/chroma)."""
+        if self.luma == self.chroma:
+            return f"{self.luma:.2f}"
+        return f"{self.luma:.2f}/{self.chroma:.2f}"
+
+
+def weigh_detail(detail: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """``luma * Y(detail) + chroma * (detail - Y(detail))`` per face.
+
+    detail: (N, 3, S, S); strength: (N, 2) (luma, chroma) weights. Returns (N, 3, S, S)."""
+    if strength.shape != (detail.shape[0], 2):
+        raise ValueError(f"weigh_detail: strength shape {tuple(strength.shape)}, expected ({detail.shape[0]}, 2)")
+    y = to_grey(detail)
+    w = strength.to(detail.dtype).view(-1, 2, 1, 1, 1)
+    return w[:, 1] * (detail - y) + w[:, 0] * y
+
+
+def strength_tensor(strengths: Sequence[Strength], device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 2) (luma, chroma) weights of ``strengths``, for :func:`weigh_detail`."""
+    return torch.tensor([[s.luma, s.chroma] for s in strengths], dtype=dtype, device=device).view(-1, 2)
+
+
+def curve_strength(curve: Sequence[Sequence[float]], f: float) -> Strength:
+    """``SAFETY * (a_Y, a_C)(f)`` from a calibration curve of (f, a_Y, a_C) points sorted by f
+    (module doc; an (f, a) point stands for (f, a, a)); zero for an empty curve."""
     if not curve or f <= 0:
-        return 0.0
+        return Strength()
     fs = np.log(np.asarray([p[0] for p in curve], dtype=np.float64))
-    a = np.asarray([p[1] for p in curve], dtype=np.float64)
     lf = math.log(f)
-    if lf < fs[0]:  # bigger faces than calibrated: fade to 0 at half the smallest f
-        value = a[0] * max(0.0, 1.0 - (fs[0] - lf) / math.log(2.0))
-    else:
-        value = float(np.interp(lf, fs, a))
-    return float(min(1.0, max(0.0, SAFETY * value)))
+
+    def component(k: int) -> float:
+        a = np.asarray([p[k] if len(p) > 2 else p[1] for p in curve], dtype=np.float64)
+        if lf < fs[0]:  # bigger faces than calibrated: fade to 0 at half the smallest f
+            value = a[0] * max(0.0, 1.0 - (fs[0] - lf) / math.log(2.0))
+        else:
+            value = float(np.interp(lf, fs, a))
+        return float(min(1.0, max(0.0, SAFETY * value)))
+
+    return Strength(component(1), component(2))
 
 
-def auto_strength(config: ModelConfig, f: float) -> float:
+def auto_strength(config: ModelConfig, f: float) -> Strength:
     """Auto strength of a face at effective crop scale ``f`` (:func:`effective_scale` for a
-    track; a still's crop scale itself) from the weights' curve; 0, with a warning, without one."""
+    track; a still's crop scale itself) from the weights' curve; zero, with a warning, without one."""
     if not config.strength_curve:
         _warn_uncalibrated(config.name)
-        return 0.0
+        return Strength()
     return curve_strength(config.strength_curve, f)
 
 
@@ -101,17 +180,35 @@ def _warn_uncalibrated(name: str) -> None:
                     "run pipelines/calibrate_strength.py on them, or give --strength", name)
 
 
-def fit_strength(detail: torch.Tensor, lost: torch.Tensor, weight: torch.Tensor) -> float:
-    """Least-squares blend weight clamped to [0, 1]: argmin_a ||w (a * detail - lost)||^2.
+def fit_strength(detail: torch.Tensor, lost: torch.Tensor, weight: torch.Tensor) -> Strength:
+    """Least-squares blend weights of the detail's luma and chroma, each clamped to [0, 1]:
+    argmin over (a_Y, a_C) in [0, 1]^2 of ||w (a_Y Y(d) + a_C (d - Y(d)) - lost)||^2.
 
     detail, lost: (N, 3, S, S); weight: (N, 1, S, S) in [0, 1]."""
     w = weight.to(torch.float64)
-    d = detail.to(torch.float64) * w
+    d = detail.to(torch.float64)
+    y = to_grey(d)
+    parts = (y * w, (d - y) * w)
     e = lost.to(torch.float64) * w
-    den = float((d * d).sum())
-    if den <= 1e-12:
-        return 0.0
-    return float(min(1.0, max(0.0, float((d * e).sum()) / den)))
+    g = np.array([[float((p * q).sum()) for q in parts] for p in parts])
+    b = np.array([float((p * e).sum()) for p in parts])
+
+    def cost(a: np.ndarray) -> float:
+        return float(a @ g @ a - 2.0 * b @ a)
+
+    candidates = [np.zeros(2)]
+    if np.linalg.det(g) > 1e-12 * max(1e-300, g[0, 0] * g[1, 1]):
+        candidates.append(np.linalg.solve(g, b))
+    for i in range(2):  # one weight on a bound, the other its best value given it
+        j = 1 - i
+        for v in (0.0, 1.0):
+            a = np.zeros(2)
+            a[i] = v
+            a[j] = (b[j] - g[j, i] * v) / g[j, j] if g[j, j] > 1e-12 else 0.0
+            candidates.append(a)
+    feasible = [np.clip(a, 0.0, 1.0) for a in candidates]
+    best = min(feasible, key=cost)
+    return Strength(float(best[0]), float(best[1]))
 
 
 def pipeline_view(source: torch.Tensor, f: float, size: int, crf: int, seed: int
@@ -143,7 +240,7 @@ def pipeline_view(source: torch.Tensor, f: float, size: int, crf: int, seed: int
 
 def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
                        scales: Sequence[float] = CALIBRATION_SCALES, crf: tuple[int, int] = CALIBRATION_CRF,
-                       seed: int = 0, batch: int = 16) -> list[tuple[float, float]]:
+                       seed: int = 0, batch: int = 16) -> list[tuple[float, float, float]]:
     """Measure a weights file's strength curve (module doc) on held-out faces.
 
     Args:
@@ -152,7 +249,7 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
         scales: crop scales f to measure; those no source is big enough for are left out.
         crf: H.264 CRF range, drawn per face and scale from ``seed``.
     Returns:
-        [(f, a*)] sorted by f, a* rounded to 3 decimals.
+        [(f, a_Y, a_C)] sorted by f, weights rounded to 3 decimals.
     """
     from rmmvideo.eval.face_metrics import face_reference, to_uint8
     from rmmvideo.models.rmm import make_noise
@@ -181,14 +278,14 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
                                   for i in range(0, len(crop), batch)])
         w = mask.expand(len(crop), -1, -1, -1)
         detail = restoration_detail(restored, crop) * w
-        a = fit_strength(detail, truth - up, w)
-        curve.append((float(f), round(identity_safe(a, up, detail, [refs[k] for k in used]), 3)))
+        a = identity_safe(fit_strength(detail, truth - up, w), up, detail, [refs[k] for k in used])
+        curve.append((float(f), round(a.luma, 3), round(a.chroma, 3)))
     return curve
 
 
-def identity_safe(a: float, up: torch.Tensor, detail: torch.Tensor, refs: Sequence[FaceReference],
-                  margin: float = IDENTITY_MARGIN) -> float:
-    """The largest of ``a * (1, 3/4, 1/2, 1/4)`` (else 0) at which the faces' dlib descriptor
+def identity_safe(a: Strength, up: torch.Tensor, detail: torch.Tensor, refs: Sequence[FaceReference],
+                  margin: float = IDENTITY_MARGIN) -> Strength:
+    """The largest of ``a * (1, 3/4, 1/2, 1/4)`` (else zero) at which the faces' dlib descriptor
     distance to the truth (FED) is *significantly* lower than the upscale's: the mean paired
     difference plus ``margin`` standard errors must be <= 0. A PSNR-optimal weight that does not
     clearly improve identity is cut back, because a FED change smaller than the benchmark's noise
@@ -200,16 +297,18 @@ def identity_safe(a: float, up: torch.Tensor, detail: torch.Tensor, refs: Sequen
     from rmmvideo.eval.face_metrics import fed_lle, to_uint8
 
     keep = [i for i, r in enumerate(refs) if r.detected]
-    if a <= 0 or not keep:
-        return max(0.0, a)
+    if a.is_zero or not keep:
+        return a
 
     def feds(x: torch.Tensor) -> np.ndarray:
         return np.asarray([fed_lle(to_uint8(x[i]), refs[i])[0] for i in keep], dtype=np.float64)
 
     base = feds(up)
     for k in (1.0, 0.75, 0.5, 0.25):
-        d = feds((up + k * a * detail).clamp(0.0, 1.0)) - base
+        ak = a.scaled(k)
+        weights = strength_tensor([ak] * len(up), dtype=detail.dtype)
+        d = feds((up + weigh_detail(detail, weights)).clamp(0.0, 1.0)) - base
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         if float(d.mean()) + margin * se <= 0:
-            return k * a
-    return 0.0
+            return ak
+    return Strength()

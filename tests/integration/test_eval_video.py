@@ -105,6 +105,6 @@ def test_strength_zero_is_the_plain_upscale_through_the_run_path(tmp_path: Path)
     assert row["face_frames"] >= 6
     for k in ("psnr", "ssim", "fed", "temporal", "warp", "jitter", "sharpness"):
         assert zero[k] == base[k], k  # bit-exact: the same frames
-    assert zero["psnr_gain"] == 0.0 and zero["strengths"] == [0.0]
+    assert zero["psnr_gain"] == 0.0 and zero["strengths"] == [[0.0, 0.0]]
     assert one["psnr"] != base["psnr"]  # the model did change the faces
     assert "| x4 | rmm s=1 |" in md.read_text()

@@ -177,6 +177,36 @@ def test_segments_from_table_equal_single_pass(two_face_clip, tiny_weights, tmp_
         assert np.array_equal(a, b)
 
 
+def test_luma_and_chroma_strengths_reach_the_frames(two_face_clip, tiny_weights, tmp_path):
+    """A track's strength weighs its detail's luma and chroma apart, and survives the track table."""
+    from rmmvideo.video.io import transcode_upscale
+    from rmmvideo.video.pipeline import TrackTable
+    from rmmvideo.video.strength import Strength
+
+    clip, _ = two_face_clip
+    o = opts(tiny_weights, scale=1, codec="ffv1", bit_depth=10)
+    table = analyze_video(clip, o)
+    plain = tmp_path / "plain.mkv"
+    transcode_upscale(clip, plain, 1, codec="ffv1", bit_depth=10)
+    ref = np.stack(decode_all(plain)[0]).astype(np.float64)
+    luma = np.array([0.299, 0.587, 0.114])
+    moved = {}
+    for name, st in (("chroma", Strength(0.0, 1.0)), ("luma", Strength(1.0, 0.0)), ("both", Strength(0.25, 0.5))):
+        for style in table.styles.values():
+            style.strength = st
+        table.save(tmp_path / f"{name}.npz")
+        loaded = TrackTable.load(tmp_path / f"{name}.npz")
+        assert {s.strength for s in loaded.styles.values()} == {st}
+        out = tmp_path / f"{name}.mkv"
+        render_video(clip, out, o, loaded, audio=False)
+        diff = np.stack(decode_all(out)[0]).astype(np.float64) - ref
+        y = diff @ luma
+        moved[name] = (np.abs(y).mean(), np.abs(diff - y[..., None]).mean())  # luma, chroma change
+    assert moved["chroma"][1] > 5 * moved["chroma"][0]  # chroma only: the luma stays the upscale's
+    assert moved["luma"][0] > 5 * moved["luma"][1]  # luma only: the colour stays the upscale's
+    assert 0 < moved["both"][0] < moved["luma"][0] and 0 < moved["both"][1] < moved["chroma"][1]
+
+
 def test_temporal_track_is_stable_frame_is_not(tiny_weights, tmp_path):
     """A still face: per-track conditioning gives identical restored frames, per-frame not."""
     img, _ = render([FaceState(x=200, y=60, scale=0.9, mirrored=False)], size=(360, 640))

@@ -15,12 +15,15 @@ from rmmvideo.video.composite import restoration_detail
 from rmmvideo.video.stabilise import TemporalStabiliser
 from rmmvideo.video.strength import (
     SAFETY,
+    Strength,
     auto_strength,
     calibrate_strength,
     curve_strength,
     effective_scale,
     fit_strength,
     pipeline_view,
+    strength_tensor,
+    weigh_detail,
 )
 
 S = 64
@@ -63,13 +66,47 @@ def test_residual_paste_adds_only_inside_the_mask_and_zero_strength_is_exact() -
 CURVE = ((0.8, 0.2), (1.0, 0.4), (2.0, 0.8), (4.0, 1.0))
 
 
+def _pair(st: Strength) -> tuple[float, float]:
+    return st.luma, st.chroma
+
+
 def test_curve_strength_interpolates_in_log_scale_and_fades_below_the_calibrated_range() -> None:
-    assert curve_strength(CURVE, 1.0) == pytest.approx(SAFETY * 0.4)
-    assert curve_strength(CURVE, math.sqrt(2.0)) == pytest.approx(SAFETY * 0.6)  # halfway in log f
-    assert curve_strength(CURVE, 10.0) == pytest.approx(SAFETY * 1.0)  # flat above the last point
-    assert curve_strength(CURVE, 0.4) == 0.0  # half the smallest calibrated f: faded out
-    assert curve_strength(CURVE, 0.8 / math.sqrt(2.0)) == pytest.approx(SAFETY * 0.1)
-    assert curve_strength((), 2.0) == 0.0
+    def s(f: float) -> tuple[float, float]:
+        st = curve_strength(CURVE, f)
+        assert st.luma == st.chroma  # (f, a) points: one weight for both
+        return st.luma
+
+    assert s(1.0) == pytest.approx(SAFETY * 0.4)
+    assert s(math.sqrt(2.0)) == pytest.approx(SAFETY * 0.6)  # halfway in log f
+    assert s(10.0) == pytest.approx(SAFETY * 1.0)  # flat above the last point
+    assert s(0.4) == 0.0  # half the smallest calibrated f: faded out
+    assert s(0.8 / math.sqrt(2.0)) == pytest.approx(SAFETY * 0.1)
+    assert curve_strength((), 2.0) == Strength()
+
+
+def test_curve_strength_reads_luma_and_chroma_weights() -> None:
+    curve = ((1.0, 0.2, 0.6), (2.0, 0.4, 1.0))
+    st = curve_strength(curve, math.sqrt(2.0))
+    assert (st.luma, st.chroma) == (pytest.approx(SAFETY * 0.3), pytest.approx(SAFETY * 0.8))
+    assert str(Strength(0.375, 0.75)) == "0.38/0.75" and str(Strength.uniform(0.5)) == "0.50"
+    assert Strength.from_json(Strength(0.25, 0.5).to_json()) == Strength(0.25, 0.5)
+    assert Strength.from_json(0.3) == Strength.uniform(0.3)  # track tables of older runs
+    with pytest.raises(ValueError, match="chroma"):
+        Strength(0.5, 1.5)
+
+
+def test_weigh_detail_weighs_luma_and_chroma_apart() -> None:
+    g = torch.Generator().manual_seed(3)
+    d = torch.randn(3, 3, 8, 8, generator=g)
+    from rmmvideo.video.composite import to_grey
+
+    out = weigh_detail(d, strength_tensor([Strength.uniform(0.6), Strength(0.0, 1.0), Strength(1.0, 0.0)]))
+    assert torch.allclose(out[0], 0.6 * d[0], atol=1e-6)  # one weight: the detail scaled
+    assert to_grey(out[1:2]).abs().max() < 1e-6  # chroma only: no luma left
+    assert torch.allclose(out[1], d[1] - to_grey(d[1:2])[0], atol=1e-6)
+    assert torch.allclose(out[2], to_grey(d[2:3])[0], atol=1e-6)  # luma only: grey detail
+    with pytest.raises(ValueError, match="strength shape"):
+        weigh_detail(d, torch.ones(3))
 
 
 def test_effective_scale_is_the_median_crop_scale_capped_by_the_output_scale() -> None:
@@ -80,17 +117,19 @@ def test_effective_scale_is_the_median_crop_scale_capped_by_the_output_scale() -
 
 def test_auto_strength_reads_the_curve_of_the_weights_and_is_zero_without_one(caplog) -> None:
     calibrated = ModelConfig(name="calibrated", strength_curve=CURVE)
-    assert auto_strength(calibrated, effective_scale(torch.tensor([2.0, 2.0]), 4.0)) == pytest.approx(SAFETY * 0.8)
+    st = auto_strength(calibrated, effective_scale(torch.tensor([2.0, 2.0]), 4.0))
+    assert _pair(st) == (pytest.approx(SAFETY * 0.8), pytest.approx(SAFETY * 0.8))
     with caplog.at_level(logging.WARNING):
-        assert auto_strength(ModelConfig(name="uncalibrated-test"), 2.0) == 0.0
+        assert auto_strength(ModelConfig(name="uncalibrated-test"), 2.0).is_zero
     assert "no strength calibration" in caplog.text
 
 
 def test_strength_curve_travels_in_the_config_and_is_validated() -> None:
-    cfg = ModelConfig(strength_curve=CURVE)
-    assert ModelConfig.from_json(cfg.to_json()).strength_curve == CURVE
+    for curve in (CURVE, ((1.0, 0.2, 0.6), (2.0, 0.4, 1.0))):
+        cfg = ModelConfig(strength_curve=curve)
+        assert ModelConfig.from_json(cfg.to_json()).strength_curve == curve
     assert "strength_curve" not in ModelConfig().to_dict()  # uncalibrated files stay as they were
-    for bad in (((2.0, 0.5), (1.0, 0.5)), ((1.0, 1.5),), ((0.0, 0.5),)):
+    for bad in (((2.0, 0.5), (1.0, 0.5)), ((1.0, 1.5),), ((0.0, 0.5),), ((1.0, 0.5, 1.2),), ((1.0,),)):
         with pytest.raises(ValueError, match="strength_curve"):
             ModelConfig(strength_curve=bad)
 
@@ -114,19 +153,27 @@ def test_calibrate_strength_gives_sorted_points_in_range(tiny_weights) -> None:
     model = from_pretrained(tiny_weights)
     sources = [_face_like(k)[0] for k in range(2)]  # 64 px sources, 32 px crops: f >= 0.5 reachable
     curve = calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)
-    assert [f for f, _ in curve] == [1.0, 2.0]  # f 0.25 would need a 128 px source
-    assert all(0.0 <= a <= 1.0 for _, a in curve)
+    assert [p[0] for p in curve] == [1.0, 2.0]  # f 0.25 would need a 128 px source
+    assert all(len(p) == 3 and 0.0 <= p[1] <= 1.0 and 0.0 <= p[2] <= 1.0 for p in curve)
     assert curve == calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)  # seeded
 
 
-def test_fit_strength_recovers_the_blend_weight_and_clamps() -> None:
+def test_fit_strength_recovers_the_luma_and_chroma_weights_and_clamps() -> None:
+    from rmmvideo.video.composite import to_grey
+
     g = torch.Generator().manual_seed(1)
-    lost = torch.randn(2, 3, S, S, generator=g)
+    d = torch.randn(2, 3, S, S, generator=g)
     w = torch.ones(2, 1, S, S)
-    assert math.isclose(fit_strength(lost / 0.6, lost, w), 0.6, rel_tol=1e-6)
-    assert fit_strength(-lost, lost, w) == 0.0  # detail that points away from the truth
-    assert fit_strength(0.5 * lost, lost, w) == 1.0  # clamped
-    assert fit_strength(torch.zeros_like(lost), lost, w) == 0.0
+    y = to_grey(d)
+    lost = 0.4 * y + 0.8 * (d - y)  # what the upscale misses: 0.4 of the luma, 0.8 of the chroma
+    st = fit_strength(d, lost, w)
+    assert _pair(st) == (pytest.approx(0.4, rel=1e-6), pytest.approx(0.8, rel=1e-6))
+    assert _pair(fit_strength(d, 0.6 * d, w)) == (pytest.approx(0.6, rel=1e-6), pytest.approx(0.6, rel=1e-6))
+    assert fit_strength(-d, d, w).is_zero  # detail that points away from the truth
+    assert fit_strength(0.5 * d, d, w) == Strength.uniform(1.0)  # clamped
+    st = fit_strength(d, 1.5 * y - 0.5 * (d - y), w)  # luma beyond 1, chroma below 0
+    assert (st.luma, st.chroma) == (1.0, 0.0)
+    assert fit_strength(torch.zeros_like(d), d, w).is_zero
 
 
 def test_stabiliser_averages_static_noise_but_keeps_motion() -> None:
@@ -220,7 +267,7 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     assert w.read_bytes() == before
     assert mod.main(args) == 0
     curve = from_pretrained(w).config.strength_curve
-    assert [f for f, _ in curve] == [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources
+    assert [p[0] for p in curve] == [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources
     old, new = load_file(str(tiny_weights)), load_file(str(w))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
