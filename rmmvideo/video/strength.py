@@ -22,9 +22,10 @@ against what the upscale misses,
 
     (a_Y, a_C) = argmin || a_Y Y(d) + a_C (d - Y(d)) - (t - u) ||  (inside the face mask, each in [0, 1]),
 
-d the detail, t the truth, u the upscale, then cut back together (to 3/4, 1/2, 1/4 or 0 of them)
-until the faces' dlib descriptor distance to the truth (FED) is lower than the upscale's by at
-least one standard error of the paired differences: restoration must clearly not move identity.
+d the detail, t the truth, u the upscale, then cut back (the pair to 3/4, 1/2 or 1/4, and at each
+step the luma weight to a half or none before the chroma is cut further) until the faces' dlib
+descriptor distance to the truth (FED) is lower than the upscale's by at least one standard
+error of the paired differences: restoration must clearly not move identity.
 A track's strength is ``SAFETY * (a_Y, a_C)(f_eff)`` with
 ``f_eff = min(f, scale)`` (an output smaller than the crop cannot show more than ``scale``
 times the input), interpolated in log f. Below the smallest calibrated f (faces bigger than
@@ -283,14 +284,20 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
     return curve
 
 
+# Cut-backs identity_safe tries, in order: the whole pair scaled by k, with the luma weight
+# times r (the luma detail is what moves identity; the chroma detail barely does).
+CUT_BACKS = tuple((k, r) for k in (1.0, 0.75, 0.5, 0.25) for r in (1.0, 0.5, 0.0))
+
+
 def identity_safe(a: Strength, up: torch.Tensor, detail: torch.Tensor, refs: Sequence[FaceReference],
                   margin: float = IDENTITY_MARGIN) -> Strength:
-    """The largest of ``a * (1, 3/4, 1/2, 1/4)`` (else zero) at which the faces' dlib descriptor
-    distance to the truth (FED) is *significantly* lower than the upscale's: the mean paired
-    difference plus ``margin`` standard errors must be <= 0. A PSNR-optimal weight that does not
-    clearly improve identity is cut back, because a FED change smaller than the benchmark's noise
-    wins or loses on a clip by chance (README): with ``margin`` 0 (the mean alone, before) the
-    bundled weights got 0.13 on a shared clip at x4 where 40 frames measured FED 1.0045x.
+    """The first of ``(k r a_Y, k a_C)`` for (k, r) in :data:`CUT_BACKS` (else zero) at which the
+    faces' dlib descriptor distance to the truth (FED) is *significantly* lower than the
+    upscale's: the mean paired difference plus ``margin`` standard errors must be <= 0. A
+    PSNR-optimal pair that does not clearly improve identity is cut back, luma first, because a
+    FED change smaller than the benchmark's noise wins or loses on a clip by chance (README):
+    with ``margin`` 0 (the mean alone, before) the bundled weights got 0.13 on a shared clip at
+    x4 where 40 frames measured FED 1.0045x.
 
     up, detail (already masked): (N, 3, S, S); refs: (N,) the truths' faces
     (:func:`rmmvideo.eval.face_metrics.face_reference`); those dlib found no face in are left out."""
@@ -304,8 +311,12 @@ def identity_safe(a: Strength, up: torch.Tensor, detail: torch.Tensor, refs: Seq
         return np.asarray([fed_lle(to_uint8(x[i]), refs[i])[0] for i in keep], dtype=np.float64)
 
     base = feds(up)
-    for k in (1.0, 0.75, 0.5, 0.25):
-        ak = a.scaled(k)
+    tried: set[Strength] = set()
+    for k, r in CUT_BACKS:
+        ak = Strength(k * r * a.luma, k * a.chroma)
+        if ak.is_zero or ak in tried:
+            continue
+        tried.add(ak)
         weights = strength_tensor([ak] * len(up), dtype=detail.dtype)
         d = feds((up + weigh_detail(detail, weights)).clamp(0.0, 1.0)) - base
         se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0

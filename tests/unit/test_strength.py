@@ -271,3 +271,38 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     old, new = load_file(str(tiny_weights)), load_file(str(w))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
+
+
+def test_identity_safe_cuts_the_luma_before_the_chroma(monkeypatch) -> None:
+    """With an identity distance that the detail's chroma lowers and its luma raises, the guard
+    keeps all of the chroma and drops the luma (a stand-in for dlib's FED, which needs faces)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import rmmvideo.eval.face_metrics as fm
+    from rmmvideo.video.composite import to_grey
+    from rmmvideo.video.strength import identity_safe
+
+    n = 6
+    truth = torch.stack([_face_like(k)[0] for k in range(n)])
+    up = torch.nn.functional.avg_pool2d(truth, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    luma_w = np.array([0.299, 0.587, 0.114])
+
+    def fake_fed(img: np.ndarray, ref: SimpleNamespace) -> tuple[float, float]:
+        x = img.astype(np.float64) / 255.0
+        y = x @ luma_w
+        chroma_err = np.abs((x - y[..., None]) - ref.chroma).mean()
+        luma_moved = np.abs(y - ref.up_luma).mean()  # this "descriptor" dislikes any luma change
+        return chroma_err + 10.0 * luma_moved, 0.0
+
+    def ref(i: int) -> SimpleNamespace:
+        t = truth[i].permute(1, 2, 0).double().numpy()
+        u = up[i].permute(1, 2, 0).double().numpy()
+        return SimpleNamespace(detected=True, chroma=t - (t @ luma_w)[..., None], up_luma=u @ luma_w)
+
+    monkeypatch.setattr(fm, "fed_lle", fake_fed)
+    refs = [ref(i) for i in range(n)]
+    detail = truth - up
+    assert to_grey(detail).abs().mean() > 0.01  # the detail has luma to drop
+    assert identity_safe(Strength.uniform(1.0), up, detail, refs) == Strength(0.0, 1.0)
