@@ -18,12 +18,12 @@ import pytest
 
 from rmmvideo.batch.media import scan_video
 from rmmvideo.batch.runner import BatchConfig, run_batch
+from rmmvideo.video import pipeline
 from rmmvideo.video.options import RestoreOptions
 
 REPO = Path(__file__).resolve().parents[2]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"shared clips not found at {VIDEOS}")
-pipeline = pytest.importorskip("rmmvideo.video.pipeline", reason="restoration pipeline not built yet")
 
 
 def keyframe_cut(src: Path, dst: Path, frames: int, size: int, gop: int) -> Path:

@@ -71,7 +71,7 @@ def test_cli_user_errors(faces: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_cli_with_tiny_random_weights(faces: Path, tmp_path: Path) -> None:
-    weights = pytest.importorskip("rmmvideo.models.weights", reason="weights module not built yet")
+    from rmmvideo.models import weights
     from rmmvideo.models.rmm import RMM
 
     torch.manual_seed(0)

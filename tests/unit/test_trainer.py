@@ -117,7 +117,7 @@ def test_checkpoint_is_atomic_and_holds_config(tmp_path):
 
 
 def test_export_ema_with_metadata(tmp_path):
-    weights = pytest.importorskip("rmmvideo.models.weights", reason="rmmvideo.models.weights not built yet")
+    from rmmvideo.models import weights
     t = Trainer(tiny_train_config(steps=2), tmp_path, tiny_dataset(4))
     t.fit(export=True)
     path = tmp_path / "model.safetensors"
@@ -160,7 +160,6 @@ def test_shipped_train_configs_load():
 
 
 def test_cli_train_end_to_end(tmp_path):
-    pytest.importorskip("rmmvideo.models.weights", reason="rmmvideo.models.weights not built yet")
     import yaml
     from PIL import Image
 
