@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="downscale factors to test (2..8)")
     p.add_argument("--crf", type=int, default=30, help="libx264 CRF of the degraded clip (0..51)")
     p.add_argument("--frames", type=int, default=90, help="first N frames of each clip (>= 2)")
-    p.add_argument("--strengths", type=parse_strength, nargs="+", default=["auto", 1.0], metavar="auto|0..1",
+    p.add_argument("--strengths", type=parse_strength, nargs="+", default=["auto", 1.0], metavar="auto|0..1|L/C",
                    help="restoration strengths to score, each as its own row beside bicubic")
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="run seed (per-track noise derives from it)")

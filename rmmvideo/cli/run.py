@@ -28,25 +28,34 @@ def add_model_options(p: argparse._ActionsContainer) -> None:
     p.add_argument("--parser", default=None, help="face-parsing (BiSeNet, 79999_iter.pth) checkpoint for paste masks")
 
 
-def parse_strength(text: str) -> float | str:
-    """``--strength``: 'auto' or a number in [0, 1]."""
+def parse_strength(text: str) -> float | str | tuple[float, float]:
+    """``--strength``: 'auto', a number in [0, 1] (luma and chroma alike), or ``L/C``: separate
+    weights in [0, 1] for the detail's luma and chroma (``0.5/1``)."""
+    def weight(part: str) -> float:
+        try:
+            v = float(part)
+        except ValueError:
+            v = float("nan")
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(
+                f"expected 'auto', a number in [0, 1] or LUMA/CHROMA weights such as 0.5/1, got {text!r}")
+        return v
+
     if text == "auto":
         return "auto"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}")
-    return v
+    parts = text.split("/")
+    if len(parts) == 2:
+        return weight(parts[0]), weight(parts[1])
+    return weight(text)
 
 
 def add_strength_option(p: argparse._ActionsContainer, default: str | None = "auto") -> None:
-    """``--strength auto|0..1``: shared by run, preview, faces, batch and bench."""
-    p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1",
+    """``--strength auto|0..1|L/C``: shared by run, preview, faces, batch and bench."""
+    p.add_argument("--strength", type=parse_strength, default=default, metavar="auto|0..1|L/C",
                    help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
-                        "1 = all of the model's detail, auto = per track, from the weights' calibration at the "
-                        "face's size")
+                        "1 = all of the model's detail, L/C = separate weights for the detail's luma and chroma "
+                        "(e.g. 0.5/1: half the luma detail, which moves identity most, all of the colour detail), "
+                        "auto = per track, from the weights' calibration at the face's size")
 
 
 def add_restore_options(p: argparse._ActionsContainer) -> None:

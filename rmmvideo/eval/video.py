@@ -299,7 +299,11 @@ def _relative(m: MethodScore, base: MethodScore) -> None:
 
 
 def strength_name(strength: StrengthSetting) -> str:
-    return "rmm auto" if strength == "auto" else f"rmm s={float(strength):g}"
+    if strength == "auto":
+        return "rmm auto"
+    if isinstance(strength, (tuple, list)):
+        return f"rmm s={float(strength[0]):g}/{float(strength[1]):g}"
+    return f"rmm s={float(strength):g}"
 
 
 def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequence[StrengthSetting],
@@ -339,7 +343,7 @@ def evaluate_clip(clip: Path, scale: int, crf: int, frames: int, strengths: Sequ
     res.methods.append(base)
     for s in strengths:
         opts = replace(options, scale=float(scale), strength=s, codec="ffv1", bit_depth=10, quiet=True)
-        out_path = work / f"{clip.stem}.x{scale}.{strength_name(s).replace(' ', '_')}.mkv"
+        out_path = work / f"{clip.stem}.x{scale}.{strength_name(s).replace(' ', '_').replace('/', '-')}.mkv"
         summary = restore_video(lq, out_path, opts, components=components)
         m = score_method(strength_name(s), _decode(out_path)[0], ref)
         m.strengths = [[round(v, 3) for v in st.to_json()] for st in summary.strengths]

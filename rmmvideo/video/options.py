@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
-StrengthSetting = float | Literal["auto"]  # --strength: "auto" or a weight in [0, 1]
+# --strength: "auto", one weight in [0, 1], or (luma, chroma) weights (rmmvideo.video.strength)
+StrengthSetting = float | tuple[float, float] | Literal["auto"]
 
 
 @dataclass
@@ -58,9 +59,12 @@ class RestoreOptions:
             raise UserError(f"--sar must be 'square' or 'keep', got {self.sar!r}")
         if not self.scale > 0 or self.scale > 16:
             raise UserError(f"--scale must be in (0, 16], got {self.scale}")
-        if self.strength != "auto" and not (isinstance(self.strength, (int, float))
-                                            and 0.0 <= float(self.strength) <= 1.0):
-            raise UserError(f"--strength must be 'auto' or a number in [0, 1], got {self.strength!r}")
+        st = self.strength
+        weights = st if isinstance(st, (tuple, list)) else (st,)
+        if st != "auto" and not (len(weights) in (1, 2) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0 for v in weights)):
+            raise UserError(f"--strength must be 'auto', a number in [0, 1] or (luma, chroma) weights in [0, 1], "
+                            f"got {st!r}")
         if self.temporal not in ("track", "frame"):
             raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
         if self.detect_every < 1:

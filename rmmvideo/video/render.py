@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from rmmvideo.video.stabilise import DEFAULT_WINDOW, TemporalStabiliser
-from rmmvideo.video.strength import Strength, auto_strength, effective_scale, strength_tensor, weigh_detail
+from rmmvideo.video.strength import (
+    Strength,
+    auto_strength,
+    effective_scale,
+    fixed_strength,
+    strength_tensor,
+    weigh_detail,
+)
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.models.rmm import RMM
@@ -91,7 +98,7 @@ class TrackStyler:
         seed: run seed (per-track noise derives from it).
         pin_frames: how many of a track's first confident crops choose its style.
         styles: styles already chosen (e.g. from a TrackTable).
-        strength: "auto" or a fixed weight in [0, 1].
+        strength: "auto", a fixed weight in [0, 1], or fixed (luma, chroma) weights.
         scale: the output's upscale factor (auto strength needs it).
     """
 
@@ -140,7 +147,7 @@ class TrackStyler:
     def _strength(self, crop_scale: torch.Tensor | None) -> Strength:
         """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
         if self.strength != "auto":
-            return Strength.uniform(float(self.strength))
+            return fixed_strength(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
         return auto_strength(self.model.config, effective_scale(crop_scale, self.scale))

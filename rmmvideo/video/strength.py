@@ -126,6 +126,13 @@ class Strength:
         return f"{self.luma:.2f}/{self.chroma:.2f}"
 
 
+def fixed_strength(setting: float | Sequence[float]) -> Strength:
+    """A ``--strength`` other than auto: one weight for both, or (luma, chroma)."""
+    if isinstance(setting, (int, float)):
+        return Strength.uniform(float(setting))
+    return Strength.from_json(setting)
+
+
 def weigh_detail(detail: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
     """``luma * Y(detail) + chroma * (detail - Y(detail))`` per face.
 

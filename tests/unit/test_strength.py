@@ -306,3 +306,29 @@ def test_identity_safe_cuts_the_luma_before_the_chroma(monkeypatch) -> None:
     detail = truth - up
     assert to_grey(detail).abs().mean() > 0.01  # the detail has luma to drop
     assert identity_safe(Strength.uniform(1.0), up, detail, refs) == Strength(0.0, 1.0)
+
+
+def test_strength_option_takes_luma_and_chroma_weights(tiny_weights, capsys) -> None:
+    import argparse
+
+    from rmmvideo.cli.main import main
+    from rmmvideo.cli.run import option_from_text, parse_strength
+    from rmmvideo.errors import UserError
+    from rmmvideo.models.weights import from_pretrained
+    from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.render import TrackStyler
+
+    assert parse_strength("auto") == "auto" and parse_strength("0.3") == 0.3
+    assert parse_strength("0.5/1") == (0.5, 1.0)
+    assert option_from_text("strength", "0/0.75") == (0.0, 0.75)  # batch manifests read it the same way
+    for bad in ("0.5/2", "a/1", "0.5/1/1", "1.5", "-0"[:1]):
+        with pytest.raises(argparse.ArgumentTypeError, match="LUMA/CHROMA"):
+            parse_strength(bad)
+    assert main(["run", "x.mp4", "--strength", "1/7"]) == 2
+    assert "--strength" in capsys.readouterr().err
+    RestoreOptions(strength=(0.5, 1.0))
+    with pytest.raises(UserError, match="--strength"):
+        RestoreOptions(strength=(0.5, 1.5))
+    styler = TrackStyler(from_pretrained(tiny_weights), seed=0, strength=(0.5, 1.0))
+    styler.pin([4], torch.rand(1, 3, 32, 32), [True])
+    assert styler.styles[4].strength == Strength(0.5, 1.0)
