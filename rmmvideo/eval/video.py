@@ -422,7 +422,7 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
             lines.append(f"| {name} | x{r.scale} | - | {r.error} |  |  |  |  |  |  |  |  |  |")
             continue
         for m in r.methods:
-            st = ", ".join(str(Strength.from_json(v)) for v in m.strengths[:6]) + (" ..." if len(m.strengths) > 6 else "")
+            st = ", ".join(str(Strength.of(v)) for v in m.strengths[:6]) + (" ..." if len(m.strengths) > 6 else "")
             lines.append(f"| {name} | x{r.scale} | {m.method} | {_f(m.psnr)} | {_f(m.psnr_gain, 3)} | "
                          f"{_f(m.ssim, 4)} | {_f(m.fed, 4)} | {_f(m.fed_ratio, 3)} | "
                          f"{_f(m.temporal_ratio, 3)} | {_f(m.warp_ratio, 3)} | {_f(m.jitter, 3)} | "

@@ -181,7 +181,7 @@ class TrackTable:
             table.faces = {int(p): [] for p in meta["frame_pts"]}
             for p, t, d, lm in zip(z["pts"], z["track"], z["detected"], z["landmarks"]):
                 table.faces[int(p)].append(FacePlan(int(t), five_points(lm), lm, bool(d)))
-        table.styles = {int(t): TrackStyle(int(v[0]), int(v[1]), Strength.from_json(v[2]) if len(v) > 2
+        table.styles = {int(t): TrackStyle(int(v[0]), int(v[1]), Strength.of(v[2]) if len(v) > 2
                                            else Strength.uniform(1.0))
                         for t, v in meta["styles"].items()}
         return table

@@ -34,7 +34,6 @@ from rmmvideo.video.strength import (
     Strength,
     auto_strength,
     effective_scale,
-    fixed_strength,
     strength_tensor,
     weigh_detail,
 )
@@ -147,7 +146,7 @@ class TrackStyler:
     def _strength(self, crop_scale: torch.Tensor | None) -> Strength:
         """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
         if self.strength != "auto":
-            return fixed_strength(self.strength)
+            return Strength.of(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
         return auto_strength(self.model.config, effective_scale(crop_scale, self.scale))

@@ -254,7 +254,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
     from rmmvideo.models.rmm import make_noise
     from rmmvideo.video.composite import restoration_detail, to_grey
     from rmmvideo.video.render import track_noise_seed
-    from rmmvideo.video.strength import auto_strength, fixed_strength, strength_tensor, weigh_detail
+    from rmmvideo.video.strength import Strength, auto_strength, strength_tensor, weigh_detail
     from rmmvideo.video.upscale import tensor_to_images
 
     model = components.model
@@ -271,7 +271,7 @@ def restore_aligned(crops: Sequence[np.ndarray], components: Components, options
         if options.strength == "auto":  # the output is the crop: f_eff is the crop scale itself
             st = [auto_strength(cfg, cfg.size / max(1, min(c.shape[:2]))) for c in part]
         else:
-            st = [fixed_strength(options.strength)] * len(part)
+            st = [Strength.of(options.strength)] * len(part)
         w = strength_tensor(st, x.device, x.dtype)
         y = (x + weigh_detail(restoration_detail(r.x_hr, x), w)).clamp(0, 1)
         grey = torch.tensor(gray_flags[i:i + len(part)], device=y.device)

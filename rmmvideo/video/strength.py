@@ -101,8 +101,9 @@ class Strength:
         return cls(s, s)
 
     @classmethod
-    def from_json(cls, v: float | Sequence[float]) -> Strength:
-        """From :meth:`to_json`'s ``[luma, chroma]`` (or one number for both)."""
+    def of(cls, v: float | Sequence[float]) -> Strength:
+        """From one weight for both (``--strength 0.5``) or ``(luma, chroma)`` (``--strength
+        0.5/1``, :meth:`to_json`'s list)."""
         if isinstance(v, (int, float)):
             return cls.uniform(float(v))
         luma, chroma = v
@@ -124,13 +125,6 @@ class Strength:
         if self.luma == self.chroma:
             return f"{self.luma:.2f}"
         return f"{self.luma:.2f}/{self.chroma:.2f}"
-
-
-def fixed_strength(setting: float | Sequence[float]) -> Strength:
-    """A ``--strength`` other than auto: one weight for both, or (luma, chroma)."""
-    if isinstance(setting, (int, float)):
-        return Strength.uniform(float(setting))
-    return Strength.from_json(setting)
 
 
 def weigh_detail(detail: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:

@@ -89,8 +89,8 @@ def test_curve_strength_reads_luma_and_chroma_weights() -> None:
     st = curve_strength(curve, math.sqrt(2.0))
     assert (st.luma, st.chroma) == (pytest.approx(SAFETY * 0.3), pytest.approx(SAFETY * 0.8))
     assert str(Strength(0.375, 0.75)) == "0.38/0.75" and str(Strength.uniform(0.5)) == "0.50"
-    assert Strength.from_json(Strength(0.25, 0.5).to_json()) == Strength(0.25, 0.5)
-    assert Strength.from_json(0.3) == Strength.uniform(0.3)  # track tables of older runs
+    assert Strength.of(Strength(0.25, 0.5).to_json()) == Strength(0.25, 0.5)
+    assert Strength.of(0.3) == Strength.uniform(0.3)  # track tables of older runs
     with pytest.raises(ValueError, match="chroma"):
         Strength(0.5, 1.5)
 
