@@ -50,6 +50,9 @@ def options_hash(engine: str, options: RestoreOptions) -> str:
             continue
         if isinstance(v, int) and not isinstance(v, bool) and isinstance(defaults[k], (float, str)):
             v = float(v)  # a number field (scale, strength): 4 and 4.0 are one output
+        if k == "strength" and isinstance(v, (tuple, list)):  # (luma, chroma): (1, 1.0) is strength 1.0
+            v = [float(x) for x in v]
+            v = v[0] if v[0] == v[1] else v
         shaping[k] = v
     blob = json.dumps({"engine": engine, **shaping}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

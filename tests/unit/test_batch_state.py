@@ -39,6 +39,10 @@ def test_options_hash():
     for changed in (O(temporal="frame"), O(detect_every=3), O(parser="p.pth"), O(models_dir="m"), O(bit_depth=10),
                     O(batch_size=4), O(deinterlace="off"), O(sar="keep"), O(strength=0.5), O(on_damage="error")):
         assert options_hash("rmm", changed) != base, changed
+    # luma/chroma strengths: the same weights are one output, other weights another
+    assert options_hash("rmm", O(strength=(1, 1.0))) == options_hash("rmm", O(strength=1.0))
+    assert options_hash("rmm", O(strength=(0.5, 1))) == options_hash("rmm", O(strength=(0.5, 1.0)))
+    assert options_hash("rmm", O(strength=(0.5, 1.0))) != options_hash("rmm", O(strength=0.5))
     # per-run options never change an output: they keep finished files
     assert options_hash("rmm", O(threads=3, quiet=True)) == base
     # the fingerprint of state files written when batch options were a dict of the flags given
