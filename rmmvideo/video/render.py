@@ -7,9 +7,10 @@ Data flow of one batch (B frames of H x W, N faces, S = the model's crop size, s
     FramePlan(frame: DecodedFrame, faces: list[FacePlan]) x B   frame.image (H, W, 3) uint8/uint16
         --(FaceRenderer.prepare: frame -> crop similarity transforms (N, 2, 3), warp)-->
           _FaceBatch: aligned crops (N, 3, S, S) in [0, 1]
-        --(TrackStyler: per-track noise (N, z_n_dim), pinned memory slot (N,), strength)-->
-        --(FaceRenderer.render: RMM restore (N, 3, S, S), detail band, stabiliser, masks (N, 1, S, S);
-          the detail is added to the upscaled frames by composite.composite_faces)-->
+        --(TrackStyler: per-track noise (N, z_n_dim), pinned memory slot (N,), strength (N, 2))-->
+        --(FaceRenderer.render: RMM restore (N, 3, S, S), detail band, stabiliser, the detail's
+          luma and chroma weighed by the strength, masks (N, 1, S, S); the detail is added to
+          the upscaled frames by composite.composite_faces)-->
           (B, round(H s), round(W s), 3) uint8 (uint16 for deep input)
 
 Per track: one noise vector (seeded from the run seed and the track id), one memory slot and one
