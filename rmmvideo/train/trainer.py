@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from rmmvideo.config import ModelConfig, read_yaml_mapping, reject_unknown_keys
+from rmmvideo.device import pick_device
 from rmmvideo.errors import UserError
 from rmmvideo.models.discriminator import MultiScaleDiscriminator
 from rmmvideo.models.vgg import load_vgg19
@@ -202,14 +203,6 @@ class Generator(Protocol):
         self, x_lq: torch.Tensor, x_hq: torch.Tensor, z_n: torch.Tensor, use_retrieved: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]: ...
     def update_memory(self, q: torch.Tensor, z_w: torch.Tensor) -> Any: ...
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 @torch.no_grad()

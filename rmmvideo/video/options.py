@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from rmmvideo.device import pick_device
 from rmmvideo.errors import UserError
 from rmmvideo.video.io_decode import OnDamage
 
@@ -98,7 +99,7 @@ def build_components(options: RestoreOptions, log: Callable[[str], None] | None 
     from rmmvideo.models.weights import from_pretrained
     from rmmvideo.video.detect import make_detector
 
-    device = _device(options.device)
+    device = pick_device(options.device)
     model = from_pretrained(options.weights, device=device)
     detector, reason = make_detector(options.detector, device=device, models_dir=options.models_dir)
     if log is not None:
@@ -109,13 +110,3 @@ def build_components(options: RestoreOptions, log: Callable[[str], None] | None 
 
         parser = load_face_parser(options.parser).to(device).eval()
     return Components(model, detector, reason, parser, device)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"unknown device {name!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return dev

@@ -129,12 +129,13 @@ def build_still_components(options: RestoreOptions, need_detector: bool = True,
                            log: Callable[[str], None] | None = None) -> Components:
     """``options.Components`` for stills: as ``build_components``; with ``need_detector=False``
     (aligned crops) the detector is not built (``detector`` None)."""
+    from rmmvideo.device import pick_device
     from rmmvideo.models.weights import from_pretrained
-    from rmmvideo.video.options import Components, _device, build_components
+    from rmmvideo.video.options import Components, build_components
 
     if need_detector:
         return build_components(options, log)
-    device = _device(options.device)
+    device = pick_device(options.device)
     model = from_pretrained(options.weights, device=device)
     parser = None
     if options.parser:
