@@ -61,9 +61,9 @@ class RestoreOptions:
         if not self.scale > 0 or self.scale > 16:
             raise UserError(f"--scale must be in (0, 16], got {self.scale}")
         st = self.strength
-        weights = st if isinstance(st, (tuple, list)) else (st,)
-        if st != "auto" and not (len(weights) in (1, 2) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0 for v in weights)):
+        weights = st if isinstance(st, (tuple, list)) and len(st) == 2 else (st,)  # (luma, chroma) or one
+        if st != "auto" and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0 for v in weights):
             raise UserError(f"--strength must be 'auto', a number in [0, 1] or (luma, chroma) weights in [0, 1], "
                             f"got {st!r}")
         if self.temporal not in ("track", "frame"):

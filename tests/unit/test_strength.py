@@ -327,8 +327,9 @@ def test_strength_option_takes_luma_and_chroma_weights(tiny_weights, capsys) -> 
     assert main(["run", "x.mp4", "--strength", "1/7"]) == 2
     assert "--strength" in capsys.readouterr().err
     RestoreOptions(strength=(0.5, 1.0))
-    with pytest.raises(UserError, match="--strength"):
-        RestoreOptions(strength=(0.5, 1.5))
+    for bad in ((0.5, 1.5), (0.5,), (0.5, 0.5, 0.5), (True, 1.0), "0.5"):
+        with pytest.raises(UserError, match="--strength"):
+            RestoreOptions(strength=bad)  # type: ignore[arg-type]
     styler = TrackStyler(from_pretrained(tiny_weights), seed=0, strength=(0.5, 1.0))
     styler.pin([4], torch.rand(1, 3, 32, 32), [True])
     assert styler.styles[4].strength == Strength(0.5, 1.0)
