@@ -138,26 +138,22 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
         if m is None or not _process_gone(int(m.group(1))):
             continue
         p = t.with_name(name)
-        try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+        if _remove(p):  # what cannot be removed is not ours to fight over: left
             removed.append(p)
-        except OSError:
-            pass  # not ours to fight over: leave it
     return removed
 
 
-def _remove(path: Path) -> None:
-    """Delete a temporary file or folder; errors are ignored (nothing more can be done)."""
+def _remove(path: Path) -> bool:
+    """Delete a temporary file or folder (as much of it as can be); True when it is gone. Errors
+    are not raised: nothing more can be done about them."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     except OSError:
-        pass
+        return False
+    return not (path.exists() or path.is_symlink())
 
 
 def discard_pending() -> list[Path]:
