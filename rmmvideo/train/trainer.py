@@ -29,10 +29,10 @@ import math
 import platform
 import signal
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -43,7 +43,7 @@ FLOW_PRESET = "fast"  # DIS preset (ultrafast, fast, medium): fast ~0.6 ms per 1
 
 class _Past(NamedTuple):
     frame: int
-    value: torch.Tensor  # (3, S, S) what was pasted for that frame
+    value: torch.Tensor  # (3, S, S) that frame's restored crop, before filtering (the filter is FIR)
     luma: torch.Tensor  # (1, S, S) the input crop's luma
     luma8: np.ndarray  # (S, S) uint8, for the flow
 

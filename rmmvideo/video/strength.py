@@ -8,8 +8,8 @@ the model's detail; ``--strength x`` gives (x, x).
 
 Why two weights: on held-out faces degraded as real footage is, the model's chroma detail (colour
 edges that 4:2:0 and the codec blurred) helps PSNR and leaves identity alone, while its full luma
-detail also smooths texture that dlib's face descriptor relies on: at crop scale 2 (64 faces of
-the calibration below, phase-5 weights) all of the detail gained +0.46 dB with FED +0.002, the
+detail also smooths texture that dlib's face descriptor relies on: at crop scale 2 (96 validation
+faces degraded as in the calibration below, phase-5 weights) all of the detail gained +0.46 dB with FED +0.002, the
 same detail with its luma halved +0.47 dB with FED -0.003 (README).
 
 ``--strength auto`` reads the strength from the weights' own **calibration curve**
@@ -116,9 +116,6 @@ class Strength:
     def is_zero(self) -> bool:
         """Adds nothing: the face stays the plain upscale."""
         return self.luma == 0.0 and self.chroma == 0.0
-
-    def scaled(self, k: float) -> Strength:
-        return Strength(min(1.0, k * self.luma), min(1.0, k * self.chroma))
 
     def __str__(self) -> str:
         """``0.50`` when both weights agree, else ``0.38/0.75`` (luma/chroma)."""
