@@ -3,7 +3,6 @@ clips themselves) and short inputs (a 1-frame clip through ``rmmvideo run``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -95,20 +94,17 @@ def _one_frame_clip(path: Path, frame: np.ndarray) -> None:
 def test_one_frame_clip_through_run_restores_the_face(tmp_path: Path, capsys):
     from rmmvideo.cli.main import main
     from rmmvideo.video.io import probe
-    from rmmvideo.video.options import RestoreOptions
 
     src = tmp_path / "one.mp4"
     # A small, soft face (256 px frame, upscaled x2): one the pipeline restores.
     _one_frame_clip(src, _frames_512("talking_512sq_30fps_audio.mp4", 1, size=256)[0])
     assert probe(src).frame_count in (1, None)
     out = tmp_path / "one.out.mp4"
-    args = ["run", str(src), "-o", str(out), "--scale", "2"]
-    if "strength" in {f.name for f in dataclasses.fields(RestoreOptions)}:
-        args += ["--strength", "1"]  # restore the tracked face whatever an automatic strength says
-    rc = main(args)
+    # --strength 1: restore the tracked face whatever the automatic strength says
+    rc = main(["run", str(src), "-o", str(out), "--scale", "2", "--strength", "1"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    m = re.search(r"(\d+) frames, (\d+) faces, (\d+) tracks", err)
+    m = re.search(r"(\d+) frames, (\d+) faces restored, (\d+) tracks \(strength 1.00 on 1\)", err)
     assert m is not None, err
     assert (int(m.group(1)), int(m.group(2)) >= 1, int(m.group(3))) == (1, True, 1), err
     assert out.is_file()

@@ -333,3 +333,15 @@ def test_strength_option_takes_luma_and_chroma_weights(tiny_weights, capsys) -> 
     styler = TrackStyler(from_pretrained(tiny_weights), seed=0, strength=(0.5, 1.0))
     styler.pin([4], torch.rand(1, 3, 32, 32), [True])
     assert styler.styles[4].strength == Strength(0.5, 1.0)
+
+
+def test_run_summary_says_which_tracks_stayed_the_plain_upscale() -> None:
+    from rmmvideo.video.pipeline import RunSummary
+
+    zero, mid = Strength(), Strength(0.38, 0.75)
+    line = RunSummary("in.mp4", "out.mp4", 90, 84, 3, 12.0, strengths=[zero, mid, zero]).line()
+    assert line.startswith("90 frames, 84 faces restored, 3 tracks (strength 0 = the plain upscale on 2, "
+                           "0.38/0.75 on 1) in 12.0 s"), line
+    many = [Strength.uniform(k / 10) for k in range(6)]
+    assert "others on 3)" in RunSummary("a", "b", 1, 1, 6, 1.0, strengths=many).line()
+    assert "tracks in" in RunSummary("a", "b", 1, 0, 0, 1.0).line()  # no tracks: no note
