@@ -95,7 +95,7 @@ def _encode_audio(out: av.container.OutputContainer, codec: str, samples: np.nda
 def write_video(path: Path, fmt: str | None, codec: str, frames: Sequence[np.ndarray], rate: Fraction,
            sar: Fraction = Fraction(1), interlaced_top: bool | None = None,
            audio: tuple[str, np.ndarray, str] | None = None, bit_rate: int = 12_000_000,
-           pix_fmt: str = "yuv420p") -> Path:
+           pix_fmt: str = "yuv420p", crf: int = 12) -> Path:
     h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w", format=fmt) as out:
         vs = out.add_stream(codec, rate=rate)
@@ -104,7 +104,7 @@ def write_video(path: Path, fmt: str | None, codec: str, frames: Sequence[np.nda
         if sar != 1:
             cc.sample_aspect_ratio = sar
         if codec == "libx264":
-            vs.options = {"crf": "12", "preset": "ultrafast"}
+            vs.options = {"crf": str(crf), "preset": "ultrafast"}
         elif codec == "mpeg2video":
             vs.bit_rate = bit_rate
             cc.gop_size = 12

@@ -241,3 +241,42 @@ def test_batch_report_says_what_was_done(dv, interlaced, work: Path) -> None:
     assert dvr["audio"] == ["#1 pcm_s16le: re-encoded losslessly as flac"]
     assert (tsr["scan"], tsr["field_order"], tsr["deinterlace"]) == ("tff", "bb", "frame")
     assert tsr["audio"] == ["#1 mp2: copied"]
+
+
+def test_small_compressed_progressive_clip_is_not_deinterlaced(shared_data: Path, work: Path) -> None:
+    """idet alone calls this progressive clip bff (the eval-video degradation of a shared clip:
+    /6 to 140x140, x264 CRF 30): yadif then cost its face 0.3 dB. Played backwards its frames
+    do not vote tff, so the field order is not confirmed and the flags (progressive) decide."""
+    from rmmvideo.eval.video import _decode, crop_to_multiple, degrade_clip
+    from rmmvideo.video.archive import plan_view, scan_fields
+    from rmmvideo.video.io import probe
+
+    src = shared_data / "videos" / "talking_844sq_25fps_audio.mp4"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    hq, pts = _decode(src, 48)
+    lq = work / "844sq_x6_crf30.mp4"
+    degrade_clip([np.ascontiguousarray(crop_to_multiple(f, 12)) for f in hq], pts, probe(src), lq, 6, 30)
+    scan = scan_fields(lq)
+    assert scan.forward_verdict == "bff" and scan.reversed_votes is not None, scan  # idet's false vote
+    assert scan.verdict == "undetermined" and "not confirmed" in scan.line(), scan
+    view = plan_view(probe(lq), "auto")
+    assert view.deinterlace == "off", view.reason
+
+
+@pytest.mark.parametrize("top_first", [True, False], ids=["tff", "bff"])
+def test_combed_h264_flagged_progressive_is_deinterlaced(source: Path, work: Path, top_first: bool) -> None:
+    """Woven real frames encoded as progressive H.264 at CRF 30 (a transcode that kept the
+    combing): idet's order is confirmed by the reversed frames, and the clip is deinterlaced."""
+    from rmmvideo.video.archive import plan_view, scan_fields
+    from rmmvideo.video.io import probe
+
+    raw = clips.source_frames(source, 48)
+    woven = [clips.weave(raw[2 * k], raw[2 * k + 1], top_first) for k in range(24)]
+    path = clips.write_video(work / f"combed_{top_first}.mp4", None, "libx264", woven, Fraction(25), crf=30)
+    scan = scan_fields(path)
+    order = "tff" if top_first else "bff"
+    assert scan.verdict == order and scan.reversed_votes is not None, scan
+    assert "field order confirmed" in scan.line()
+    view = plan_view(probe(path), "auto")
+    assert (view.deinterlace, view.parity) == ("frame", order), view.reason

@@ -123,6 +123,8 @@ def test_idet_finds_field_order(tmp_path: Path, top_first: bool) -> None:
     inter, prog = _interlaced(tmp_path, top_first)
     scan = scan_fields(inter)
     assert scan.verdict == ("tff" if top_first else "bff"), scan
+    t, b, _, _ = scan.reversed_votes or (0, 0, 0, 0)  # played backwards: the other field order
+    assert (b if top_first else t) >= 0.9 * (scan.tff if top_first else scan.bff), scan
     assert scan_fields(prog).verdict == "progressive"
     info = probe(inter)
     assert info.interlaced_frames and info.codec == "mpeg2video"
@@ -162,6 +164,15 @@ def test_resolve_deinterlace_idet_wins_over_flags(tmp_path: Path) -> None:
     assert resolve_deinterlace(info, "auto", scan(2, 25, 2))[:2] == ("frame", "bff")  # combed, flagged progressive
     assert resolve_deinterlace(dataclasses.replace(info, field_order="bb"), "auto", scan(5, 5, 5))[:2] == ("frame", "bff")
     assert resolve_deinterlace(info, "auto", scan(5, 5, 5))[0] == "off"
+    # idet's order must survive time reversal: bff forward and bff (or nothing) backwards is not
+    # a field order, so the flags decide
+    fake = dataclasses.replace(scan(0, 46, 0), reversed_votes=(1, 0, 0, 46))
+    assert (fake.forward_verdict, fake.verdict) == ("bff", "undetermined")
+    assert resolve_deinterlace(info, "auto", fake)[0] == "off"
+    assert resolve_deinterlace(dataclasses.replace(info, field_order="bb"), "auto", fake)[:2] == ("frame", "bff")
+    real = dataclasses.replace(scan(0, 46, 0), reversed_votes=(44, 0, 0, 2))
+    assert real.verdict == "bff" and resolve_deinterlace(info, "auto", real)[:2] == ("frame", "bff")
+    assert dataclasses.replace(scan(40, 0, 0), reversed_votes=(0, 10, 0, 36)).verdict == "undetermined"
     assert resolve_deinterlace(info, "field", None)[0] == "field"
     with pytest.raises(ValueError):
         resolve_deinterlace(info, "weave", None)
