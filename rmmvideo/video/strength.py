@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from rmmvideo.config import ModelConfig
     from rmmvideo.eval.face_metrics import FaceReference
     from rmmvideo.models.rmm import RMM
+    from rmmvideo.video.detect import FaceDetector
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +238,58 @@ def pipeline_view(source: torch.Tensor, f: float, size: int, crf: int, seed: int
     return crop, resize_to(lq, size), resize_to(source, size)
 
 
+def detected_view(source: torch.Tensor, f: float, size: int, template: Sequence[Sequence[float]], crf: int,
+                  seed: int, detector: FaceDetector, pad: float = 0.5
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`pipeline_view` with the pipeline's own alignment: the face is found and its 68
+    points placed by ``detector`` on the degraded input (padded by ``pad`` of its side, edge
+    pixels repeated, so that the detector sees some surroundings), and the crop, upscale and
+    truth are taken with the similarity those points give, as the video pipeline takes them
+    (:func:`rmmvideo.video.align.align_matrices`, :func:`rmmvideo.video.align.warp_to_crops`).
+
+    The model was trained on exactly aligned crops; a detector's points on a small, blocky
+    face are a few pixels off, and that misalignment alone turned the bundled weights' FED gain
+    at crop scale 4 into a loss (64 validation faces, strength 0.5: -0.015 exactly aligned,
+    +0.004 with a random similarity of +-4 degrees, +-6 % scale, +-4 % shift), as eval-video
+    measures on real footage at /6 and /8.
+
+    Returns ``(crop, upscale, truth)``, each (3, S, S), or None when the input would exceed the
+    source or the detector finds no face (the pipeline would not restore it either).
+    """
+    from rmmvideo.train.degrade import codec_roundtrip, downsample, resize_to
+    from rmmvideo.video.align import align_matrices, five_points, warp_to_crops
+
+    n = source.shape[-1]
+    down = n * f / size
+    if down < 1.0:
+        return None
+    lq = codec_roundtrip(downsample(source, down), "h264", crf, frames=3, seed=seed)
+    h, w = lq.shape[-2:]
+    p = max(1, round(pad * max(h, w)))
+    frame = F.pad(lq[None], (p, p, p, p), mode="replicate")[0]
+    image = (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    faces = detector.detect([image])[0]
+    if not faces:
+        return None
+    face = max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+    pts = torch.as_tensor(five_points(face.landmarks) - p, dtype=torch.float64)[None]
+    to_crop = align_matrices(pts, template, size)  # input pixels -> crop
+    # source pixels -> input pixels (pixel centres: x_in = (x_src + 0.5) / down - 0.5)
+    src_to_in = torch.tensor([[1 / down, 0.0, 0.5 / down - 0.5], [0.0, 1 / down, 0.5 / down - 0.5]],
+                             dtype=torch.float64)
+    lin = torch.cat([src_to_in, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
+    src_to_crop = to_crop @ lin
+    one = torch.zeros(1, dtype=torch.long)
+    crop = warp_to_crops(lq[None], one, to_crop, size)[0].clamp(0.0, 1.0)
+    up = warp_to_crops(resize_to(lq, n)[None], one, src_to_crop, size)[0].clamp(0.0, 1.0)
+    truth = warp_to_crops(source[None], one, src_to_crop, size)[0].clamp(0.0, 1.0)
+    return crop, up, truth
+
+
 def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
                        scales: Sequence[float] = CALIBRATION_SCALES, crf: tuple[int, int] = CALIBRATION_CRF,
-                       seed: int = 0, batch: int = 16) -> list[tuple[float, float, float]]:
+                       seed: int = 0, batch: int = 16, detector: FaceDetector | None = None
+                       ) -> list[tuple[float, float, float]]:
     """Measure a weights file's strength curve (module doc) on held-out faces.
 
     Args:
@@ -247,6 +297,9 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
         sources: (3, N, N) aligned faces in [0, 1] at their own resolution (not trained on).
         scales: crop scales f to measure; those no source is big enough for are left out.
         crf: H.264 CRF range, drawn per face and scale from ``seed``.
+        detector: align each degraded face as the pipeline does (:func:`detected_view`); None:
+            the sources' exact alignment (:func:`pipeline_view`). With a detector, a scale at
+            which it finds fewer than a quarter of the faces (at least 8) gets (0, 0).
     Returns:
         [(f, a_Y, a_C)] sorted by f, weights rounded to 3 decimals.
     """
@@ -256,18 +309,27 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
     from rmmvideo.video.composite import ellipse_mask, restoration_detail
 
     size = model.config.size
+    template = model.config.template
     g = np.random.default_rng(seed)
-    mask = ellipse_mask(size, model.config.template)
-    refs = [face_reference(to_uint8(resize_to(src, size))) for src in sources]  # the truths' faces
+    mask = ellipse_mask(size, template)
+    exact_refs = [] if detector is not None else [face_reference(to_uint8(resize_to(src, size))) for src in sources]
     curve = []
     for f in sorted(scales):
-        views, used = [], []
+        views, refs, fits = [], [], 0
         for k, src in enumerate(sources):
             c, s = int(g.integers(crf[0], crf[1] + 1)), int(g.integers(0, 2**62))
-            v = pipeline_view(src, f, size, c, s)
+            if detector is None:
+                v = pipeline_view(src, f, size, c, s)
+            else:
+                fits += src.shape[-1] * f / size >= 1.0
+                v = detected_view(src, f, size, template, c, s, detector)
             if v is not None:
                 views.append(v)
-                used.append(k)
+                # the truths' faces: the exact crop's, or the crop the detected points give
+                refs.append(exact_refs[k] if detector is None else face_reference(to_uint8(v[2])))
+        if detector is not None and fits and len(views) < max(8, fits / 4):
+            curve.append((float(f), 0.0, 0.0))  # the pipeline rarely finds such faces: no evidence
+            continue
         if not views:
             continue
         crop, up, truth = (torch.stack(t) for t in zip(*views))
@@ -277,7 +339,7 @@ def calibrate_strength(model: RMM, sources: Sequence[torch.Tensor],
                                   for i in range(0, len(crop), batch)])
         w = mask.expand(len(crop), -1, -1, -1)
         detail = restoration_detail(restored, crop) * w
-        a = identity_safe(fit_strength(detail, truth - up, w), up, detail, [refs[k] for k in used])
+        a = identity_safe(fit_strength(detail, truth - up, w), up, detail, refs)
         curve.append((float(f), round(a.luma, 3), round(a.chroma, 3)))
     return curve
 

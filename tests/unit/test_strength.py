@@ -19,6 +19,7 @@ from rmmvideo.video.strength import (
     auto_strength,
     calibrate_strength,
     curve_strength,
+    detected_view,
     effective_scale,
     fit_strength,
     pipeline_view,
@@ -147,6 +148,70 @@ def test_pipeline_view_makes_crops_as_the_pipeline_sees_them() -> None:
     assert (big - truth).abs().mean() < (crop - truth).abs().mean()
 
 
+class _PointsDetector:
+    """Stand-in detector: 68 points that put the template exactly where ``pipeline_view``'s
+    crop has it, ``shift`` input pixels to the right (or no face at all)."""
+
+    name = "points"
+
+    def __init__(self, n: int, pad: int, shift: float = 0.0, found: bool = True) -> None:
+        self.n, self.pad, self.shift, self.found = n, pad, shift, found
+        self.seen: list[tuple[int, ...]] = []
+
+    def detect(self, images):
+        import numpy as np
+
+        from rmmvideo.video.align import (
+            LEFT_EYE,
+            MOUTH_LEFT,
+            MOUTH_RIGHT,
+            NOSE_TIP,
+            RIGHT_EYE,
+            template_points,
+        )
+        from rmmvideo.video.detect import Detection
+
+        self.seen.append(images[0].shape)
+        if not self.found:
+            return [[]]
+        crop_pts = template_points(ModelConfig().template, S).numpy()  # (5, 2) crop pixels
+        pts = (crop_pts + 0.5) * self.n / S - 0.5 + self.pad  # input pixels, padded frame
+        pts[:, 0] += self.shift
+        lm = np.zeros((68, 2))
+        for idx, pt in zip((LEFT_EYE, RIGHT_EYE, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT), pts):
+            lm[idx] = pt
+        box = np.array([0.0, 0.0, images[0].shape[1], images[0].shape[0]])
+        return [[Detection(box, 1.0, lm)]]
+
+
+def test_detected_view_crops_where_the_detectors_points_say() -> None:
+    src = _face_like(5)[0]
+    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+    src = (src + 0.1 * ((yy // 2 + xx // 2) % 2 * 2 - 1).float()).clamp(0, 1)
+    template = ModelConfig().template
+    exact = pipeline_view(src, 2.0, S, 23, 0)  # a 32 px input, padded by 16 px for the detector
+    det = _PointsDetector(n=32, pad=16)
+    crop, up, truth = detected_view(src, 2.0, S, template, 23, 0, det)
+    assert det.seen == [(64, 64, 3)]  # the input with its padding, as uint8 RGB
+    assert torch.allclose(truth, exact[2], atol=1e-4)  # exact points: the same crops
+    assert (crop - exact[0]).abs().mean() < 0.01 and (up - exact[1]).abs().mean() < 0.01
+    # points 2 input px to the right: the crops sample the source 4 px further right
+    moved = detected_view(src, 2.0, S, template, 23, 0, _PointsDetector(n=32, pad=16, shift=2.0))[2]
+    assert torch.allclose(moved[:, 8:-8, 8:-12], src[:, 8:-8, 12:-8], atol=1e-4)
+    assert detected_view(src, 2.0, S, template, 23, 0, _PointsDetector(32, 16, found=False)) is None
+    assert detected_view(src, 0.5, S, template, 23, 0, det) is None  # would need a 128 px source
+
+
+def test_calibration_gives_zero_where_the_pipeline_finds_no_faces(tiny_weights) -> None:
+    from rmmvideo.models.weights import from_pretrained
+
+    model = from_pretrained(tiny_weights)
+    sources = [_face_like(k)[0] for k in range(8)]
+    blind = _PointsDetector(n=32, pad=16, found=False)
+    curve = calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0, detector=blind)
+    assert curve == [(1.0, 0.0, 0.0), (2.0, 0.0, 0.0)]  # no evidence: the plain upscale
+
+
 def test_calibrate_strength_gives_sorted_points_in_range(tiny_weights) -> None:
     from rmmvideo.models.weights import from_pretrained
 
@@ -268,6 +333,9 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     assert mod.main(args) == 0
     curve = from_pretrained(w).config.strength_curve
     assert [p[0] for p in curve] == [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources
+    assert all(p[1:] == (0.0, 0.0) for p in curve)  # noise: the pipeline's detector finds no face
+    assert mod.main(args + ["--align", "exact"]) == 0  # the sources' own alignment: measured anyway
+    assert len(from_pretrained(w).config.strength_curve) == 10
     old, new = load_file(str(tiny_weights)), load_file(str(w))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
