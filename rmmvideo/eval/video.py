@@ -432,7 +432,7 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
                "worst ΔPSNR | clips worse in PSNR / FED / temporal |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for scale, method, rows in _groups(results):
         worse = (sum(m.psnr_gain < 0 for m in rows), sum(m.fed_ratio > 1 for m in rows),
-                 sum(m.temporal_ratio > 1 for m in rows))
+                 sum(m.temporal_ratio > 1 for m in rows))  # the rule of worse_than_upscale
         lines.append(f"| x{scale} | {method} | {len(rows)} | {_f(_mean([m.psnr_gain for m in rows]), 3)} | "
                      f"{_f(_mean([m.fed_ratio for m in rows]), 3)} | "
                      f"{_f(_mean([m.temporal_ratio for m in rows]), 3)} | "
@@ -444,6 +444,27 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
                   "in the face boxes = " + ", ".join(f"x{s}: {v:.3f}" for s, v in
                                                      _mean_by_scale(noise).items()) + " (8-bit levels)"]
     return "\n".join(lines) + "\n"
+
+
+def worse_than_upscale(results: Sequence[ClipResult], method: str = "rmm auto") -> list[str]:
+    """Where ``method`` lost to the plain upscale, one phrase per clip-scale: lower PSNR, higher
+    FED or higher temporal error (the never-worse rule). A clip-scale that could not be scored
+    counts as lost; an empty list means never worse."""
+    out = []
+    for r in results:
+        name = f"{Path(r.clip).name} x{r.scale}"
+        if r.error:
+            out.append(f"{name}: not scored ({r.error})")
+            continue
+        for m in r.methods:
+            if m.method != method:
+                continue
+            lost = [what for what, bad in (
+                (f"ΔPSNR {m.psnr_gain:+.3f} dB", m.psnr_gain < 0), (f"FED {m.fed_ratio:.3f}x", m.fed_ratio > 1),
+                (f"temporal {m.temporal_ratio:.3f}x", m.temporal_ratio > 1)) if bad]
+            if lost:
+                out.append(f"{name}: {', '.join(lost)}")
+    return out
 
 
 def _groups(results: Sequence[ClipResult]) -> list[tuple[int, str, list[MethodScore]]]:

@@ -339,6 +339,38 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     old, new = load_file(str(tiny_weights)), load_file(str(w))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
+    # the release gate: a clip-scale it cannot score counts as lost, so the curve is zeroed and
+    # the measured one kept in the metadata
+    from rmmvideo.models.weights import read_metadata
+
+    bad_clip = tmp_path / "not_a_video.mp4"
+    bad_clip.write_text("not a video")
+    assert mod.main(args + ["--align", "exact", "--gate", str(bad_clip), "--gate-scales", "4"]) == 0
+    gated = from_pretrained(w).config.strength_curve
+    assert [p[0] for p in gated] == [p[0] for p in curve] and all(p[1:] == (0.0, 0.0) for p in gated)
+    record = read_metadata(w)["extra"]["strength_calibration"]
+    assert record["gate"]["lost"][0].startswith("not_a_video.mp4 x4: not scored")
+    assert len(record["measured_curve"]) == 10
+
+
+def test_worse_than_upscale_names_every_lost_clip_scale() -> None:
+    from rmmvideo.eval.video import ClipResult, MethodScore, worse_than_upscale
+
+    def row(gain: float, fed: float, temporal: float) -> MethodScore:
+        return MethodScore("rmm auto", 30.0, 0.9, 0.3, 1.0, 1.0, 1.0, 0.1, psnr_gain=gain, fed_ratio=fed,
+                           temporal_ratio=temporal)
+
+    base = MethodScore("bicubic", 30.0, 0.9, 0.3, 1.0, 1.0, 1.0, 0.1)
+    results = [ClipResult("a/one.mp4", 4, methods=[row(0.1, 0.99, 1.0), base]),
+               ClipResult("two.mp4", 2, methods=[row(0.0, 1.004, 0.98)]),
+               ClipResult("three.mp4", 8, methods=[row(-0.01, 1.0, 1.02)]),
+               ClipResult("four.mp4", 4, error="no face found in the original frames")]
+    assert worse_than_upscale(results) == [
+        "two.mp4 x2: FED 1.004x", "three.mp4 x8: ΔPSNR -0.010 dB, temporal 1.020x",
+        "four.mp4 x4: not scored (no face found in the original frames)"]
+    assert worse_than_upscale(results[:1]) == []  # gains, and the bicubic row is not judged
+    assert worse_than_upscale(results, method="rmm s=1") == [  # no such rows: only the unscored one
+        "four.mp4 x4: not scored (no face found in the original frames)"]
 
 
 def test_identity_safe_cuts_the_luma_before_the_chroma(monkeypatch) -> None:
