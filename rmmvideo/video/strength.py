@@ -15,7 +15,9 @@ same detail with its luma halved +0.47 dB with FED -0.003 (README).
 ``--strength auto`` reads the strength from the weights' own **calibration curve**
 (``ModelConfig.strength_curve``), measured once per weights file by :func:`calibrate_strength`
 on held-out faces degraded as real footage is (antialiased downscale, H.264 at CRF 20-36 on a
-short clip with sub-pixel motion, resized to the crop as the pipeline samples it). For each crop
+short clip with sub-pixel motion) and cropped as the pipeline crops them (:func:`detected_view`:
+the pipeline's detector on the degraded face; :func:`pipeline_view`: the sources' own
+alignment). For each crop
 scale ``f`` (crop pixels per input pixel: above 1 the face is smaller than the crop, below 1
 larger), the curve holds the least-squares blend weights of the detail's luma and chroma
 against what the upscale misses,
@@ -31,7 +33,8 @@ A track's strength is ``SAFETY * (a_Y, a_C)(f_eff)`` with
 times the input), interpolated in log f. Below the smallest calibrated f (faces bigger than
 the calibration's sources allow) it falls linearly to 0 at half that f; above the largest it
 stays at the last value. Weights without a curve get strength 0 (the plain upscale), with a
-warning: run ``pipelines/calibrate_strength.py`` on them. Curves of older files hold one weight
+warning: run ``pipelines/calibrate_strength.py`` on them. That script's release gate
+(``--gate``) writes a zero curve when the measured one loses to the plain upscale on real clips. Curves of older files hold one weight
 per point (``(f, a)``), used for both components.
 
 Why a curve and not a self-check on the input: a cross-scale self-check (degrade the input

@@ -21,7 +21,13 @@ NAMES = ["100_0_0_20170112213500903.jpg", "100_1_0_20170110183726390.jpg"]
 pytestmark = pytest.mark.skipif(not (FACES / NAMES[0]).is_file(), reason=f"shared face crops not found in {FACES}")
 
 
-def test_auto_strength_is_lower_for_a_sharp_clean_face_than_for_the_same_face_degraded() -> None:
+def test_auto_strength_follows_the_bundled_curve_and_its_release_gate() -> None:
+    """A track's auto strength is the bundled curve's at its crop scale. The curve was measured
+    with the pipeline's alignment and passed through the release gate on real clips: if the
+    gate found a loss, the curve is zero (auto = the plain upscale) and the measured one, which
+    gives a small blurred face more detail than a sharp one, is kept in the metadata."""
+    from rmmvideo.models.weights import read_metadata
+
     model = from_pretrained(default_weights_path())
     faces = [np.asarray(Image.open(FACES / n).convert("RGB")) for n in NAMES]
     sharp = resize_to_model(faces, 128, torch.device("cpu"))  # 200 px faces: the crop is a downsample
@@ -31,10 +37,17 @@ def test_auto_strength_is_lower_for_a_sharp_clean_face_than_for_the_same_face_de
     styler.pin([0, 0], sharp, [True, True], crop_scale=torch.full((2,), 128 / 200))
     styler.pin([1, 1], degraded, [True, True], crop_scale=torch.full((2,), 128 / 32))
     s_sharp, s_degraded = styler.styles[0].strength, styler.styles[1].strength
-    assert model.config.strength_curve  # the bundled weights are calibrated
-    assert s_sharp == curve_strength(model.config.strength_curve, 128 / 200)
-    assert s_degraded == curve_strength(model.config.strength_curve, 4.0)  # min(f = 4, scale 4)
-    assert s_degraded.chroma > 0.0 and s_degraded.luma > s_sharp.luma and s_degraded.chroma > s_sharp.chroma
+    curve = model.config.strength_curve
+    assert curve  # the bundled weights are calibrated
+    assert s_sharp == curve_strength(curve, 128 / 200)
+    assert s_degraded == curve_strength(curve, 4.0)  # min(f = 4, scale 4)
+    record = read_metadata(default_weights_path())["extra"]["strength_calibration"]
+    assert record["align"] == "detected" and record["gate"]["scales"] == [2, 4, 6, 8]
+    if record["gate"]["lost"]:
+        assert s_sharp.is_zero and s_degraded.is_zero and all(p[1:] == (0.0, 0.0) for p in curve)
+        curve = [tuple(p) for p in record["measured_curve"]]
+    m_sharp, m_degraded = curve_strength(curve, 128 / 200), curve_strength(curve, 4.0)
+    assert m_degraded.chroma > m_sharp.chroma and m_degraded.luma > m_sharp.luma
     fixed = TrackStyler(model, seed=0, strength=0.4, scale=4.0)
     fixed.pin([3], degraded[:1], [True])
     assert fixed.styles[3].strength == Strength.uniform(0.4)
