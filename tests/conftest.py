@@ -37,6 +37,17 @@ def shared_videos(shared_data: Path) -> list[Path]:
     return clips
 
 
+def load_pipeline(name: str):
+    """The module of ``pipelines/NAME.py`` (scripts, not a package), loaded from its file."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def synthetic_image(index: int, width: int, height: int, gray: bool = False, seed: int = 0) -> np.ndarray:
     """A smooth, moving, colourful test pattern (H, W, 3) uint8 for frame `index`.
 

@@ -128,6 +128,18 @@ def _reverse_confirms(order: str, reversed_votes: tuple[int, int, int, int]) -> 
     return _majority(t, b, p) == other and (t + b + p) >= 0.5 * (t + b + p + u)
 
 
+def _idet_graph(**buffer: object) -> av.filter.Graph:
+    """A configured buffer -> idet -> buffersink graph (``buffer``: ``add_buffer``'s arguments)."""
+    graph = av.filter.Graph()
+    src = graph.add_buffer(**buffer)  # type: ignore[arg-type]
+    idet = graph.add("idet")
+    sink = graph.add("buffersink")
+    src.link_to(idet)
+    idet.link_to(sink)
+    graph.configure()
+    return graph
+
+
 def _pull_all(graph: av.filter.Graph) -> list[av.VideoFrame]:
     out = []
     while True:
@@ -159,13 +171,7 @@ def scan_fields(path: str | os.PathLike, frames: int = SCAN_FRAMES) -> FieldScan
     with open_input(path) as container:
         vs = video_stream_of(container, os.fspath(path))  # type: ignore[arg-type]
         vs.thread_type = "AUTO"
-        graph = av.filter.Graph()
-        src = graph.add_buffer(template=vs)
-        idet = graph.add("idet")
-        sink = graph.add("buffersink")
-        src.link_to(idet)
-        idet.link_to(sink)
-        graph.configure()
+        graph = _idet_graph(template=vs)
         last: av.VideoFrame | None = None
         pts: list[int] = []
         repeated = 0
@@ -217,13 +223,7 @@ def _reversed_votes(path: str | os.PathLike, frames: int) -> tuple[int, int, int
             pass
     if not luma:
         return (0, 0, 0, 0)
-    graph = av.filter.Graph()
-    src = graph.add_buffer(width=luma[0].width, height=luma[0].height, format="gray", time_base=time_base)
-    idet = graph.add("idet")
-    sink = graph.add("buffersink")
-    src.link_to(idet)
-    idet.link_to(sink)
-    graph.configure()
+    graph = _idet_graph(width=luma[0].width, height=luma[0].height, format="gray", time_base=time_base)
     last: av.VideoFrame | None = None
     for i, frame in enumerate(reversed(luma)):
         frame.pts, frame.time_base = i, time_base

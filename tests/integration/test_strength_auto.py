@@ -103,17 +103,14 @@ def test_realign_faces_makes_the_pipelines_alignment_the_identity(tmp_path: Path
     by name is kept), and aligning an output as the pipeline does (the similarity that puts the
     detector's five points on the template) is now the identity, while UTKFace's own crops
     need a few degrees, percent and pixels."""
-    import importlib.util
     import math
     import shutil
 
     from rmmvideo.video.align import align_matrices, five_points
     from rmmvideo.video.detect import make_detector
+    from tests.conftest import load_pipeline
 
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "realign_faces.py"
-    spec = importlib.util.spec_from_file_location("realign_faces", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_pipeline("realign_faces")
     src = tmp_path / "src"
     src.mkdir()
     names = sorted(p.name for p in FACES.glob("*.jpg"))[::997][:6]

@@ -25,6 +25,8 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 UTK = DATA / "faces" / "utkface"
 needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason=f"UTKFace crops not found at {UTK}")
 
+from tests.conftest import load_pipeline
+
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
@@ -147,16 +149,6 @@ def test_align_to_template_puts_landmarks_on_template() -> None:
     assert align_to_template(np.zeros((100, 100, 3), np.uint8), 64, template) is None
 
 
-def _load_pipeline(name: str):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_pack_faces_keeps_splits_and_pixels(tmp_path):
     """pipelines/pack_faces.py: a size-capped, seeded subset at the crop size; every face keeps
     its split; the packed faces are the dataset's HQ crops up to JPEG error."""
@@ -164,7 +156,7 @@ def test_pack_faces_keeps_splits_and_pixels(tmp_path):
 
     from rmmvideo.train.data import FaceFolderDataset, split_of
 
-    pack = _load_pipeline("pack_faces")
+    pack = load_pipeline("pack_faces")
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(0)

@@ -304,20 +304,16 @@ def test_stabiliser_keeps_tracks_apart_and_window_zero_is_identity() -> None:
 def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weights, tmp_path) -> None:
     """pipelines/calibrate_strength.py: --dry-run leaves the file alone; otherwise the curve is
     in the config, the tensors are unchanged, and a bad file is a one-line error (exit 2)."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
     import numpy as np
     from PIL import Image
     from safetensors.torch import load_file
 
     from rmmvideo.models.weights import from_pretrained
+    from tests.conftest import load_pipeline
 
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "calibrate_strength.py"
-    spec = importlib.util.spec_from_file_location("calibrate_strength", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_pipeline("calibrate_strength")
     faces = tmp_path / "faces"
     faces.mkdir()
     rng = np.random.default_rng(0)
