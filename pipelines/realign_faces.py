@@ -5,10 +5,11 @@
 
 The pipeline crops each face with the similarity that maps its five points (MTCNN + dlib's 68
 points, :func:`rmmvideo.video.align.five_points`) onto the model's template. UTKFace's own
-crops put those points within a few pixels of the template on average but with a spread of
-3-9 px (standard deviation at 200 px, 40 faces), so a model trained on them meets differently
-aligned faces in video; on held-out faces that misalignment alone halves the detail's PSNR gain
-and turns its identity gain into a loss (README, "Alignment"). This writes each image again,
+crops differ from that alignment per face by scale (std 3.9 %), rotation (1.6 degrees) and
+shift (3.8 px at 200 px; 40 faces), so a model trained on them meets differently aligned faces
+in video; on held-out faces a misalignment of that size cuts the detail's PSNR gain by more
+than half and turns its identity gain into a loss (README, "Small faces, alignment and the
+release gate"). This writes each image again,
 same name and size (JPEG at quality 97), warped (Lanczos, mirrored borders) so that the detector's points land on
 the template. Faces the detector misses are left out (the pipeline would not restore them).
 ``--limit`` keeps the first N training-split files, ``--val`` the first N validation-split ones
