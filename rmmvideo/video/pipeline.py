@@ -82,8 +82,9 @@ class RunSummary:
     def line(self) -> str:
         """One line for the user, e.g. ``90 frames, 84 faces restored, 2 tracks (strength 0.38/0.75
         on 1, 0 = the plain upscale on 1) in 12.0 s (7.50 frames/s) -> out.mp4``."""
-        return (f"{self.frames} frames, {self.faces} faces restored, {self.tracks} tracks"
-                f"{self.strength_note()} in {self.seconds:.1f} s ({self.fps:.2f} frames/s) -> {self.output}")
+        return (f"{_count(self.frames, 'frame')}, {_count(self.faces, 'face')} restored, "
+                f"{_count(self.tracks, 'track')}{self.strength_note()} in {self.seconds:.1f} s "
+                f"({self.fps:.2f} frames/s) -> {self.output}")
 
     def strength_note(self) -> str:
         """`` (strength 0.38/0.75 on 1, 0 = the plain upscale on 2)``: how many tracks got each
@@ -97,6 +98,11 @@ class RunSummary:
         if rest:
             parts.append(f"others on {rest}")
         return f" (strength {', '.join(parts)})"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 track``, ``2 tracks``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def default_output_path(input: str | os.PathLike, scale: float) -> Path:

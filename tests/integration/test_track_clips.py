@@ -3,7 +3,6 @@ clips themselves) and short inputs (a 1-frame clip through ``rmmvideo run``)."""
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,7 +103,5 @@ def test_one_frame_clip_through_run_restores_the_face(tmp_path: Path, capsys):
     rc = main(["run", str(src), "-o", str(out), "--scale", "2", "--strength", "1"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    m = re.search(r"(\d+) frames, (\d+) faces restored, (\d+) tracks \(strength 1.00 on 1\)", err)
-    assert m is not None, err
-    assert (int(m.group(1)), int(m.group(2)) >= 1, int(m.group(3))) == (1, True, 1), err
+    assert "1 frame, 1 face restored, 1 track (strength 1.00 on 1)" in err, err
     assert out.is_file()

@@ -440,4 +440,4 @@ def test_run_summary_says_which_tracks_stayed_the_plain_upscale() -> None:
                            "0.38/0.75 on 1) in 12.0 s"), line
     many = [Strength.uniform(k / 10) for k in range(6)]
     assert "others on 3)" in RunSummary("a", "b", 1, 1, 6, 1.0, strengths=many).line()
-    assert "tracks in" in RunSummary("a", "b", 1, 0, 0, 1.0).line()  # no tracks: no note
+    assert RunSummary("a", "b", 1, 1, 0, 1.0).line().startswith("1 frame, 1 face restored, 0 tracks in")  # no note
