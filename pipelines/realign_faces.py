@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from rmmvideo.models.weights import default_weights_path, read_metadata
+    from rmmvideo.config import ModelConfig
+    from rmmvideo.models.weights import read_metadata
     from rmmvideo.train.data import list_images, split_of
-    from rmmvideo.video.align import align_matrices, five_points
-    from rmmvideo.video.detect import make_detector
+    from rmmvideo.video.align import align_matrices
+    from rmmvideo.video.detect import largest_face_points5, make_detector
 
     src, dst = Path(args.src).resolve(), Path(args.dst).resolve()
     if not src.is_dir():
@@ -51,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if dst == src or src in dst.parents:
         print("error: the output folder must not be the source folder or inside it", file=sys.stderr)
         return 2
-    from rmmvideo.config import ModelConfig
-
-    cfg = ModelConfig.from_dict(read_metadata(args.weights or default_weights_path())["rmm_config"])
+    cfg = ModelConfig.from_dict(read_metadata(args.weights)["rmm_config"])  # None: the bundled file
     detector, _ = make_detector("mtcnn")
     left = {"train": args.limit if args.limit is not None else 10**12, "val": args.val}
     written = missed = 0
@@ -63,15 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         if left[part] <= 0:
             continue
         img = np.asarray(Image.open(path).convert("RGB"))
-        h, w = img.shape[:2]
-        pad = max(1, round(args.pad * max(h, w)))
-        faces = detector.detect([np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")])[0]
-        if not faces:
+        w = img.shape[1]
+        pts = largest_face_points5(detector, img, args.pad)
+        if pts is None:
             missed += 1
             continue
-        face = max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-        pts = torch.as_tensor(five_points(face.landmarks) - pad, dtype=torch.float64)[None]
-        m = align_matrices(pts, cfg.template, w)[0].numpy()
+        m = align_matrices(torch.as_tensor(pts, dtype=torch.float64)[None], cfg.template, w)[0].numpy()
         out = cv2.warpAffine(img, m, (w, w), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101)
         target = dst / rel  # the same name: the train/val split is by name
         target.parent.mkdir(parents=True, exist_ok=True)

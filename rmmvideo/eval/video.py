@@ -431,8 +431,7 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
               ("| scale | method | clips | ΔPSNR | FED x | temporal x | warp x | sharpness | "
                "worst ΔPSNR | clips worse in PSNR / FED / temporal |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for scale, method, rows in _groups(results):
-        worse = (sum(m.psnr_gain < 0 for m in rows), sum(m.fed_ratio > 1 for m in rows),
-                 sum(m.temporal_ratio > 1 for m in rows))  # the rule of worse_than_upscale
+        worse = [sum(col) for col in zip(*(_lost(m) for m in rows))]
         lines.append(f"| x{scale} | {method} | {len(rows)} | {_f(_mean([m.psnr_gain for m in rows]), 3)} | "
                      f"{_f(_mean([m.fed_ratio for m in rows]), 3)} | "
                      f"{_f(_mean([m.temporal_ratio for m in rows]), 3)} | "
@@ -444,6 +443,11 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
                   "in the face boxes = " + ", ".join(f"x{s}: {v:.3f}" for s, v in
                                                      _mean_by_scale(noise).items()) + " (8-bit levels)"]
     return "\n".join(lines) + "\n"
+
+
+def _lost(m: MethodScore) -> tuple[bool, bool, bool]:
+    """The never-worse rule: (lower PSNR, higher FED, higher temporal error) than the upscale."""
+    return m.psnr_gain < 0, m.fed_ratio > 1, m.temporal_ratio > 1
 
 
 def worse_than_upscale(results: Sequence[ClipResult], method: str = "rmm auto") -> list[str]:
@@ -459,9 +463,8 @@ def worse_than_upscale(results: Sequence[ClipResult], method: str = "rmm auto") 
         for m in r.methods:
             if m.method != method:
                 continue
-            lost = [what for what, bad in (
-                (f"ΔPSNR {m.psnr_gain:+.3f} dB", m.psnr_gain < 0), (f"FED {m.fed_ratio:.3f}x", m.fed_ratio > 1),
-                (f"temporal {m.temporal_ratio:.3f}x", m.temporal_ratio > 1)) if bad]
+            lost = [what for what, bad in zip((f"ΔPSNR {m.psnr_gain:+.3f} dB", f"FED {m.fed_ratio:.3f}x",
+                                               f"temporal {m.temporal_ratio:.3f}x"), _lost(m)) if bad]
             if lost:
                 out.append(f"{name}: {', '.join(lost)}")
     return out

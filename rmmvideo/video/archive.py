@@ -140,6 +140,16 @@ def _idet_graph(**buffer: object) -> av.filter.Graph:
     return graph
 
 
+_VOTE_KEYS = ("tff", "bff", "progressive", "undetermined")
+
+
+def _votes(last: av.VideoFrame | None) -> tuple[int, int, int, int]:
+    """idet's multiple-frame (tff, bff, progressive, undetermined) counts, as the metadata of
+    the last frame it passed on holds them (zeros when it passed none)."""
+    meta = dict(last.metadata) if last is not None else {}
+    return tuple(int(float(meta.get(f"lavfi.idet.multiple.{k}", "0"))) for k in _VOTE_KEYS)  # type: ignore[return-value]
+
+
 def _pull_all(graph: av.filter.Graph) -> list[av.VideoFrame]:
     out = []
     while True:
@@ -189,18 +199,12 @@ def scan_fields(path: str | os.PathLike, frames: int = SCAN_FRAMES) -> FieldScan
                     break
         except av.error.FFmpegError:
             pass  # a damaged tail: judge the frames decoded so far (decode reports damage itself)
-    meta = dict(last.metadata) if last is not None else {}
-
-    def count(key: str) -> int:
-        return int(float(meta.get(f"lavfi.idet.multiple.{key}", "0")))
-
     telecine = None
     if n >= 10 and 0.3 <= repeated / n <= 0.5:
         telecine = "hard 3:2"
     elif _cadence_telecine(sorted(pts)):
         telecine = "soft 3:2"
-    scan = FieldScan(n, count("tff"), count("bff"), count("progressive"), count("undetermined"),
-                     repeated, telecine)
+    scan = FieldScan(n, *_votes(last), repeated, telecine)
     if scan.forward_verdict in ("tff", "bff"):
         scan = replace(scan, reversed_votes=_reversed_votes(path, n))
     return scan
@@ -230,9 +234,7 @@ def _reversed_votes(path: str | os.PathLike, frames: int) -> tuple[int, int, int
         graph.push(frame)
         for out in _pull_all(graph):
             last = out
-    meta = dict(last.metadata) if last is not None else {}
-    return tuple(int(float(meta.get(f"lavfi.idet.multiple.{k}", "0")))  # type: ignore[return-value]
-                 for k in ("tff", "bff", "progressive", "undetermined"))
+    return _votes(last)
 
 
 def square_size(width: int, height: int, sar: Fraction) -> tuple[int, int]:
@@ -419,7 +421,7 @@ def describe(info: VideoInfo, scan: FieldScan | None = None, outputs: tuple[str,
         "idet": {"verdict": scan.verdict, "frames": scan.frames, "tff": scan.tff, "bff": scan.bff,
                  "progressive": scan.progressive, "undetermined": scan.undetermined,
                  "repeated_fields": scan.repeated,
-                 "reversed": (dict(zip(("tff", "bff", "progressive", "undetermined"), scan.reversed_votes))
+                 "reversed": (dict(zip(_VOTE_KEYS, scan.reversed_votes))
                               if scan.reversed_votes is not None else None)},
         "telecine": scan.telecine,
         "deinterlace_auto": view.deinterlace,

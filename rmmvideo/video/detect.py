@@ -68,6 +68,21 @@ class FaceDetector(Protocol):
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
+def largest_face_points5(detector: FaceDetector, image: np.ndarray, pad: float = 0.5) -> np.ndarray | None:
+    """The 5 alignment points (:func:`rmmvideo.video.align.five_points`, ``(5, 2)`` in ``image``'s
+    pixels) of the largest face ``detector`` finds in ``image`` (H, W, 3) uint8 RGB, padded by
+    ``pad`` of its longer side with its edge pixels repeated so that a face filling a tight crop
+    has surroundings to be found in; None when there is no face."""
+    from rmmvideo.video.align import five_points
+
+    p = max(1, round(pad * max(image.shape[:2])))
+    faces = detector.detect([np.pad(image, ((p, p), (p, p), (0, 0)), mode="edge")])[0]
+    if not faces:
+        return None
+    face = max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+    return five_points(face.landmarks) - p
+
+
 def _check_images(images: Sequence[np.ndarray]) -> None:
     for i, im in enumerate(images):
         if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:

@@ -93,8 +93,9 @@ class RunSummary:
         if not self.strengths:
             return ""
         counts = Counter("0 = the plain upscale" if s.is_zero else str(s) for s in self.strengths)
-        parts = [f"{name} on {k}" for name, k in counts.most_common(3)]
-        rest = len(self.strengths) - sum(k for _, k in counts.most_common(3))
+        top = counts.most_common(3)
+        parts = [f"{name} on {k}" for name, k in top]
+        rest = len(self.strengths) - sum(k for _, k in top)
         if rest:
             parts.append(f"others on {rest}")
         return f" (strength {', '.join(parts)})"

@@ -214,6 +214,18 @@ def fit_strength(detail: torch.Tensor, lost: torch.Tensor, weight: torch.Tensor)
     return Strength(float(best[0]), float(best[1]))
 
 
+def _degraded_input(source: torch.Tensor, f: float, size: int, crf: int, seed: int
+                    ) -> tuple[torch.Tensor, float] | None:
+    """The input face of :func:`pipeline_view` and :func:`detected_view` at crop scale ``f``:
+    ``(lq (3, n', n'), the downscale factor)``, or None when it would exceed the source."""
+    from rmmvideo.train.degrade import codec_roundtrip, downsample
+
+    down = source.shape[-1] * f / size
+    if down < 1.0:
+        return None
+    return codec_roundtrip(downsample(source, down), "h264", crf, frames=3, seed=seed), down
+
+
 def pipeline_view(source: torch.Tensor, f: float, size: int, crf: int, seed: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """One face as the video pipeline sees it at crop scale ``f``, and its references.
@@ -229,13 +241,12 @@ def pipeline_view(source: torch.Tensor, f: float, size: int, crf: int, seed: int
         when shrinking, as the pipeline's warp), its bicubic resize (the plain upscale in crop
         space), and the source resized to S; None when the input would exceed the source.
     """
-    from rmmvideo.train.degrade import codec_roundtrip, downsample, resize_to
+    from rmmvideo.train.degrade import resize_to
 
-    n = source.shape[-1]
-    down = n * f / size
-    if down < 1.0:
+    degraded = _degraded_input(source, f, size, crf, seed)
+    if degraded is None:
         return None
-    lq = codec_roundtrip(downsample(source, down), "h264", crf, frames=3, seed=seed)
+    lq, _ = degraded
     crop = F.interpolate(lq[None], size=(size, size), mode="bilinear", align_corners=False,
                          antialias=True)[0].clamp(0.0, 1.0)
     return crop, resize_to(lq, size), resize_to(source, size)
@@ -259,29 +270,24 @@ def detected_view(source: torch.Tensor, f: float, size: int, template: Sequence[
     Returns ``(crop, upscale, truth)``, each (3, S, S), or None when the input would exceed the
     source or the detector finds no face (the pipeline would not restore it either).
     """
-    from rmmvideo.train.degrade import codec_roundtrip, downsample, resize_to
-    from rmmvideo.video.align import align_matrices, five_points, warp_to_crops
+    from rmmvideo.train.degrade import resize_to
+    from rmmvideo.video.align import align_matrices, compose_affine, warp_to_crops
+    from rmmvideo.video.detect import largest_face_points5
 
-    n = source.shape[-1]
-    down = n * f / size
-    if down < 1.0:
+    degraded = _degraded_input(source, f, size, crf, seed)
+    if degraded is None:
         return None
-    lq = codec_roundtrip(downsample(source, down), "h264", crf, frames=3, seed=seed)
-    h, w = lq.shape[-2:]
-    p = max(1, round(pad * max(h, w)))
-    frame = F.pad(lq[None], (p, p, p, p), mode="replicate")[0]
-    image = (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    faces = detector.detect([image])[0]
-    if not faces:
+    lq, down = degraded
+    image = (lq.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pts = largest_face_points5(detector, image, pad)
+    if pts is None:
         return None
-    face = max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-    pts = torch.as_tensor(five_points(face.landmarks) - p, dtype=torch.float64)[None]
-    to_crop = align_matrices(pts, template, size)  # input pixels -> crop
+    to_crop = align_matrices(torch.as_tensor(pts, dtype=torch.float64)[None], template, size)  # input px -> crop
     # source pixels -> input pixels (pixel centres: x_in = (x_src + 0.5) / down - 0.5)
     src_to_in = torch.tensor([[1 / down, 0.0, 0.5 / down - 0.5], [0.0, 1 / down, 0.5 / down - 0.5]],
                              dtype=torch.float64)
-    lin = torch.cat([src_to_in, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
-    src_to_crop = to_crop @ lin
+    src_to_crop = compose_affine(to_crop, src_to_in)
+    n = source.shape[-1]
     one = torch.zeros(1, dtype=torch.long)
     crop = warp_to_crops(lq[None], one, to_crop, size)[0].clamp(0.0, 1.0)
     up = warp_to_crops(resize_to(lq, n)[None], one, src_to_crop, size)[0].clamp(0.0, 1.0)
