@@ -15,6 +15,8 @@ A config fixes:
   the decoder's last layer starts at zero too (the U-Net's always does), so an untrained model
   returns its input exactly. Only the initialisation differs: weights load the same either way.
   Off by default (the bundled weights were built without it).
+- ``refine_layers``, ``refine_channels``: a full-resolution refinement head after the decoder
+  (``rmmvideo.models.refine``); 0 layers (default) = none, the paper's generator.
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
 - ``strength_curve``: (crop scale f, luma weight a_Y, chroma weight a_C) points measured on
@@ -83,6 +85,8 @@ class ModelConfig:
     key_width: int = 64
     rm3_kernel: int = 3
     global_residual: bool = False
+    refine_layers: int = 0
+    refine_channels: int = 32
     template: tuple[tuple[float, float], ...] = FFHQ_TEMPLATE
     template_name: str = "ffhq"
     strength_curve: tuple[tuple[float, ...], ...] = ()
@@ -101,6 +105,8 @@ class ModelConfig:
                 raise ValueError(f"config: size {self.size} is not divisible by 2**({what}) = {div}")
         if self.rm3_kernel < 1 or self.rm3_kernel % 2 != 1:
             raise ValueError(f"config: rm3_kernel must be a positive odd number, got {self.rm3_kernel}")
+        if self.refine_layers != 0 and (self.refine_layers < 2 or self.refine_channels < 1):
+            raise ValueError("config: refine_layers must be 0 (no head) or >= 2, with refine_channels >= 1")
         if len(self.template) != 5:
             raise ValueError(f"config: template needs 5 points, got {len(self.template)}")
         fs = [p[0] for p in self.strength_curve]
@@ -131,6 +137,8 @@ class ModelConfig:
         d["template"] = [list(p) for p in self.template]
         if not self.global_residual:  # written only when on: files stay readable by older code
             del d["global_residual"]
+        if not self.refine_layers:  # likewise
+            del d["refine_layers"], d["refine_channels"]
         if self.strength_curve:
             d["strength_curve"] = [list(p) for p in self.strength_curve]
         else:

@@ -10,6 +10,7 @@ Generator data flow for a crop of side S (``cfg.size``) and n = ``cfg.n_rm3`` bl
                    h = lrelu(conv3x3(h)); h = up2x(h) if i < n     bottleneck)
     x_hr = x_mr + to_rgb(h)  (1x1 conv)                             (decision: residual on X_MR,
                                                                     so "RM3 0" is X_MR alone)
+    x_hr = RefineHead(x_lq, x_hr)   only when cfg.refine_layers > 0 (an option; zero at init)
 
 The U-Net is residual on x_lq (its output layer starts at zero), so the whole generator is a
 global residual on the bicubic-upscaled input. ``cfg.global_residual`` also starts ``to_rgb`` at
@@ -34,6 +35,7 @@ from rmmvideo.config import ModelConfig
 from rmmvideo.models.keynet import KeyNet
 from rmmvideo.models.mapping import MappingNetwork
 from rmmvideo.models.memory import WaveletMemory
+from rmmvideo.models.refine import RefineHead
 from rmmvideo.models.rm3 import RM3Block
 from rmmvideo.models.unet import UNet
 from rmmvideo.models.wavelet import wavelet_style_code
@@ -69,6 +71,7 @@ class RMMGenerator(nn.Module):
         with torch.no_grad():
             self.to_rgb.weight.mul_(0.0 if cfg.global_residual else 0.1)
             self.to_rgb.bias.zero_()
+        self.refine = RefineHead(cfg.refine_layers, cfg.refine_channels) if cfg.refine_layers else None
 
     def decoder_modules(self) -> list[nn.Module]:
         """The RM3 decoder's modules (for parameter counts)."""
@@ -102,7 +105,10 @@ class RMMGenerator(nn.Module):
             h = F.leaky_relu(self.convs[i](h), 0.2)
             if i < n - 1:
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        return x_mr + self.to_rgb(h), x_mr
+        x_hr = x_mr + self.to_rgb(h)
+        if self.refine is not None:
+            x_hr = self.refine(x_lq, x_hr)
+        return x_hr, x_mr
 
 
 @dataclass
@@ -144,7 +150,8 @@ class RMM(nn.Module):
         return F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=down)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter counts per part: unet, mapping, rm3_decoder, keynet, total."""
+        """Trainable parameter counts per part: unet, mapping, rm3_decoder, keynet, refine (when
+        the config has the head), total."""
 
         def count(mods: list[nn.Module]) -> int:
             return sum(p.numel() for m in mods for p in m.parameters())
@@ -156,6 +163,8 @@ class RMM(nn.Module):
             "rm3_decoder": count(g.decoder_modules()),
             "keynet": count([self.keynet]),
         }
+        if g.refine is not None:
+            parts["refine"] = count([g.refine])
         parts["total"] = sum(p.numel() for p in self.parameters())
         return parts
 

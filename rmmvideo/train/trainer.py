@@ -110,6 +110,10 @@ class TrainConfig:
     # run's start (at the measured seconds per step; the cosine schedule spans it), and the run
     # also stops once the budget is spent. None: ``steps`` as written.
     time_budget_s: float | None = None
+    # Train only the parameters whose names start with one of these prefixes (e.g.
+    # ``generator.refine.``: a refinement head grown on trained weights); the rest, and the
+    # memory, stay as ``init_from`` left them. Empty: everything trains.
+    train_only: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -138,6 +142,8 @@ class TrainConfig:
             if bad:
                 raise UserError(f"train config: unknown loss keys {sorted(bad)}")
             kw["loss"] = LossWeights(**{k: float(v) for k, v in kw["loss"].items()})
+        if "train_only" in kw:
+            kw["train_only"] = tuple(str(v) for v in kw["train_only"])
         for key, typ in (("betas", float), ("disc_scales", int), ("disc_weights", float)):
             if key in kw:
                 kw[key] = tuple(typ(v) for v in kw[key])
@@ -305,7 +311,15 @@ class Trainer:
         self.objective = RMMObjective(cfg.loss, cfg.model.template, cfg.model.size, vgg, identity_net=id_net).to(
             self.device
         )
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.trainable = [p for name, p in self.model.named_parameters()
+                          if not cfg.train_only or name.startswith(cfg.train_only)]
+        if not self.trainable:
+            raise UserError(f"train config: train_only {list(cfg.train_only)} matches no parameter")
+        if cfg.train_only:
+            self.model.requires_grad_(False)
+            for p in self.trainable:
+                p.requires_grad_(True)
+        self.opt_g = torch.optim.Adam(self.trainable, lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
         cuda = self.device.type == "cuda"  # cuDNN autotuning / TF32: process-wide, set by the CLI
         self.amp_dtype: torch.dtype | None = None
@@ -352,7 +366,7 @@ class Trainer:
     # -- one step
     def train_step(self, x_lq: torch.Tensor, x_hq: torch.Tensor) -> dict[str, float]:
         """One generator + memory + discriminator + EMA step. Returns the losses as floats."""
-        self.model.train()
+        self.model.train(not self.cfg.train_only)  # frozen parts keep their BatchNorm statistics
         self.disc.train()
         z_n = torch.randn(x_lq.shape[0], self.cfg.model.z_n_dim, generator=self.noise).to(self.device)
         use_adv = self.objective.use_adv
@@ -372,11 +386,12 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g["total"]).backward()
         self.scaler.unscale_(self.opt_g)
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
         self.scaler.step(self.opt_g)
 
-        with torch.no_grad():
-            self.model.update_memory(out["q"].detach().float(), out["z_w"].detach().float())
+        if not self.cfg.train_only:
+            with torch.no_grad():
+                self.model.update_memory(out["q"].detach().float(), out["z_w"].detach().float())
 
         logs = {f"g_{k}": float(v.detach()) for k, v in g.items()}
         logs["g_grad_norm"] = float(gnorm)
@@ -465,11 +480,19 @@ class Trainer:
             raise UserError(f"init_from: no weights at {p}")
         model = from_pretrained(p)
         # The strength curve is a measurement of those weights, not architecture: fine-tuning
-        # starts from them without it (the export is calibrated again).
-        if replace(model.config, strength_curve=()) != self.cfg.model:
+        # starts from them without it (the export is calibrated again). Weights without a
+        # refinement head may start a model with one (the head starts at zero: same outputs).
+        m = self.cfg.model
+        grow = not model.config.refine_layers and m.refine_layers > 0
+        base = replace(model.config, strength_curve=())
+        if grow:
+            base = replace(base, name=m.name, refine_layers=m.refine_layers, refine_channels=m.refine_channels)
+        if base != m:
             raise UserError(f"{p}: the weights' model config differs from the train config's (init_from)")
-        self.model.load_state_dict(model.state_dict())
-        self.ema.load_state_dict(model.state_dict())
+        for net in (self.model, self.ema):
+            missing, unexpected = net.load_state_dict(model.state_dict(), strict=not grow)
+            if unexpected or any(not k.startswith("generator.refine.") for k in missing):
+                raise UserError(f"{p}: weights do not fit the train config's model (init_from)")
         training = read_metadata(p)["extra"].get("training", {})
         self.init_info = {
             "init_from": str(path),

@@ -298,3 +298,32 @@ def test_global_residual_untrained_model_returns_its_input_upscaled() -> None:
     assert ModelConfig.from_json(cfg.to_json()) == cfg
     assert "global_residual" not in TINY.to_dict()  # off: config JSON as before the flag
     assert ModelConfig.from_dict(TINY.to_dict()) == TINY and not TINY.global_residual
+
+
+def test_refine_head_starts_as_the_identity_and_travels_with_the_config() -> None:
+    from dataclasses import replace
+
+    cfg = replace(TINY, refine_layers=3, refine_channels=8)
+    torch.manual_seed(0)
+    plain = RMM(TINY)
+    torch.manual_seed(0)
+    headed = RMM(cfg)
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("generator.refine.") for k in missing)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    z = torch.randn(2, 8, generator=g)
+    assert torch.equal(plain.restore(x, noise=z).x_hr, headed.restore(x, noise=z).x_hr)
+    assert headed.parameter_counts()["refine"] == 6 * 8 * 9 + 8 + 8 * 8 * 9 + 8 + 8 * 3 * 9 + 3
+    # its zero output layer gets a gradient, and a trained head changes the output
+    out = headed.forward_train(x, torch.rand(2, 3, 32, 32, generator=g), z)
+    (out["x_hr"] - 0.5).square().mean().backward()
+    last = headed.generator.refine.body[-1]
+    assert float(last.weight.grad.abs().sum()) > 0
+    with torch.no_grad():
+        last.bias.fill_(0.1)
+    assert not torch.equal(plain.restore(x, noise=z).x_hr, headed.restore(x, noise=z).x_hr)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert "refine_layers" not in TINY.to_dict()  # no head: config JSON as before the option
+    with pytest.raises(ValueError, match="refine_layers"):
+        replace(TINY, refine_layers=1)

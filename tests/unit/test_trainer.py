@@ -361,3 +361,30 @@ def test_video_config_and_a_few_steps_with_the_video_degradation(tmp_path):
     t.fit(export=False)
     after = _rec_on(t, items)
     assert t.step == 32 and after < 0.95 * before, (before, after)
+
+
+def test_grow_a_refine_head_and_train_only_it(tmp_path):
+    """init_from weights without a head starts a model with one (same outputs), and
+    ``train_only`` trains the head alone: every other parameter, buffer and the memory stay."""
+    data = tiny_dataset(4)
+    first = Trainer(tiny_train_config(steps=2), tmp_path / "a", data)
+    first.fit(export=True)
+    src = tmp_path / "a" / "model.safetensors"
+    headed = replace(TINY, name="tiny-refine", refine_layers=2, refine_channels=4)
+    cfg = tiny_train_config(model=headed, steps=4, lr=3e-3, init_from=str(src), train_only=("generator.refine.",),
+                            loss=LossWeights(adv=0.0, vgg=0.0, cx=0.0))
+    t = Trainer(cfg, tmp_path / "b", data)
+    t.init_weights(src)
+    base = from_pretrained(src)
+    x = torch.stack([d["lq"] for d in data])
+    z = torch.zeros(len(data), TINY.z_n_dim)
+    assert torch.equal(base.restore(x, noise=z).x_hr, t.ema.restore(x, noise=z).x_hr)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.fit(export=False)
+    assert t.step == 4
+    after = t.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("generator.refine.") for k in changed), changed
+    assert not torch.equal(base.restore(x, noise=z).x_hr, t.model.restore(x, noise=z).x_hr)
+    with pytest.raises(Exception, match="matches no parameter"):
+        Trainer(replace(cfg, train_only=("nothing.",)), tmp_path / "c", data)
