@@ -193,6 +193,7 @@ def _probe_key(path: Path) -> tuple:
 def segment_source(input_path: Path, dst: Path, start_pts: int | None, end_pts: int | None) -> Path:
     """A packet copy of the input's video around [start_pts, end_pts), so a segment's render
     decodes its own range instead of everything before it (decode cost O(n) per file, not O(n^2)).
+    ``start_pts``: the first frame the render reads (its context before the range included).
 
     Copies from the keyframe at or before start_pts up to the second keyframe at or after end_pts
     (one spare GOP: open-GOP leading pictures shown before end_pts are decoded after the cut),
@@ -245,7 +246,7 @@ def render_segment(
     """Pass 2 for one segment: frames start_pts <= pts < end_pts, video only, input pts kept."""
     _check(engine)
     if engine == "rmm":
-        from rmmvideo.video.pipeline import TrackTable, render_video
+        from rmmvideo.video.pipeline import TrackTable, context_before, render_video
 
         if table_path is None:
             raise RuntimeError("segment render without the analysis pass's track table")
@@ -255,8 +256,13 @@ def render_segment(
             from rmmvideo.video.archive import auto_deinterlace
 
             opts = dataclasses.replace(opts, deinterlace=auto_deinterlace(input_path))
+        copy_from, lead = start_pts, context_before(opts)  # the copy holds the context before the range too
+        if start_pts is not None and lead:
+            earlier = [p for p in sorted(table.faces) if p < start_pts]
+            if earlier:
+                copy_from = earlier[max(0, len(earlier) - lead)]
         src = segment_source(input_path, output.with_name(f"{output.stem}.source{input_path.suffix.lower()}"),
-                             start_pts, end_pts)
+                             copy_from, end_pts)
         try:
             s = render_video(src, output, opts, table, start_pts=start_pts, end_pts=end_pts, audio=False,
                              components=_components(opts), progress=progress)

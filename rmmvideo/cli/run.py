@@ -58,12 +58,20 @@ def add_strength_option(p: argparse._ActionsContainer, default: str | None = "au
                         "auto = per track, from the weights' calibration at the face's size")
 
 
+def add_fuse_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--fuse", type=checks.FUSE, default=2, metavar="N",
+                   help="multi-frame fusion: the N frames before and after each frame that show the same face "
+                        "track are motion-compensated and averaged into its face regions where they agree, "
+                        "before restoration (codec noise and flicker go down), 0..8, 0 = off")
+
+
 def add_restore_options(p: argparse._ActionsContainer) -> None:
     """Options shared by run, preview, bench and batch (they map onto RestoreOptions)."""
     p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of the whole frame, 0.25..16")
     add_model_options(p)
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="track: fixed noise + pinned memory slot per face track; frame: fresh per frame")
+    add_fuse_option(p)
     add_strength_option(p)
     p.add_argument("--seed", type=checks.SEED, default=0, help="run seed >= 0 (per-track noise derives from it)")
     p.add_argument("--detect-every", type=checks.DETECT_EVERY, default=2,
@@ -124,7 +132,7 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
 
     return RestoreOptions(
         scale=args.scale, weights=args.weights, device=args.device, detector=args.detector,
-        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, strength=args.strength, seed=args.seed,
+        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, fuse=args.fuse, strength=args.strength, seed=args.seed,
         detect_every=args.detect_every, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
         preset=args.preset, bit_depth=args.bit_depth, threads=args.threads, quiet=args.quiet,
         deinterlace=args.deinterlace, sar=args.sar,

@@ -39,6 +39,7 @@ class RestoreOptions:
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
+    fuse: int = 2  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
     strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2
@@ -68,6 +69,8 @@ class RestoreOptions:
                             f"got {st!r}")
         if self.temporal not in ("track", "frame"):
             raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
+        if not 0 <= self.fuse <= 8:
+            raise UserError(f"--fuse must be in 0..8, got {self.fuse}")
         if self.detect_every < 1:
             raise UserError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.batch_size < 1:

@@ -3,6 +3,8 @@
 Data flows one way, in small typed records:
 
     DecodedFrame --(FaceTracker, plan_frames)--> FramePlan(frame, faces: list[FacePlan])
+        --(fuse.fuse_plans: each face region averaged with the track's motion-compensated
+          neighbours, +-radius frames)-->
         --(render.TrackStyler: per-track noise, pinned memory slot, strength)-->
         --(render.FaceRenderer: warp, RMM restore, detail band, stabiliser, masks; the detail is added
           to the upscaled frame by composite.composite_faces)--> VideoWriter
@@ -15,8 +17,9 @@ is ``rmmvideo.video.render``.
 
 Two-pass use (segment parallelism): ``analyze_video`` runs decode + track + slot pinning over the
 whole file and returns a ``TrackTable``; ``render_video`` renders any pts range from that table.
-A frame's pixels depend only on the frame, its table entry and (stabiliser) the same track's
-3 previous frames, which a segment renders first without writing them, so segments rendered in parallel
+A frame's pixels depend only on the frame, its table entry, (fusion) the ``--fuse`` frames before
+and after it and (stabiliser) the same track's 3 previous frames; a segment decodes that context
+and renders the 3 frames before it without writing them, so segments rendered in parallel
 equal a single pass (``restore_video`` streams both passes together) up to float rounding: the
 model's convolutions differ by ~1e-7 with the batch's size, so a pixel may differ by one level.
 """
@@ -44,6 +47,7 @@ from rmmvideo.video.io import (
     decode_frames,
     probe,
 )
+from rmmvideo.video.fuse import TemporalFusion, fuse_plans
 from rmmvideo.video.options import Components, RestoreOptions, build_components
 from rmmvideo.video.render import (
     FacePlan,
@@ -52,6 +56,7 @@ from rmmvideo.video.render import (
     TrackStyle,
     TrackStyler,
 )
+from rmmvideo.video.stabilise import DEFAULT_WINDOW
 from rmmvideo.video.strength import Strength
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
@@ -74,25 +79,30 @@ class RunSummary:
     detector: str = ""
     strengths: list[Strength] = field(default_factory=list)  # each track's restoration strength
     damage: str = ""  # damaged input kept with on_damage="warn": problems and damaged spans
+    fused: int = 0  # faces fused with their neighbouring frames (rmmvideo.video.fuse)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
     def line(self) -> str:
-        """One line for the user, e.g. ``90 frames, 84 faces restored, 2 tracks (strength 0.38/0.75
-        on 1, 0 = the plain upscale on 1) in 12.0 s (7.50 frames/s) -> out.mp4``."""
-        return (f"{_count(self.frames, 'frame')}, {_count(self.faces, 'face')} restored, "
+        """One line for the user, e.g. ``90 frames, 84 faces restored, 168 fused across frames, 2
+        tracks (strength 0.38/0.75 on 1, 0 = the fused upscale on 1) in 12.0 s (7.50 frames/s) ->
+        out.mp4``."""
+        fused = f"{self.fused} fused across frames, " if self.fused else ""
+        return (f"{_count(self.frames, 'frame')}, {_count(self.faces, 'face')} restored, {fused}"
                 f"{_count(self.tracks, 'track')}{self.strength_note()} in {self.seconds:.1f} s "
                 f"({self.fps:.2f} frames/s) -> {self.output}")
 
     def strength_note(self) -> str:
         """`` (strength 0.38/0.75 on 1, 0 = the plain upscale on 2)``: how many tracks got each
         strength (the three most common, then the rest), so a run whose faces all stayed the
-        plain upscale says so; empty without tracks."""
+        plain upscale (or, with fusion, the upscale of the fused frames) says so; empty without
+        tracks."""
         if not self.strengths:
             return ""
-        counts = Counter("0 = the plain upscale" if s.is_zero else str(s) for s in self.strengths)
+        zero = "0 = the fused upscale" if self.fused else "0 = the plain upscale"
+        counts = Counter(zero if s.is_zero else str(s) for s in self.strengths)
         top = counts.most_common(3)
         parts = [f"{name} on {k}" for name, k in top]
         rest = len(self.strengths) - sum(k for _, k in top)
@@ -280,6 +290,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     tracker = make_tracker(comps.detector, options)
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
+    fusion = TemporalFusion(options.fuse)
     view = _view(info, options, log)
     bar: _Progress | None = None  # started once the writer has said what it does with the audio
     from rmmvideo.video.io_decode import DamageReport
@@ -294,7 +305,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
             for note in writer.audio_notes:
                 log(note)
             bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
-            for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+            plans = fuse_plans(plan_frames(frames, tracker, options.batch_size), fusion)
+            for batch in batched(plans, options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)
@@ -308,7 +320,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector_name,
-                         [s.strength for _, s in sorted(styler.styles.items())])
+                         [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused)
     summary.damage = damage.line()
     log(summary.line())
     return summary
@@ -327,7 +339,8 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=_view(info, options, _log(options)))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
-        for batch in batched(plan_frames(frames, tracker, options.batch_size), options.batch_size):
+        plans = fuse_plans(plan_frames(frames, tracker, options.batch_size), TemporalFusion(options.fuse))
+        for batch in batched(plans, options.batch_size):
             with torch.inference_mode():
                 fb = renderer.prepare(batch)
                 if fb is not None:
@@ -341,6 +354,12 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
         frames.close()  # type: ignore[attr-defined]
     table.styles = dict(styler.styles)
     return table
+
+
+def context_before(options: RestoreOptions) -> int:
+    """Frames before a segment's first that ``render_video`` reads: the stabiliser's window
+    (``--temporal track``) and, before each of those, the fusion's radius."""
+    return (DEFAULT_WINDOW if options.temporal == "track" else 0) + options.fuse
 
 
 def render_video(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,
@@ -366,17 +385,39 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
                            damage=damage, view=view)
 
+    fusion = TemporalFusion(options.fuse)
     warm: deque[FramePlan] = deque(maxlen=renderer.stabiliser.window)
 
     def planned() -> Iterator[FramePlan]:
+        """Plans of the range with their context: the stabiliser's window of frames before it,
+        each with the fusion's radius before it, and the fusion's radius after it."""
+        before: deque[FramePlan] = deque(maxlen=context_before(options))
+        after = 0
         for f in frames:
+            plan = FramePlan(f, table.faces.get(f.pts, []))
             if start_pts is not None and f.pts < start_pts:
-                if warm.maxlen:
-                    warm.append(FramePlan(f, table.faces.get(f.pts, [])))
+                before.append(plan)
                 continue
+            yield from before
+            before.clear()
             if end_pts is not None and f.pts >= end_pts:
-                break
-            yield FramePlan(f, table.faces.get(f.pts, []))
+                if after >= fusion.radius:
+                    break
+                after += 1
+            yield plan
+
+    fused = 0  # faces fused in the range (the context's are not counted)
+
+    def in_range() -> Iterator[FramePlan]:
+        nonlocal fused
+        seen = fusion.faces_fused
+        for plan in fuse_plans(planned(), fusion):  # the count moved while this plan was fused
+            here, seen = fusion.faces_fused - seen, fusion.faces_fused
+            if start_pts is not None and plan.frame.pts < start_pts:
+                warm.append(plan)  # the stabiliser's history, rendered but not written
+            elif end_pts is None or plan.frame.pts < end_pts:
+                fused += here
+                yield plan
 
     n = 0
     tracks: set[int] = set()
@@ -384,7 +425,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
         with VideoWriter.for_input(info, output, options.scale, view=view, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth,
                                    copy_audio=audio, copy_subtitles=audio) as writer:
-            for batch in batched(planned(), options.batch_size):
+            for batch in batched(in_range(), options.batch_size):
                 if warm:  # the stabiliser's history: the frames just before the segment, not written
                     renderer.render(list(warm))
                     renderer.faces_restored = 0
@@ -401,4 +442,4 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     return RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored, len(tracks),
                       time.perf_counter() - t0, comps.detector_name,
                       [styler.styles[t].strength for t in sorted(tracks) if t in styler.styles],
-                      damage=damage.line())
+                      damage=damage.line(), fused=fused)

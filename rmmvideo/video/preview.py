@@ -3,10 +3,12 @@
 How a preview matches ``run``: the frame is decoded frame-accurately (random access by index or
 time, PyAV with seeks to the preceding keyframe), and the faces around it are tracked over a
 short window of frames through the same tracker, ``plan_frames`` and ``FaceRenderer`` as
-``run``. The window starts ``window`` frames before the target (rounded down so the detection
-frames and the render batches fall on the same frame indices as in ``run``) and ends
-``tracker.lag + detect_every`` frames after it, enough for the tracker to finalise the target
-frame exactly as it would in a full pass.
+``run``. The window starts ``window`` frames (at least ``--fuse``'s) before the target (rounded
+down so the detection frames and the render batches fall on the same frame indices as in
+``run``) and ends ``tracker.lag + detect_every + fuse`` frames after it, enough for the tracker to
+finalise the target frame exactly as it would in a full pass and for the multi-frame fusion
+(``rmmvideo.video.fuse``) to see the target's neighbours. The left panel is the plain upscale of
+the decoded frame (before fusion).
 
 Where it can differ from ``run`` (the window's start pins things a full pass pins earlier):
 - when the window reaches back to frame 0 (targets within about ``window`` frames of the start),
@@ -35,7 +37,7 @@ import re
 import sys
 import time as _time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +49,7 @@ from rmmvideo.video.composite import canvas_matrix
 from rmmvideo.video.io import batched
 from rmmvideo.video.io_decode import RandomAccessReader
 from rmmvideo.video.options import Components, RestoreOptions
-from rmmvideo.video.render import RenderRecord
+from rmmvideo.video.render import FramePlan, RenderRecord
 from rmmvideo.video.strength import Strength
 
 DEFAULT_WINDOW = 24  # frames of context before the target (about one second)
@@ -180,6 +182,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     """
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
+    from rmmvideo.video.fuse import TemporalFusion, fuse_plans
     from rmmvideo.video.pipeline import make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
     from rmmvideo.video.upscale import upscale_images
@@ -199,14 +202,23 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         tracker = make_tracker(comps.detector, opts)
         k = int(opts.detect_every)
         align = k * opts.batch_size // math.gcd(k, opts.batch_size)
-        start = max(0, target - window)
+        fusion = TemporalFusion(opts.fuse)
+        start = max(0, target - max(window, fusion.radius))
         start -= start % align  # same detection frames and render batches as a full pass
-        count = (target - start) + int(tracker.lag) + k
+        count = (target - start) + int(tracker.lag) + k + fusion.radius
         decoded = min(count, len(reader) - start)
         frames = reader.window(start, count)
         styler = TrackStyler(comps.model, opts.seed, strength=opts.strength, scale=opts.scale)
         renderer = FaceRenderer(comps, opts, styler, gray=info.is_gray, record=True)
-        plans = plan_frames(frames, tracker, opts.batch_size)
+        originals: dict[int, np.ndarray] = {}  # the decoded images, for the plain upscale
+
+        def remember(plans: Iterator[FramePlan]) -> Iterator[FramePlan]:
+            for p in plans:
+                originals[p.frame.index] = p.frame.image
+                yield p
+
+        tracked = plan_frames(frames, tracker, opts.batch_size)
+        plans = fuse_plans(remember(tracked), fusion)
         hit: list | None = None
         recent: deque = deque(maxlen=renderer.stabiliser.window or None)  # the stabiliser's history
         try:
@@ -222,6 +234,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
                     recent.extend(batch)
         finally:
             plans.close()  # type: ignore[attr-defined]
+            tracked.close()  # type: ignore[attr-defined]
             close = getattr(frames, "close", None)
             if close is not None:
                 close()
@@ -237,7 +250,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         history = (list(recent) + hit[:pos])[-renderer.stabiliser.window:] if renderer.stabiliser.window else []
         to_render, b = history + [plan], len(history)
     restored = renderer.render(to_render)[b]
-    image = plan.frame.image
+    image = originals[target]  # the plain upscale is of the decoded frame, before fusion
     upscaled = upscale_images(image, opts.scale, comps.device)
     faces = _faces_of(renderer.last, b, image.shape[:2], restored.shape[:2], keep_masks)
     pinfo = PreviewInfo(target, plan.frame.pts, plan.frame.time, start, decoded, faces,

@@ -88,7 +88,9 @@ def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
         for fa, fb in zip(ca.decode(video=0), cb.decode(video=0), strict=True):
             assert fa.pts == fb.pts
             values.append(psnr(fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")))
-    assert len(values) == 24 and min(values) > 45.0, values
+    # the segments' packet copies hold the frames fusion and stabiliser read before them: equal up
+    # to the model's float rounding (without that context the first frames fell to 44.6 dB)
+    assert len(values) == 24 and min(values) > 50.0, values
 
 
 def _frames(path: Path) -> list[np.ndarray]:

@@ -184,7 +184,7 @@ def test_luma_and_chroma_strengths_reach_the_frames(two_face_clip, tiny_weights,
     from rmmvideo.video.strength import Strength
 
     clip, _ = two_face_clip
-    o = opts(tiny_weights, scale=1, codec="ffv1", bit_depth=10)
+    o = opts(tiny_weights, scale=1, codec="ffv1", bit_depth=10, fuse=0)  # the strengths alone, no fusion
     table = analyze_video(clip, o)
     plain = tmp_path / "plain.mkv"
     transcode_upscale(clip, plain, 1, codec="ffv1", bit_depth=10)

@@ -441,3 +441,6 @@ def test_run_summary_says_which_tracks_stayed_the_plain_upscale() -> None:
     many = [Strength.uniform(k / 10) for k in range(6)]
     assert "others on 3)" in RunSummary("a", "b", 1, 1, 6, 1.0, strengths=many).line()
     assert RunSummary("a", "b", 1, 1, 0, 1.0).line().startswith("1 frame, 1 face restored, 0 tracks in")  # no note
+    fused = RunSummary("in.mp4", "out.mp4", 90, 0, 1, 12.0, strengths=[zero], fused=88).line()
+    assert fused.startswith("90 frames, 0 faces restored, 88 fused across frames, 1 track "
+                            "(strength 0 = the fused upscale on 1) in 12.0 s"), fused
