@@ -59,10 +59,11 @@ def add_strength_option(p: argparse._ActionsContainer, default: str | None = "au
 
 
 def add_fuse_option(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--fuse", type=checks.FUSE, default=2, metavar="N",
-                   help="multi-frame fusion: the N frames before and after each frame that show the same face "
-                        "track are motion-compensated and averaged into its face regions where they agree, "
-                        "before restoration (codec noise and flicker go down), 0..8, 0 = off")
+    p.add_argument("--fuse", type=checks.FUSE, default=0, metavar="N",
+                   help="multi-frame fusion, 0..8 (0 = off): the N frames before and after each frame that show "
+                        "the same face track are motion-compensated and averaged into its face regions where they "
+                        "agree, before restoration. For compressed sources (2: less codec noise and flicker, more "
+                        "PSNR); on nearly clean input it softens faces a little (README)")
 
 
 def add_restore_options(p: argparse._ActionsContainer) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 if TYPE_CHECKING:
     from rmmvideo.video.render import FacePlan, FramePlan
 
-DEFAULT_RADIUS = 2
+DEFAULT_RADIUS = 2  # what --fuse on means (the command line's default is 0: off)
 GATE = 8.0 / 255.0  # in [0, 1] units
 GROW = 0.3  # region: landmark box grown by this share of its size on each side
 FEATHER = 0.15  # share of the region's size over which the blend window falls to 0

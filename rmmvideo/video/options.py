@@ -39,7 +39,7 @@ class RestoreOptions:
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
-    fuse: int = 2  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
+    fuse: int = 0  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
     strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2

@@ -73,7 +73,7 @@ def test_segmented_restoration_equals_single_pass(tmp_path, tiny_weights):
     # segments render from packet copies of their range (not the whole file): that path is tested
     assert segment_source(clip, tmp_path / "probe.mp4", keys[1], keys[2]) != clip
     opts = RestoreOptions(weights=str(tiny_weights), scale=1.0, crf=0, preset="ultrafast", seed=3,
-                          strength=1.0)  # 1: faces are restored (auto gives 0 at scale 1)
+                          strength=1.0, fuse=2)  # 1: faces are restored (auto gives 0 at scale 1)
     runs = {}
     for name, seconds, jobs in (("single", 0.0, 1), ("segmented", 0.25, 2)):
         runs[name] = run_batch([str(clip)], BatchConfig(out_dir=tmp_path / name, jobs=jobs, engine="rmm",

@@ -112,10 +112,10 @@ def test_strength_zero_is_the_plain_upscale_through_the_run_path(tmp_path: Path)
 
 
 def test_fusion_beats_the_plain_upscale_on_a_real_clip(tmp_path: Path) -> None:
-    """Multi-frame fusion alone (strength 0, the default --fuse 2) on real footage: more PSNR and
-    less flicker than the plain upscale, and the faces change only where fusion acts."""
+    """Multi-frame fusion alone (strength 0, --fuse 2) on compressed real footage (CRF 30): more
+    PSNR, less flicker and flow-warping error than the plain upscale."""
     out_json = tmp_path / "f.json"
-    rc = main(["eval-video", str(CLIP), "--scales", "4", "--frames", "16", "--strengths", "0",
+    rc = main(["eval-video", str(CLIP), "--scales", "4", "--frames", "16", "--strengths", "0", "--fuse", "2",
                "--no-noise-check", "--quiet", "--json", str(out_json)])
     assert rc == 0
     (row,) = json.loads(out_json.read_text())

@@ -157,7 +157,7 @@ def test_track_table_ids_are_stable(two_face_clip, tiny_weights):
 
 def test_segments_from_table_equal_single_pass(two_face_clip, tiny_weights, tmp_path):
     clip, _ = two_face_clip
-    o = opts(tiny_weights, scale=1)
+    o = opts(tiny_weights, scale=1, fuse=2)  # fusion and stabiliser both read frames around a segment
     single = tmp_path / "single.mkv"
     restore_video(clip, single, o)
     table = analyze_video(clip, o)

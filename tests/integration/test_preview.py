@@ -80,8 +80,8 @@ def test_preview_cli_writes_side_by_side_png(weights: Path, tmp_path: Path) -> N
              "--strength", "1")
     assert r.returncode == 0, r.stderr
     assert "frame 40" in r.stdout and "1 face" in r.stdout and str(out) in r.stdout
-    # window start aligned to the run's batches (8) and detection frames (2); end = 40 + lag + 2 + fuse 2
-    assert "frames 32..54" in r.stdout
+    # window start aligned to the run's batches (8) and detection frames (2); end = 40 + lag + 2
+    assert "frames 32..52" in r.stdout
     img = np.asarray(Image.open(out).convert("RGB"))
     frame = _frame(CLIP, 40)
     h, w = frame.shape[:2]
@@ -115,8 +115,9 @@ def test_restored_half_differs_only_inside_the_masks(weights: Path, comps) -> No
 
 @pytest.mark.slow
 def test_preview_matches_run_output(weights: Path, comps, tmp_path: Path) -> None:
-    """Frame N of `run` (lossless FFV1 4:4:4, only the RGB <-> YUV rounding) == preview of N."""
-    opts = _options(weights, codec="ffv1")
+    """Frame N of `run` (lossless FFV1 4:4:4, only the RGB <-> YUV rounding) == preview of N,
+    multi-frame fusion included (the preview reads the target's neighbours too)."""
+    opts = _options(weights, codec="ffv1", fuse=2)
     n = 6
     res = render_preview(CLIP, index=n, options=opts, window=24, components=comps, keep_masks=True)
     assert res.info.window_start == 0 and len(res.info.faces) == 1
