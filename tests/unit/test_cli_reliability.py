@@ -303,8 +303,20 @@ def test_batch_sigterm_stops_its_workers_and_leaves_no_temporary(long_clip, tiny
         [sys.executable, "-m", "rmmvideo", "batch", str(long_clip), "--out", str(out), "--weights", str(tiny_weights),
          "--detector", "dlib", "--preset", "veryslow", "--segment-seconds", "0", "--quiet"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def writing() -> bool:
+        """The worker's temporary output has bytes (the state file's own temporary, renamed at any
+        moment, is not what this waits for)."""
+        for p in out.rglob("*") if out.is_dir() else []:
+            if ".partial-" in p.name and not p.name.startswith(".batch-state"):
+                try:
+                    if p.stat().st_size > 0:
+                        return True
+                except FileNotFoundError:
+                    pass
+        return False
+
     t0 = time.monotonic()
-    while not (out.is_dir() and [p for p in out.rglob("*") if ".partial-" in p.name and p.stat().st_size > 0]):
+    while not writing():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() - t0 < 90, "the batch never started writing"
         time.sleep(0.1)
