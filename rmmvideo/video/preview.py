@@ -210,11 +210,12 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         frames = reader.window(start, count)
         styler = TrackStyler(comps.model, opts.seed, strength=opts.strength, scale=opts.scale)
         renderer = FaceRenderer(comps, opts, styler, gray=info.is_gray, record=True)
-        originals: dict[int, np.ndarray] = {}  # the decoded images, for the plain upscale
+        originals: dict[int, np.ndarray] = {}  # the target's decoded image, for the plain upscale
 
         def remember(plans: Iterator[FramePlan]) -> Iterator[FramePlan]:
             for p in plans:
-                originals[p.frame.index] = p.frame.image
+                if p.frame.index == target:
+                    originals[target] = p.frame.image
                 yield p
 
         tracked = plan_frames(frames, tracker, opts.batch_size)
