@@ -472,10 +472,17 @@ def frame_pts_index(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
 class RandomAccessReader:
     """Frame-accurate random access for preview; keep one open while seeking around a file.
 
-    Frames equal `decode_frames`' frames with the same index.
+    Frames equal `decode_frames`' frames with the same index and the same `view`: one frame per
+    stored frame, so a view that deinterlaces to one frame per field ("field") is refused.
+    Deinterlaced frames are decoded from the frame before the window (the deinterlacer reads
+    the previous, current and next frames), so they equal the sequential decode's.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, view: FrameView | None = None):
+        if view is not None and view.deinterlace == "field":
+            raise UserError("random access (preview) shows one frame per stored frame: --deinterlace field "
+                            "is not supported there; --deinterlace frame uses the same deinterlacer")
+        self.view = view
         self.path = Path(path)
         self.pts, self.time_base = frame_pts_index(self.path)
         if len(self.pts) == 0:
@@ -509,29 +516,63 @@ class RandomAccessReader:
 
     def _pyav_from(self, start: int, count: int, high_bit_depth: bool) -> Iterator[DecodedFrame]:
         """Seek to the keyframe at or before frame `start`, decode forward, yield `count` frames."""
-        target = int(self.pts[start])
-        first = None
-        gen = None
-        # Seek to the keyframe at or before the target; if the index was imprecise and we landed
-        # after it, decode from the start of the file instead (slow but exact).
-        for seek_to in (target, int(self.pts[0])):
-            self._container.seek(seek_to, backward=True, any_frame=False, stream=self._vs)
-            gen = self._container.decode(self._vs)
-            first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
-            if first is not None and first.pts == target:
-                break
-        else:
-            raise UserError(f"cannot seek to frame {start} (pts {target}) in {self.path}")
+        if self.view is not None and self.view.filters is not None:
+            yield from self._deinterlaced(start, count, high_bit_depth)
+            return
+        first, gen = self._decode_from(start)
+        size = self.view.decode_size if self.view is not None else None
         i = start
         f = first
         while True:
-            yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth))
+            yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth, size))
             i += 1
             if i >= start + count or i >= len(self.pts):
                 return
             f = next(gen, None)
             if f is None:
                 return
+
+    def _decode_from(self, index: int) -> tuple[av.VideoFrame, Iterator[av.VideoFrame]]:
+        """(frame ``index``, the decoder's frames after it). Seeks to the keyframe at or before
+        it; where the seek lands after it (an imprecise index, or MPEG-TS, whose seeks land late
+        near the start), decodes from the start of the file instead (slow but exact)."""
+        target = int(self.pts[index])
+        self._container.seek(target, backward=True, any_frame=False, stream=self._vs)
+        gen = self._container.decode(self._vs)
+        first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
+        if first is None or first.pts != target:
+            self._container.close()
+            self._container = open_input(self.path)
+            self._vs = video_stream_of(self._container, self.path)
+            self._vs.thread_type = "AUTO"
+            gen = self._container.decode(self._vs)
+            first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
+            if first is None or first.pts != target:
+                raise UserError(f"cannot seek to frame {index} (pts {target}) in {self.path}")
+        return first, gen
+
+    def _deinterlaced(self, start: int, count: int, high_bit_depth: bool) -> Iterator[DecodedFrame]:
+        """Frames ``start .. start + count - 1`` through the view's deinterlacer (one frame per
+        frame, pts unchanged), fed from frame ``start - 1`` on, as the sequential decode feeds it."""
+        assert self.view is not None
+        head, gen = self._decode_from(max(0, start - 1))
+        deint = _Deinterlacer(self._vs, self.view)
+        end = min(start + count, len(self.pts))
+
+        def outputs() -> Iterator[av.VideoFrame]:
+            yield from deint.push([head])
+            for f in gen:
+                yield from deint.push([f])
+            yield from deint.flush()
+
+        for out in outputs():
+            i = int(np.searchsorted(self.pts, out.pts))
+            if i >= end:
+                return
+            if i < start or i >= len(self.pts) or int(self.pts[i]) != out.pts:
+                continue
+            yield DecodedFrame(i, int(out.pts), float(out.pts * self.time_base),
+                               frame_to_rgb(out, high_bit_depth, self.view.decode_size))
 
     def window(self, start_index: int, count: int, *, high_bit_depth: bool = False) -> Iterator[DecodedFrame]:
         """`count` consecutive frames from `start_index` (fewer at the end of the file)."""

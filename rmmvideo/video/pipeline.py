@@ -253,7 +253,7 @@ def _bit_depth(options: RestoreOptions, info: VideoInfo) -> tuple[int, bool]:
     return bd, bd > 8 and info.bit_depth > 8
 
 
-def _view(info: VideoInfo, options: RestoreOptions, log: Callable[[str], None] | None) -> FrameView:
+def decode_view(info: VideoInfo, options: RestoreOptions, log: Callable[[str], None] | None) -> FrameView:
     """The decode view (deinterlacing, square pixels) of ``rmmvideo.video.archive``; logs why."""
     from rmmvideo.video.archive import plan_view
 
@@ -291,7 +291,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     fusion = TemporalFusion(options.fuse)
-    view = _view(info, options, log)
+    view = decode_view(info, options, log)
     bar: _Progress | None = None  # started once the writer has said what it does with the audio
     from rmmvideo.video.io_decode import DamageReport
 
@@ -336,7 +336,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     table = TrackTable()
-    frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=_view(info, options, _log(options)))
+    frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=decode_view(info, options, _log(options)))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
         plans = fuse_plans(plan_frames(frames, tracker, options.batch_size), TemporalFusion(options.fuse))
@@ -378,7 +378,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     styler = TrackStyler(comps.model, options.seed, styles=table.styles, strength=options.strength,
                          scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
-    view = _view(info, options, None)
+    view = decode_view(info, options, None)
     from rmmvideo.video.io_decode import DamageReport
 
     damage = DamageReport()

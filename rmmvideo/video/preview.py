@@ -1,7 +1,9 @@
 """Preview one frame of a video as ``rmmvideo run`` would restore it, side by side with the input.
 
 How a preview matches ``run``: the frame is decoded frame-accurately (random access by index or
-time, PyAV with seeks to the preceding keyframe), and the faces around it are tracked over a
+time, PyAV with seeks to the preceding keyframe) through ``run``'s view of archive footage
+(deinterlaced one frame per frame, anamorphic pixels made square; ``--deinterlace field`` is
+refused: its frames are fields, not stored frames), and the faces around it are tracked over a
 short window of frames through the same tracker, ``plan_frames`` and ``FaceRenderer`` as
 ``run``. The window starts ``window`` frames (at least ``--fuse``'s) before the target (rounded
 down so the detection frames and the render batches fall on the same frame indices as in
@@ -183,7 +185,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
     from rmmvideo.video.fuse import TemporalFusion, fuse_plans
-    from rmmvideo.video.pipeline import make_tracker, plan_frames
+    from rmmvideo.video.pipeline import decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
     from rmmvideo.video.upscale import upscale_images
 
@@ -196,7 +198,10 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         log = (lambda _m: None) if opts.quiet else (lambda m: print(m, file=sys.stderr))
     t0 = _time.perf_counter()
     info = probe(input)
-    with RandomAccessReader(info.path) as reader:
+    view = decode_view(info, opts, None)  # run's deinterlacing and square pixels
+    if view.filters is not None or view.decode_size is not None:
+        log(f"{info.path.name}: {view.reason}")
+    with RandomAccessReader(info.path, view=view) as reader:
         target = _resolve_index(reader, index, time, info.path)
         comps = components or build_components(opts, log)
         tracker = make_tracker(comps.detector, opts)

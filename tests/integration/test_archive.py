@@ -115,6 +115,33 @@ def test_progressive_twin_ac3_copied(interlaced, work: Path, comps) -> None:
     assert clips.audio_packets(out) == clips.audio_packets(prog)
 
 
+@pytest.mark.parametrize("n", [0, 9])
+def test_preview_shows_the_deinterlaced_frame_that_run_writes(interlaced, work: Path, comps, n: int) -> None:
+    from rmmvideo.video.preview import render_preview
+
+    inter, _, _ = interlaced
+    out = work / "inter_auto.mkv"
+    if not out.exists():
+        _restore(inter, out, comps, codec="ffv1")
+    ran = clips.decode_all(out)[0][n]
+    res = render_preview(inter, index=n, options=_options(codec="ffv1"), components=comps)
+    stored = render_preview(inter, index=n, options=_options(codec="ffv1", deinterlace="off"), components=comps)
+    assert res.restored.shape == ran.shape
+    # the same deinterlaced frame as run's (only the restoration's float rounding may differ)
+    assert np.abs(res.restored.astype(int) - ran).max() <= 2
+    assert np.array_equal(res.upscaled, res.restored)  # auto strength: the plain upscale, bit for bit
+    assert clips.comb_energy([stored.upscaled]) > 1.3 * clips.comb_energy([res.upscaled])
+
+
+def test_preview_refuses_field_rate_with_one_line(interlaced) -> None:
+    from rmmvideo.errors import UserError
+    from rmmvideo.video.preview import render_preview
+
+    inter, _, _ = interlaced
+    with pytest.raises(UserError, match="--deinterlace field"):
+        render_preview(inter, index=3, options=_options(deinterlace="field"))
+
+
 # ----------------------------------------------------------------------------- anamorphic
 
 
@@ -152,6 +179,17 @@ def test_anamorphic_square_output_keeps_display_aspect_and_face_geometry(anamorp
     # measured (measure_archive): 0.007 of the inter-ocular distance; with the SAR ignored
     # (the stored pixels shown square) 0.062
     assert float(np.mean(errs)) < 0.03, errs
+
+
+def test_preview_of_anamorphic_input_is_in_square_pixels(anamorphic, work: Path, comps) -> None:
+    from rmmvideo.video.preview import render_preview
+
+    src, _ = anamorphic
+    out = _restore(src, work / "ana_square_x1.mkv", comps, codec="ffv1")
+    ran = clips.decode_all(out)[0][5]
+    res = render_preview(src, index=5, options=_options(codec="ffv1"), components=comps)
+    assert res.restored.shape == ran.shape == (540, 720, 3)  # 720x480 stored at SAR 8:9: 4:3 square pixels
+    assert np.abs(res.restored.astype(int) - ran).max() <= 2
 
 
 def test_anamorphic_keep_sar(anamorphic, work: Path, comps) -> None:
