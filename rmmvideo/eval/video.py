@@ -67,6 +67,8 @@ class MethodScore:
     temporal_ratio: float = 1.0
     warp_ratio: float = 1.0
     strengths: list[list[float]] = field(default_factory=list)  # per track, the (luma, chroma) strength the run chose
+    fed_frames: list[float] = field(default_factory=list)  # FED of each scored face-frame, in the reference's order
+    fed_se: float = float("nan")  # standard error of FED x: of the paired face-frame differences from bicubic's
 
 
 @dataclass
@@ -282,7 +284,7 @@ def score_method(name: str, out: list[np.ndarray], ref: Reference) -> MethodScor
             if t < len(out) - 1:
                 warp.append(_warp_error(x, out[t + 1], ref.flows[t], b))
     return MethodScore(name, _mean(psnr), _mean(ssim), _mean(fed), _mean(temporal), _mean(warp),
-                       _mean(jitter), _mean(sharp))
+                       _mean(jitter), _mean(sharp), fed_frames=fed)
 
 
 def _relative(m: MethodScore, base: MethodScore) -> None:
@@ -293,6 +295,17 @@ def _relative(m: MethodScore, base: MethodScore) -> None:
     m.fed_ratio = ratio(m.fed, base.fed)
     m.temporal_ratio = ratio(m.temporal, base.temporal)
     m.warp_ratio = ratio(m.warp, base.warp)
+    m.fed_se = fed_ratio_se(m.fed_frames, base.fed_frames)
+
+
+def fed_ratio_se(fed: Sequence[float], base: Sequence[float]) -> float:
+    """Standard error of a method's FED ratio to the upscale's from the paired face-frames (the
+    same faces scored for both): std(fed - base) / sqrt(n) / mean(base); nan under 2 pairs.
+    A ratio within about 2 of these from 1 is within what the clip's few scored faces resolve."""
+    a, b = np.asarray(fed, np.float64), np.asarray(base, np.float64)
+    if a.shape != b.shape or a.size < 2 or not b.mean() > 0:
+        return float("nan")
+    return float((a - b).std(ddof=1) / math.sqrt(a.size) / b.mean())
 
 
 # ----------------------------------------------------------------------------- driver
@@ -424,25 +437,39 @@ def to_markdown(results: Sequence[ClipResult]) -> str:
         for m in r.methods:
             st = ", ".join(str(Strength.of(v)) for v in m.strengths[:6]) + (" ..." if len(m.strengths) > 6 else "")
             lines.append(f"| {name} | x{r.scale} | {m.method} | {_f(m.psnr)} | {_f(m.psnr_gain, 3)} | "
-                         f"{_f(m.ssim, 4)} | {_f(m.fed, 4)} | {_f(m.fed_ratio, 3)} | "
+                         f"{_f(m.ssim, 4)} | {_f(m.fed, 4)} | {_fed_x(m)} | "
                          f"{_f(m.temporal_ratio, 3)} | {_f(m.warp_ratio, 3)} | {_f(m.jitter, 3)} | "
                          f"{_f(m.sharpness, 3)} | {st} |")
     lines += ["", "Means per scale and method (over the clips that were scored):", "",
               ("| scale | method | clips | ΔPSNR | FED x | temporal x | warp x | sharpness | "
-               "worst ΔPSNR | clips worse in PSNR / FED / temporal |"), "|---|---|---|---|---|---|---|---|---|---|"]
+               "worst ΔPSNR | clips worse in PSNR / FED / temporal | FED worse by > 2 SE |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scale, method, rows in _groups(results):
         worse = [sum(col) for col in zip(*(_lost(m) for m in rows))]
         lines.append(f"| x{scale} | {method} | {len(rows)} | {_f(_mean([m.psnr_gain for m in rows]), 3)} | "
                      f"{_f(_mean([m.fed_ratio for m in rows]), 3)} | "
                      f"{_f(_mean([m.temporal_ratio for m in rows]), 3)} | "
                      f"{_f(_mean([m.warp_ratio for m in rows]), 3)} | {_f(_mean([m.sharpness for m in rows]), 3)} | "
-                     f"{_f(min(m.psnr_gain for m in rows), 3)} | {worse[0]} / {worse[1]} / {worse[2]} |")
+                     f"{_f(min(m.psnr_gain for m in rows), 3)} | {worse[0]} / {worse[1]} / {worse[2]} | "
+                     f"{sum(fed_worse_beyond_noise(m) for m in rows)} |")
     noise = [(r.scale, r.noise_change) for r in results if math.isfinite(r.noise_change)]
     if noise:
         lines += ["", "Noise sensitivity (strength 1, first frames, two noise seeds): mean |difference| "
                   "in the face boxes = " + ", ".join(f"x{s}: {v:.3f}" for s, v in
                                                      _mean_by_scale(noise).items()) + " (8-bit levels)"]
     return "\n".join(lines) + "\n"
+
+
+def _fed_x(m: MethodScore) -> str:
+    """FED x, with its standard error (``± se``) where one was measured."""
+    if m.method == "bicubic" or not math.isfinite(m.fed_se):
+        return _f(m.fed_ratio, 3)
+    return f"{_f(m.fed_ratio, 3)} ±{m.fed_se:.3f}"
+
+
+def fed_worse_beyond_noise(m: MethodScore, k: float = 2.0) -> bool:
+    """FED x above 1 by more than ``k`` standard errors (:func:`fed_ratio_se`)."""
+    return math.isfinite(m.fed_se) and m.fed_ratio - 1.0 > k * m.fed_se
 
 
 def _lost(m: MethodScore) -> tuple[bool, bool, bool]:

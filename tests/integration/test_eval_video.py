@@ -62,6 +62,7 @@ def test_scores_of_known_answers() -> None:
     assert same.psnr == PSNR_CAP and same.ssim == pytest.approx(1.0)
     assert same.temporal == 0.0 and same.jitter == 0.0 and same.fed == 0.0
     assert same.sharpness == pytest.approx(1.0) and same.warp == pytest.approx(ref.warp)
+    assert len(same.fed_frames) == len(ref.descriptors) and not any(same.fed_frames)
     sigma = 3.0
     rng = np.random.default_rng(0)
     noisy = [np.clip(np.rint(f + rng.normal(0, sigma, f.shape)), 0, 255).astype(np.uint8) for f in frames]
