@@ -4,7 +4,8 @@ Engines:
     "rmm":     face restoration with `rmmvideo.video.pipeline` (analyze once, render segments
                from the shared track table, so tracks crossing a cut keep their look).
     "upscale": decode + resize (bicubic) + encode, no face work. For archives that only need
-               scaling, and to exercise the batch machinery quickly.
+               scaling, and to exercise the batch machinery quickly. Interlaced and anamorphic
+               input is decoded through the same view as "rmm" (deinterlaced, square pixels).
 
 All three entry points write their output through a temp file + rename and return a dict with
 "frames", "faces", "tracks".
@@ -24,7 +25,9 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.safe_output import atomic_output
 
 if TYPE_CHECKING:
+    from rmmvideo.video.archive import FrameView
     from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.probe import VideoInfo
 
 ENGINES = ("rmm", "upscale")
 Progress = Callable[[int], None]  # called with the number of frames written so far
@@ -77,7 +80,9 @@ def upscale_range(
     to the range's keyframe first. Output keeps the input's pts and time base; with `audio`, the
     input's audio/subtitles are copied (whole file only). Written to a temp file and renamed.
     Of `options` it uses the encode options: scale, device, codec, crf, preset, bit_depth (None:
-    8), on_damage; frames are shown as stored (no deinterlacing or square pixels).
+    8), on_damage, and the archive view: deinterlace and sar, as the "rmm" engine (interlaced
+    frames are deinterlaced one frame per frame, anamorphic pixels made square; `--deinterlace
+    auto` is decided on the whole input, so every segment is treated alike).
     """
     from rmmvideo.video.io import VideoWriter, probe
     from rmmvideo.video.io_decode import frame_to_rgb
@@ -87,6 +92,10 @@ def upscale_range(
     warn = options.on_damage == "warn"
     bit_depth = options.bit_depth or 8
     info = probe(input_path)
+    view = _upscale_view(Path(input_path), info, options)
+    if view is not None:
+        return _upscale_view_range(Path(input_path), Path(output), options, info, view, start_pts, end_pts,
+                                   progress, audio)
     n = 0
     bad = 0
     last: int | None = None
@@ -126,6 +135,59 @@ def upscale_range(
         if n == 0:
             raise UserError(f"no frames with pts in [{start_pts}, {end_pts}) in {input_path}")
     return {"frames": n, "faces": 0, "tracks": 0, "damage": f"{bad} undecodable packets" if bad else ""}
+
+
+def _upscale_view(input_path: Path, info: VideoInfo, options: RestoreOptions) -> FrameView | None:
+    """The decode view of the "upscale" engine, or None when it shows the frames as stored
+    (progressive, square pixels: the direct seek-and-decode path)."""
+    from rmmvideo.video.archive import auto_deinterlace, plan_view
+
+    mode = auto_deinterlace(input_path) if options.deinterlace == "auto" else options.deinterlace
+    view = plan_view(info, mode, options.sar)
+    return None if view.filters is None and view.decode_size is None else view
+
+
+def _upscale_view_range(input_path: Path, output: Path, options: RestoreOptions, info: VideoInfo,
+                        view: FrameView, start_pts: int | None, end_pts: int | None,
+                        progress: Progress | None, audio: bool) -> dict[str, int]:
+    """`upscale_range` through a decode view: the frames of [start_pts, end_pts) decoded as the
+    "rmm" engine decodes them (from a packet copy that starts at the frame before the range, which
+    the deinterlacer reads), upscaled and written in the view's output geometry."""
+    from rmmvideo.video.io import VideoWriter, decode_frames
+    from rmmvideo.video.io_decode import DamageReport, frame_pts_index
+    from rmmvideo.video.upscale import upscale_images
+
+    bit_depth = options.bit_depth or 8
+    src = input_path
+    if start_pts is not None:
+        pts, _ = frame_pts_index(input_path)
+        earlier = pts[pts < start_pts]
+        copy_from = int(earlier[-1]) if earlier.size else start_pts
+        src = segment_source(input_path, output.with_name(f"{output.stem}.source{input_path.suffix.lower()}"),
+                             copy_from, end_pts)
+    damage = DamageReport()
+    n = 0
+    try:
+        with VideoWriter.for_input(info, output, options.scale, view=view, codec=options.codec, crf=options.crf,
+                                   preset=options.preset, bit_depth=bit_depth, copy_audio=audio,
+                                   copy_subtitles=audio) as writer:
+            frames = decode_frames(src, high_bit_depth=bit_depth > 8, on_damage=options.on_damage, damage=damage,
+                                   view=view)
+            for f in frames:
+                if start_pts is not None and f.pts < start_pts:
+                    continue
+                if end_pts is not None and f.pts >= end_pts:
+                    break
+                writer.write(upscale_images(f.image, options.scale, options.device), f.pts)
+                n += 1
+                if progress is not None:
+                    progress(n)
+            if n == 0:
+                raise UserError(f"no frames with pts in [{start_pts}, {end_pts}) in {input_path}")
+    finally:
+        if src != input_path:
+            src.unlink(missing_ok=True)
+    return {"frames": n, "faces": 0, "tracks": 0, "damage": damage.line() if damage else ""}
 
 
 # ---------------------------------------------------------------- entry points

@@ -318,3 +318,30 @@ def test_combed_h264_flagged_progressive_is_deinterlaced(source: Path, work: Pat
     assert "field order confirmed" in scan.line()
     view = plan_view(probe(path), "auto")
     assert (view.deinterlace, view.parity) == ("frame", order), view.reason
+
+
+def test_upscale_engine_deinterlaces_as_run_does_whole_and_in_segments(source: Path, work: Path, comps) -> None:
+    """batch --engine upscale on combed H.264 (mp4): the same deinterlaced frames as `run` at
+    strength 0 (the plain upscale), and a segment equal to the whole file's frames (its copy
+    starts at the frame before the range, which the deinterlacer reads)."""
+    from rmmvideo.batch.engine import render_segment, restore_file
+    from rmmvideo.video.pipeline import restore_video
+
+    raw = clips.source_frames(source, 48)
+    woven = [clips.weave(raw[2 * k], raw[2 * k + 1], True) for k in range(24)]
+    path = clips.write_video(work / "combed_engine.mp4", None, "libx264", woven, Fraction(25), crf=18)
+    opts = _options(codec="ffv1")
+    whole = restore_file("upscale", path, work / "engine_whole.mkv", opts)
+    assert whole["frames"] == 24
+    ran = restore_video(path, work / "engine_run.mkv", opts, components=comps)
+    assert ran.frames == 24
+    up, pts, _ = clips.decode_all(work / "engine_whole.mkv")
+    rmm = clips.decode_all(work / "engine_run.mkv")[0]
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(up, rmm)) <= 1
+    stored = clips.decode_all(path)[0]
+    assert clips.comb_energy(up) < 0.7 * clips.comb_energy(stored)
+    _, src_pts, _ = clips.decode_all(path)
+    seg = render_segment("upscale", path, work / "engine_seg.mkv", opts, None, src_pts[10], src_pts[17])
+    assert seg["frames"] == 7
+    got = clips.decode_all(work / "engine_seg.mkv")[0]
+    assert all(np.array_equal(a, b) for a, b in zip(got, up[10:17]))
