@@ -472,21 +472,26 @@ def frame_pts_index(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
 class RandomAccessReader:
     """Frame-accurate random access for preview; keep one open while seeking around a file.
 
-    Frames equal `decode_frames`' frames with the same index and the same `view`: one frame per
-    stored frame, so a view that deinterlaces to one frame per field ("field") is refused.
-    Deinterlaced frames are decoded from the frame before the window (the deinterlacer reads
-    the previous, current and next frames), so they equal the sequential decode's.
+    Frames equal `decode_frames`' frames with the same index and the same `view`. Deinterlaced
+    frames are decoded from the stored frame before the window (the deinterlacer reads the
+    previous, current and next frames), so they equal the sequential decode's. With a view of
+    one frame per field ("field"), indices, `pts` and `time_base` are the fields' (two per stored
+    frame: pts 2p and p + p_next in half the stream's time base, as the deinterlacer writes them).
     """
 
     def __init__(self, path: str | os.PathLike, view: FrameView | None = None):
-        if view is not None and view.deinterlace == "field":
-            raise UserError("random access (preview) shows one frame per stored frame: --deinterlace field "
-                            "is not supported there; --deinterlace frame uses the same deinterlacer")
         self.view = view
         self.path = Path(path)
-        self.pts, self.time_base = frame_pts_index(self.path)
-        if len(self.pts) == 0:
+        self._stored, self.time_base = frame_pts_index(self.path)
+        if len(self._stored) == 0:
             raise UserError(f"no decodable video frame in {self.path}")
+        self.pts = self._stored
+        if view is not None and view.deinterlace == "field":
+            p = self._stored
+            last = int(p[-1] - p[-2]) if len(p) > 1 else 1
+            nxt = np.append(p[1:], p[-1] + last)
+            self.pts = np.stack([2 * p, p + nxt], 1).ravel()
+            self.time_base = self.time_base / 2
         self._container = open_input(self.path)
         self._vs = video_stream_of(self._container, self.path)
         self._vs.thread_type = "AUTO"
@@ -533,10 +538,10 @@ class RandomAccessReader:
                 return
 
     def _decode_from(self, index: int) -> tuple[av.VideoFrame, Iterator[av.VideoFrame]]:
-        """(frame ``index``, the decoder's frames after it). Seeks to the keyframe at or before
+        """(stored frame ``index``, the decoder's frames after it). Seeks to the keyframe at or before
         it; where the seek lands after it (an imprecise index, or MPEG-TS, whose seeks land late
         near the start), decodes from the start of the file instead (slow but exact)."""
-        target = int(self.pts[index])
+        target = int(self._stored[index])
         self._container.seek(target, backward=True, any_frame=False, stream=self._vs)
         gen = self._container.decode(self._vs)
         first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
@@ -552,10 +557,12 @@ class RandomAccessReader:
         return first, gen
 
     def _deinterlaced(self, start: int, count: int, high_bit_depth: bool) -> Iterator[DecodedFrame]:
-        """Frames ``start .. start + count - 1`` through the view's deinterlacer (one frame per
-        frame, pts unchanged), fed from frame ``start - 1`` on, as the sequential decode feeds it."""
+        """Frames ``start .. start + count - 1`` (fields with a "field" view) through the view's
+        deinterlacer, fed from the stored frame before the first one on, as the sequential
+        decode feeds it."""
         assert self.view is not None
-        head, gen = self._decode_from(max(0, start - 1))
+        per = len(self.pts) // len(self._stored)  # frames out per stored frame: 1, or 2 fields
+        head, gen = self._decode_from(max(0, start // per - 1))
         deint = _Deinterlacer(self._vs, self.view)
         end = min(start + count, len(self.pts))
 

@@ -2,8 +2,8 @@
 
 How a preview matches ``run``: the frame is decoded frame-accurately (random access by index or
 time, PyAV with seeks to the preceding keyframe) through ``run``'s view of archive footage
-(deinterlaced one frame per frame, anamorphic pixels made square; ``--deinterlace field`` is
-refused: its frames are fields, not stored frames), and the faces around it are tracked over a
+(deinterlaced, anamorphic pixels made square; with ``--deinterlace field`` frame indices and
+``--at`` times are the fields', as in ``run``'s double-rate output), and the faces around it are tracked over a
 short window of frames through the same tracker, ``plan_frames`` and ``FaceRenderer`` as
 ``run``. The window starts ``window`` frames (at least ``--fuse``'s) before the target (rounded
 down so the detection frames and the render batches fall on the same frame indices as in

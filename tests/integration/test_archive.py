@@ -133,13 +133,20 @@ def test_preview_shows_the_deinterlaced_frame_that_run_writes(interlaced, work: 
     assert clips.comb_energy([stored.upscaled]) > 1.3 * clips.comb_energy([res.upscaled])
 
 
-def test_preview_refuses_field_rate_with_one_line(interlaced) -> None:
-    from rmmvideo.errors import UserError
+def test_preview_at_field_rate_shows_run_s_fields(interlaced, work: Path, comps) -> None:
     from rmmvideo.video.preview import render_preview
 
     inter, _, _ = interlaced
-    with pytest.raises(UserError, match="--deinterlace field"):
-        render_preview(inter, index=3, options=_options(deinterlace="field"))
+    out = _restore(inter, work / "inter_field_ffv1.mkv", comps, deinterlace="field", codec="ffv1")
+    ran = clips.decode_all(out)[0]
+    assert len(ran) == 40
+    opts = _options(codec="ffv1", deinterlace="field")
+    for n in (0, 1, 17, 39):  # first and second fields, mid-clip, the last field
+        res = render_preview(inter, index=n, options=opts, components=comps)
+        assert res.info.index == n
+        assert np.abs(res.restored.astype(int) - ran[n]).max() <= 2, n
+    # --at counts field times: the second field of stored frame 3 starts 3.5 frames in (15 fps)
+    assert render_preview(inter, time=3.5 / 15 + 0.001, options=opts, components=comps).info.index == 7
 
 
 # ----------------------------------------------------------------------------- anamorphic
