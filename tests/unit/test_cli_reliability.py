@@ -57,7 +57,10 @@ def _start(clip: Path, out: Path, weights: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-m", "rmmvideo", *_run_args(clip, out, weights)]
     args[args.index("ultrafast")] = "veryslow"  # slow enough to be caught mid-run
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child whatever launched pytest: a shell's background job
+    # starts with SIGINT ignored, and the child would inherit that (rmmvideo then keeps running).
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_temp(folder: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
