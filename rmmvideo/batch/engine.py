@@ -92,7 +92,7 @@ def upscale_range(
     warn = options.on_damage == "warn"
     bit_depth = options.bit_depth or 8
     info = probe(input_path)
-    view = _upscale_view(Path(input_path), info, options)
+    view = _upscale_view(info, options)
     if view is not None:
         return _upscale_view_range(Path(input_path), Path(output), options, info, view, start_pts, end_pts,
                                    progress, audio)
@@ -137,13 +137,13 @@ def upscale_range(
     return {"frames": n, "faces": 0, "tracks": 0, "damage": f"{bad} undecodable packets" if bad else ""}
 
 
-def _upscale_view(input_path: Path, info: VideoInfo, options: RestoreOptions) -> FrameView | None:
-    """The decode view of the "upscale" engine, or None when it shows the frames as stored
+def _upscale_view(info: VideoInfo, options: RestoreOptions) -> FrameView | None:
+    """The decode view of the "upscale" engine (`info` is the whole input's, so "auto" is
+    decided on the whole input for every segment), or None when it shows the frames as stored
     (progressive, square pixels: the direct seek-and-decode path)."""
-    from rmmvideo.video.archive import auto_deinterlace, plan_view
+    from rmmvideo.video.archive import plan_view
 
-    mode = auto_deinterlace(input_path) if options.deinterlace == "auto" else options.deinterlace
-    view = plan_view(info, mode, options.sar)
+    view = plan_view(info, options.deinterlace, options.sar)
     return None if view.filters is None and view.decode_size is None else view
 
 
