@@ -539,12 +539,21 @@ class RandomAccessReader:
 
     def _decode_from(self, index: int) -> tuple[av.VideoFrame, Iterator[av.VideoFrame]]:
         """(stored frame ``index``, the decoder's frames after it). Seeks to the keyframe at or before
-        it; where the seek lands after it (an imprecise index, or MPEG-TS, whose seeks land late
-        near the start), decodes from the start of the file instead (slow but exact)."""
+        it; where the seek lands after it (an imprecise index; MPEG-TS and MPEG-PS seeks land a
+        GOP or more late), seeks again 1, 2, 4 ... 64 s earlier, and past that decodes from the
+        start of the file (slow but exact)."""
         target = int(self._stored[index])
-        self._container.seek(target, backward=True, any_frame=False, stream=self._vs)
-        gen = self._container.decode(self._vs)
-        first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
+        second = 1 / float(self._vs.time_base or Fraction(1, 90000))  # one second in pts units
+        first = None
+        for back in (0, 1, 2, 4, 8, 16, 32, 64):
+            seek_to = target - round(back * second)
+            if back and seek_to <= int(self._stored[0]):
+                break
+            self._container.seek(seek_to, backward=True, any_frame=False, stream=self._vs)
+            gen = self._container.decode(self._vs)
+            first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
+            if first is not None and first.pts == target:
+                return first, gen
         if first is None or first.pts != target:
             self._container.close()
             self._container = open_input(self.path)
