@@ -8,7 +8,7 @@ HELP = "benchmark restoration on real clips: degrade (downscale + x264), restore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rmmvideo.cli.run import add_fuse_option, add_model_options, parse_strength
+    from rmmvideo.cli.run import add_deblock_option, add_fuse_option, add_model_options, parse_strength
 
     p.add_argument("clips", nargs="+", metavar="CLIP", help="original (high-quality) video clips")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="downscale factors to test (2..8)")
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="as in run: track (per-track style, stabiliser) or frame (each frame alone)")
     add_fuse_option(p)
+    add_deblock_option(p)
     p.add_argument("--no-noise-check", action="store_true",
                    help="skip the two-seed run that measures how much the noise input changes the output")
     p.add_argument("--json", default=None, help="write the full results as JSON")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"clip not found: {c}")
     options = RestoreOptions(weights=args.weights, device=args.device, detector=args.detector,
                              models_dir=args.models_dir, parser=args.parser, seed=args.seed, temporal=args.temporal,
-                             fuse=args.fuse,
+                             fuse=args.fuse, deblock=args.deblock,
                              threads=args.threads, quiet=True)
     bar = None if args.quiet else tqdm(total=len(args.clips) * len(args.scales), unit="run", file=sys.stderr)
 

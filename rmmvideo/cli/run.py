@@ -66,6 +66,13 @@ def add_fuse_option(p: argparse._ActionsContainer) -> None:
                         "PSNR); on nearly clean input it softens faces a little (README)")
 
 
+def add_deblock_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--deblock", action="store_true",
+                   help="remove codec artefacts (blocks, ringing) from face regions at the input's resolution "
+                        "with a small learned CNN, before fusion and restoration. For compressed sources "
+                        "(README: gains and where it loses)")
+
+
 def add_restore_options(p: argparse._ActionsContainer) -> None:
     """Options shared by run, preview, bench and batch (they map onto RestoreOptions)."""
     p.add_argument("--scale", type=checks.SCALE, default=2.0, help="upscale factor of the whole frame, 0.25..16")
@@ -73,6 +80,7 @@ def add_restore_options(p: argparse._ActionsContainer) -> None:
     p.add_argument("--temporal", choices=["track", "frame"], default="track",
                    help="track: fixed noise + pinned memory slot per face track; frame: fresh per frame")
     add_fuse_option(p)
+    add_deblock_option(p)
     add_strength_option(p)
     p.add_argument("--seed", type=checks.SEED, default=0, help="run seed >= 0 (per-track noise derives from it)")
     p.add_argument("--detect-every", type=checks.DETECT_EVERY, default=2,
@@ -133,7 +141,7 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
 
     return RestoreOptions(
         scale=args.scale, weights=args.weights, device=args.device, detector=args.detector,
-        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, fuse=args.fuse, strength=args.strength, seed=args.seed,
+        models_dir=args.models_dir, parser=args.parser, temporal=args.temporal, fuse=args.fuse, deblock=args.deblock, strength=args.strength, seed=args.seed,
         detect_every=args.detect_every, batch_size=args.batch_size, codec=args.codec, crf=args.crf,
         preset=args.preset, bit_depth=args.bit_depth, threads=args.threads, quiet=args.quiet,
         deinterlace=args.deinterlace, sar=args.sar,

@@ -21,6 +21,7 @@ from rmmvideo.video.io_decode import OnDamage
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.models.rmm import RMM
+    from rmmvideo.video.deblock import Deblocker
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
@@ -40,6 +41,7 @@ class RestoreOptions:
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
     fuse: int = 0  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
+    deblock: bool = False  # codec-artefact removal in face regions before fusion (rmmvideo.video.deblock)
     strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2
@@ -91,6 +93,7 @@ class Components:
     detector_reason: str
     parser: torch.nn.Module | None
     device: torch.device
+    deblocker: Deblocker | None = None  # --deblock's, loaded on first use (rmmvideo.video.deblock.deblocker_for)
 
     @property
     def detector_name(self) -> str:

@@ -3,6 +3,7 @@
 Data flows one way, in small typed records:
 
     DecodedFrame --(FaceTracker, plan_frames)--> FramePlan(frame, faces: list[FacePlan])
+        --(deblock.deblock_plans, --deblock: codec artefacts removed from each face region)-->
         --(fuse.fuse_plans: each face region averaged with the track's motion-compensated
           neighbours, +-radius frames)-->
         --(render.TrackStyler: per-track noise, pinned memory slot, strength)-->
@@ -47,6 +48,7 @@ from rmmvideo.video.io import (
     decode_frames,
     probe,
 )
+from rmmvideo.video.deblock import deblock_plans, deblocker_for
 from rmmvideo.video.fuse import TemporalFusion, fuse_plans
 from rmmvideo.video.options import Components, RestoreOptions, build_components
 from rmmvideo.video.render import (
@@ -305,7 +307,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
             for note in writer.audio_notes:
                 log(note)
             bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
-            plans = fuse_plans(plan_frames(frames, tracker, options.batch_size), fusion)
+            plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
+                                             deblocker_for(options, comps)), fusion)
             for batch in batched(plans, options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
@@ -339,7 +342,8 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=decode_view(info, options, _log(options)))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
-        plans = fuse_plans(plan_frames(frames, tracker, options.batch_size), TemporalFusion(options.fuse))
+        plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
+                                         deblocker_for(options, comps)), TemporalFusion(options.fuse))
         for batch in batched(plans, options.batch_size):
             with torch.inference_mode():
                 fb = renderer.prepare(batch)
@@ -411,7 +415,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     def in_range() -> Iterator[FramePlan]:
         nonlocal fused
         seen = fusion.faces_fused
-        for plan in fuse_plans(planned(), fusion):  # the count moved while this plan was fused
+        for plan in fuse_plans(deblock_plans(planned(), deblocker_for(options, comps)), fusion):  # the count moved while this plan was fused
             here, seen = fusion.faces_fused - seen, fusion.faces_fused
             if start_pts is not None and plan.frame.pts < start_pts:
                 warm.append(plan)  # the stabiliser's history, rendered but not written

@@ -184,6 +184,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     """
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
+    from rmmvideo.video.deblock import deblock_plans, deblocker_for
     from rmmvideo.video.fuse import TemporalFusion, fuse_plans
     from rmmvideo.video.pipeline import decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
@@ -224,7 +225,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
                 yield p
 
         tracked = plan_frames(frames, tracker, opts.batch_size)
-        plans = fuse_plans(remember(tracked), fusion)
+        plans = fuse_plans(deblock_plans(remember(tracked), deblocker_for(opts, comps)), fusion)
         hit: list | None = None
         recent: deque = deque(maxlen=renderer.stabiliser.window or None)  # the stabiliser's history
         try:

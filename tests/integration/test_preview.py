@@ -116,8 +116,9 @@ def test_restored_half_differs_only_inside_the_masks(weights: Path, comps) -> No
 @pytest.mark.slow
 def test_preview_matches_run_output(weights: Path, comps, tmp_path: Path) -> None:
     """Frame N of `run` (lossless FFV1 4:4:4, only the RGB <-> YUV rounding) == preview of N,
-    multi-frame fusion included (the preview reads the target's neighbours too)."""
-    opts = _options(weights, codec="ffv1", fuse=2)
+    multi-frame fusion and codec-artefact removal included (the preview reads the target's
+    neighbours too)."""
+    opts = _options(weights, codec="ffv1", fuse=2, deblock=True)
     n = 6
     res = render_preview(CLIP, index=n, options=opts, window=24, components=comps, keep_masks=True)
     assert res.info.window_start == 0 and len(res.info.faces) == 1

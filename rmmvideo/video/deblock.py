@@ -1,0 +1,87 @@
+"""Codec-artefact removal in each face region, at the input's resolution (``--deblock``).
+
+Most of what a plain upscale of compressed video gets wrong in a face is the codec's error
+(blocks, ringing, mosquito noise), present at the input's resolution before any upscaling. Each
+face region of a frame (``fuse.face_region``: the 68 landmarks' box grown by 0.3 of its size) goes
+through ``ArtefactCNN`` (``rmmvideo.models.artefact``: a small residual CNN trained to undo H.264
+on faces) and is blended back with ``fuse.feather_window``, so the rest of the frame is untouched.
+
+It is a stage between tracking and the multi-frame fusion (``deblock_plans``): the fusion, the
+upscale, the crops the model restores and the paste all see the cleaned frame. Each frame is
+cleaned on its own, so segments and previews need no context for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from rmmvideo.video.fuse import face_region, feather_window
+
+if TYPE_CHECKING:
+    from rmmvideo.models.artefact import ArtefactCNN
+    from rmmvideo.video.options import Components, RestoreOptions
+    from rmmvideo.video.render import FacePlan, FramePlan
+
+
+class Deblocker:
+    """Runs ``model`` on the face regions of frames.
+
+    Args:
+        model: the artefact remover (eval mode), on ``device``.
+        device: where the regions are computed.
+    """
+
+    def __init__(self, model: ArtefactCNN, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self.faces_cleaned = 0
+
+    def clean(self, image: np.ndarray, faces: Sequence[FacePlan]) -> np.ndarray:
+        """``image`` (H, W, 3) uint8 or uint16 with its face regions cleaned: a new array, or
+        ``image`` itself when it has no face region."""
+        peak = 255.0 if image.dtype == np.uint8 else 65535.0
+        h, w = image.shape[:2]
+        out: np.ndarray | None = None
+        for face in faces:
+            region = face_region(face, h, w)
+            if region is None:
+                continue
+            x0, y0, x1, y1 = region
+            src = image if out is None else out
+            cur = torch.from_numpy(src[y0:y1, x0:x1].astype(np.float32) / peak).permute(2, 0, 1)[None]
+            with torch.inference_mode():
+                fixed = self.model(cur.to(self.device)).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            cur_np = cur[0].permute(1, 2, 0).numpy()
+            blended = cur_np + feather_window(y1 - y0, x1 - x0) * (fixed - cur_np)
+            if out is None:
+                out = image.copy()
+            out[y0:y1, x0:x1] = np.clip(np.rint(blended * peak), 0, peak).astype(image.dtype)
+            self.faces_cleaned += 1
+        return image if out is None else out
+
+
+def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> Iterator[FramePlan]:
+    """The plans in order, each frame's face regions cleaned (unchanged when ``deblocker`` is None)."""
+    if deblocker is None:
+        yield from plans
+        return
+    for p in plans:
+        image = deblocker.clean(p.frame.image, p.faces)
+        yield p if image is p.frame.image else replace(p, frame=replace(p.frame, image=image))
+
+
+def deblocker_for(options: RestoreOptions, components: Components) -> Deblocker | None:
+    """The run's deblocker (None without ``--deblock``): the bundled weights, loaded once per
+    ``Components`` and kept there for the next file."""
+    if not options.deblock:
+        return None
+    if components.deblocker is None:
+        from rmmvideo.models.artefact import load_artefact
+
+        components.deblocker = Deblocker(load_artefact(None, components.device), components.device)
+    return components.deblocker
