@@ -80,7 +80,7 @@ def load_artefact(path: str | Path | None = None, device: str | torch.device = "
     Raises:
         UserError: missing or unreadable file, no ``artefact_config``, tensors not matching it.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     p = default_artefact_path() if path is None else Path(path)
@@ -91,7 +91,7 @@ def load_artefact(path: str | Path | None = None, device: str | torch.device = "
             meta = f.metadata() or {}
         config = ArtefactConfig(**json.loads(meta["artefact_config"]))
         sd = load_file(str(p), device="cpu")
-    except Exception as e:  # safetensors' own error, missing or bad metadata
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:  # not safetensors, bad metadata
         raise UserError(f"{p}: not a codec-artefact weights file ({type(e).__name__}: {e})") from None
     model = ArtefactCNN(config)
     try:

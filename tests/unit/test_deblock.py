@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from rmmvideo.errors import UserError
-from rmmvideo.models.artefact import (ArtefactCNN, ArtefactConfig, default_artefact_path, load_artefact,
-                                      save_artefact)
+from rmmvideo.models.artefact import (
+    ArtefactCNN,
+    ArtefactConfig,
+    default_artefact_path,
+    load_artefact,
+    save_artefact,
+)
 from rmmvideo.video.deblock import Deblocker, deblock_plans
 from rmmvideo.video.io_decode import DecodedFrame
 from rmmvideo.video.render import FramePlan

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from rmmvideo.eval.video import (ClipResult, MethodScore, _relative, fed_ratio_se, fed_worse_beyond_noise,
-                                 to_markdown)
+from rmmvideo.eval.video import (
+    ClipResult,
+    MethodScore,
+    _relative,
+    fed_ratio_se,
+    fed_worse_beyond_noise,
+    to_markdown,
+)
 
 
 def _score(name: str, fed: list[float]) -> MethodScore:
