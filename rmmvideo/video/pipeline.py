@@ -82,6 +82,7 @@ class RunSummary:
     strengths: list[Strength] = field(default_factory=list)  # each track's restoration strength
     damage: str = ""  # damaged input kept with on_damage="warn": problems and damaged spans
     fused: int = 0  # faces fused with their neighbouring frames (rmmvideo.video.fuse)
+    deblocked: int = 0  # face regions cleaned of codec artefacts (rmmvideo.video.deblock)
 
     @property
     def fps(self) -> float:
@@ -92,7 +93,8 @@ class RunSummary:
         tracks (strength 0.38/0.75 on 1, 0 = the fused upscale on 1) in 12.0 s (7.50 frames/s) ->
         out.mp4``."""
         fused = f"{self.fused} fused across frames, " if self.fused else ""
-        return (f"{_count(self.frames, 'frame')}, {_count(self.faces, 'face')} restored, {fused}"
+        cleaned = f"{self.deblocked} cleaned of codec artefacts, " if self.deblocked else ""
+        return (f"{_count(self.frames, 'frame')}, {_count(self.faces, 'face')} restored, {cleaned}{fused}"
                 f"{_count(self.tracks, 'track')}{self.strength_note()} in {self.seconds:.1f} s "
                 f"({self.fps:.2f} frames/s) -> {self.output}")
 
@@ -103,7 +105,8 @@ class RunSummary:
         tracks."""
         if not self.strengths:
             return ""
-        zero = "0 = the fused upscale" if self.fused else "0 = the plain upscale"
+        done = [w for w, n in (("cleaned", self.deblocked), ("fused", self.fused)) if n]
+        zero = f"0 = the {', '.join(done)} upscale" if done else "0 = the plain upscale"
         counts = Counter(zero if s.is_zero else str(s) for s in self.strengths)
         top = counts.most_common(3)
         parts = [f"{name} on {k}" for name, k in top]
@@ -307,8 +310,9 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
             for note in writer.audio_notes:
                 log(note)
             bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
-            plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
-                                             deblocker_for(options, comps)), fusion)
+            deblocker = deblocker_for(options, comps)
+            cleaned0 = deblocker.faces_cleaned if deblocker is not None else 0
+            plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size), deblocker), fusion)
             for batch in batched(plans, options.batch_size):
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
@@ -323,7 +327,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
         frames.close()  # type: ignore[attr-defined]
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector_name,
-                         [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused)
+                         [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused,
+                         deblocked=deblocker.faces_cleaned - cleaned0 if deblocker is not None else 0)
     summary.damage = damage.line()
     log(summary.line())
     return summary

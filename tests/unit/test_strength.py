@@ -444,3 +444,6 @@ def test_run_summary_says_which_tracks_stayed_the_plain_upscale() -> None:
     fused = RunSummary("in.mp4", "out.mp4", 90, 0, 1, 12.0, strengths=[zero], fused=88).line()
     assert fused.startswith("90 frames, 0 faces restored, 88 fused across frames, 1 track "
                             "(strength 0 = the fused upscale on 1) in 12.0 s"), fused
+    both = RunSummary("in.mp4", "out.mp4", 90, 0, 1, 12.0, strengths=[zero], fused=88, deblocked=90).line()
+    assert both.startswith("90 frames, 0 faces restored, 90 cleaned of codec artefacts, 88 fused across frames, "
+                           "1 track (strength 0 = the cleaned, fused upscale on 1)"), both
