@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rmmvideo.video.fuse import face_region, feather_window
+from rmmvideo.video.fuse import blend_region, face_region, peak_of
 
 if TYPE_CHECKING:
     from rmmvideo.models.artefact import ArtefactCNN
@@ -44,7 +44,7 @@ class Deblocker:
     def clean(self, image: np.ndarray, faces: Sequence[FacePlan]) -> np.ndarray:
         """``image`` (H, W, 3) uint8 or uint16 with its face regions cleaned: a new array, or
         ``image`` itself when it has no face region."""
-        peak = 255.0 if image.dtype == np.uint8 else 65535.0
+        peak = peak_of(image)
         h, w = image.shape[:2]
         out: np.ndarray | None = None
         for face in faces:
@@ -52,15 +52,11 @@ class Deblocker:
             if region is None:
                 continue
             x0, y0, x1, y1 = region
-            src = image if out is None else out
-            cur = torch.from_numpy(src[y0:y1, x0:x1].astype(np.float32) / peak).permute(2, 0, 1)[None]
+            cur = (image if out is None else out)[y0:y1, x0:x1].astype(np.float32) / peak
             with torch.inference_mode():
-                fixed = self.model(cur.to(self.device)).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-            cur_np = cur[0].permute(1, 2, 0).numpy()
-            blended = cur_np + feather_window(y1 - y0, x1 - x0) * (fixed - cur_np)
-            if out is None:
-                out = image.copy()
-            out[y0:y1, x0:x1] = np.clip(np.rint(blended * peak), 0, peak).astype(image.dtype)
+                x = torch.from_numpy(cur).permute(2, 0, 1)[None].to(self.device)
+                fixed = self.model(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            out = blend_region(out, image, region, cur, fixed)
             self.faces_cleaned += 1
         return image if out is None else out
 

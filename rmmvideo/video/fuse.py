@@ -72,6 +72,25 @@ def feather_window(h: int, w: int) -> np.ndarray:
     return (ramp(h)[:, None] * ramp(w)[None, :])[..., None]
 
 
+def peak_of(image: np.ndarray) -> float:
+    """The largest level of ``image``'s dtype (uint8: 255, uint16: 65535), for [0, 1] floats."""
+    return 255.0 if image.dtype == np.uint8 else 65535.0
+
+
+def blend_region(out: np.ndarray | None, image: np.ndarray, region: tuple[int, int, int, int],
+                 cur: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Write ``region`` of ``out`` (a copy of ``image`` made here when None): ``cur`` moved
+    towards ``new`` ((h, w, 3) floats in [0, 1]) by ``feather_window``, rounded to ``image``'s
+    dtype. Returns ``out``. The one way ``--fuse`` and ``--deblock`` put a region back."""
+    x0, y0, x1, y1 = region
+    peak = peak_of(image)
+    if out is None:
+        out = image.copy()
+    blended = cur + feather_window(y1 - y0, x1 - x0) * (new - cur)
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended * peak), 0, peak).astype(image.dtype)
+    return out
+
+
 class TemporalFusion:
     """Fuses a frame's face regions with the same tracks' faces in its neighbours (module doc).
 
@@ -109,7 +128,7 @@ class TemporalFusion:
         image = images[centre]
         if self.radius == 0 or not faces[centre]:
             return image
-        peak = 255.0 if image.dtype == np.uint8 else 65535.0
+        peak = peak_of(image)
         h, w = image.shape[:2]
         out: np.ndarray | None = None
         for face in faces[centre]:
@@ -138,10 +157,7 @@ class TemporalFusion:
                 num += wt * warped
                 den += wt
             self.faces_fused += 1
-            if out is None:
-                out = image.copy()
-            fused = cur + feather_window(y1 - y0, x1 - x0) * (num / den - cur)
-            out[y0:y1, x0:x1] = np.clip(np.rint(fused * peak), 0, peak).astype(image.dtype)
+            out = blend_region(out, image, region, cur, num / den)
         return image if out is None else out
 
 
