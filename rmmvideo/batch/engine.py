@@ -144,7 +144,7 @@ def _upscale_view(info: VideoInfo, options: RestoreOptions) -> FrameView | None:
     from rmmvideo.video.archive import plan_view
 
     view = plan_view(info, options.deinterlace, options.sar)
-    return None if view.filters is None and view.decode_size is None else view
+    return None if view.as_stored else view
 
 
 def _upscale_view_range(input_path: Path, output: Path, options: RestoreOptions, info: VideoInfo,

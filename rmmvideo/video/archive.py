@@ -287,6 +287,11 @@ class FrameView:
         mode = "send_field" if self.deinterlace == "field" else "send_frame"
         return DEINTERLACER, f"mode={mode}:parity={self.parity}:deint=all"
 
+    @property
+    def as_stored(self) -> bool:
+        """True when decoding through the view changes nothing: no deinterlacer, no resampling."""
+        return self.filters is None and self.decode_size is None
+
     def output_geometry(self, info: VideoInfo, scale: float) -> tuple[int, int, Fraction]:
         """(width, height, sample aspect ratio) of the output at `scale`.
 

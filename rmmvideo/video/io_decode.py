@@ -492,6 +492,9 @@ class RandomAccessReader:
             nxt = np.append(p[1:], p[-1] + last)
             self.pts = np.stack([2 * p, p + nxt], 1).ravel()
             self.time_base = self.time_base / 2
+        self._open()
+
+    def _open(self) -> None:
         self._container = open_input(self.path)
         self._vs = video_stream_of(self._container, self.path)
         self._vs.thread_type = "AUTO"
@@ -554,15 +557,12 @@ class RandomAccessReader:
             first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
             if first is not None and first.pts == target:
                 return first, gen
+        self._container.close()
+        self._open()
+        gen = self._container.decode(self._vs)
+        first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
         if first is None or first.pts != target:
-            self._container.close()
-            self._container = open_input(self.path)
-            self._vs = video_stream_of(self._container, self.path)
-            self._vs.thread_type = "AUTO"
-            gen = self._container.decode(self._vs)
-            first = next((f for f in gen if f.pts is not None and f.pts >= target), None)
-            if first is None or first.pts != target:
-                raise UserError(f"cannot seek to frame {index} (pts {target}) in {self.path}")
+            raise UserError(f"cannot seek to frame {index} (pts {target}) in {self.path}")
         return first, gen
 
     def _deinterlaced(self, start: int, count: int, high_bit_depth: bool) -> Iterator[DecodedFrame]:

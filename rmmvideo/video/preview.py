@@ -200,7 +200,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     t0 = _time.perf_counter()
     info = probe(input)
     view = decode_view(info, opts, None)  # run's deinterlacing and square pixels
-    if view.filters is not None or view.decode_size is not None:
+    if not view.as_stored:
         log(f"{info.path.name}: {view.reason}")
     with RandomAccessReader(info.path, view=view) as reader:
         target = _resolve_index(reader, index, time, info.path)
