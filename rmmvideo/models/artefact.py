@@ -24,29 +24,38 @@ from torch import nn
 from rmmvideo.errors import UserError
 
 DEFAULT_NAME = "artefact-small.safetensors"
+UNKNOWN_QP = -1.0  # the qp channel where the codec's quantiser is not known
 
 
 @dataclass(frozen=True)
 class ArtefactConfig:
     channels: int = 48
     depth: int = 6  # hidden 3x3 convolutions between the first and the last
+    qp_input: bool = False  # a fourth input channel: the H.264 QP at each pixel / 51, -1 where unknown
 
 
 class ArtefactCNN(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> (B, 3, H, W): x + a residual of 3x3 convolutions (any H, W)."""
+    """(B, 3, H, W) in [0, 1] -> (B, 3, H, W): x + a residual of 3x3 convolutions (any H, W).
+
+    With ``config.qp_input`` the convolutions also see ``qp`` (B, 1, H, W): the codec's
+    quantiser at each pixel as QP / 51, or -1 where it is unknown (None: unknown everywhere).
+    """
 
     def __init__(self, config: ArtefactConfig = ArtefactConfig()) -> None:
         super().__init__()
         self.config = config
-        self.head = nn.Conv2d(3, config.channels, 3, padding=1)
+        self.head = nn.Conv2d(4 if config.qp_input else 3, config.channels, 3, padding=1)
         self.body = nn.ModuleList([nn.Conv2d(config.channels, config.channels, 3, padding=1)
                                    for _ in range(config.depth)])
         self.tail = nn.Conv2d(config.channels, 3, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.head(x))
+    def forward(self, x: torch.Tensor, qp: torch.Tensor | None = None) -> torch.Tensor:
+        inp = x
+        if self.config.qp_input:
+            inp = torch.cat([x, qp if qp is not None else torch.full_like(x[:, :1], UNKNOWN_QP)], 1)
+        h = F.relu(self.head(inp))
         for conv in self.body:
             h = F.relu(conv(h))
         return x + self.tail(h)

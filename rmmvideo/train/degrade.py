@@ -66,6 +66,7 @@ from PIL import Image
 
 from rmmvideo.config import reject_unknown_keys
 from rmmvideo.errors import UserError
+from rmmvideo.video.quantiser import QPMap, export_qp, qp_map
 
 if TYPE_CHECKING:
     import av
@@ -450,11 +451,18 @@ def shift_image(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
 def codec_roundtrip(
     x: torch.Tensor, codec: str, quality: int, frames: int = 1, shift: float = 0.75, seed: int = 0
 ) -> torch.Tensor:
+    """``codec_roundtrip_qp``'s decoded image alone."""
+    return codec_roundtrip_qp(x, codec, quality, frames, shift, seed)[0]
+
+
+def codec_roundtrip_qp(
+    x: torch.Tensor, codec: str, quality: int, frames: int = 1, shift: float = 0.75, seed: int = 0
+) -> tuple[torch.Tensor, QPMap | None]:
     """Encode and decode ``(3, H, W)`` in [0, 1] with a video codec, in memory (PyAV).
 
     The clip is ``frames - 1`` copies of ``x`` shifted by random sub-pixel offsets (uniform in
-    ``[-shift, shift]`` px, from ``seed``) followed by ``x``; the last decoded frame is returned
-    ``(3, H, W)``. ``codec``: "h264" (``quality`` = CRF), "mpeg2" or "mpeg4" (``quality`` =
+    ``[-shift, shift]`` px, from ``seed``) followed by ``x``; returns the last decoded frame
+    ``(3, H, W)`` and its per-macroblock quantisers (H.264; None for the other codecs). ``codec``: "h264" (``quality`` = CRF), "mpeg2" or "mpeg4" (``quality`` =
     constant quantiser). Odd sides are padded by replication for 4:2:0 and cropped back.
 
     Colour conversion is done here, as in ``chroma_subsample_420`` (BT.601 full range, 2x2
@@ -487,13 +495,16 @@ def codec_roundtrip(
             out.mux(packet)
     buf.seek(0)
     with av.open(buf) as inp:
-        decoded = [_planes(f) for f in inp.decode(video=0)]
+        export_qp(inp.streams.video[0].codec_context)
+        frames_out = list(inp.decode(video=0))
+        decoded = [_planes(f) for f in frames_out]
     if len(decoded) != frames:
         raise RuntimeError(f"codec {codec}: decoded {len(decoded)} frames of {frames}")
     y, cb, cr = (torch.from_numpy(p.astype(np.float32) / 255.0) for p in decoded[-1])
     hp, wp = xp.shape[-2:]
     chroma = _chroma_up(torch.stack([cb, cr]) - 128.0 / 255.0, hp, wp)
-    return _rgb(torch.cat([y[None], chroma]))[:, :h, :w].to(device=x.device, dtype=x.dtype)
+    image = _rgb(torch.cat([y[None], chroma]))[:, :h, :w].to(device=x.device, dtype=x.dtype)
+    return image, qp_map(frames_out[-1])
 
 
 def _yuv_frame(x: torch.Tensor) -> "av.VideoFrame":

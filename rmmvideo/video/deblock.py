@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rmmvideo.video.fuse import blend_region, face_region, peak_of
+from rmmvideo.video.quantiser import MAX_QP, QPMap
 
 if TYPE_CHECKING:
     from rmmvideo.models.artefact import ArtefactCNN
@@ -41,9 +42,10 @@ class Deblocker:
         self.device = device
         self.faces_cleaned = 0
 
-    def clean(self, image: np.ndarray, faces: Sequence[FacePlan]) -> np.ndarray:
+    def clean(self, image: np.ndarray, faces: Sequence[FacePlan], qp: QPMap | None = None) -> np.ndarray:
         """``image`` (H, W, 3) uint8 or uint16 with its face regions cleaned: a new array, or
-        ``image`` itself when it has no face region."""
+        ``image`` itself when it has no face region. ``qp``: the frame's quantisers, for a model
+        that reads them (``ArtefactConfig.qp_input``; None: unknown)."""
         peak = peak_of(image)
         h, w = image.shape[:2]
         out: np.ndarray | None = None
@@ -55,10 +57,19 @@ class Deblocker:
             cur = (image if out is None else out)[y0:y1, x0:x1].astype(np.float32) / peak
             with torch.inference_mode():
                 x = torch.from_numpy(cur).permute(2, 0, 1)[None].to(self.device)
-                fixed = self.model(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+                fixed = self.model(x, self._qp(qp, region)).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
             out = blend_region(out, image, region, cur, fixed)
             self.faces_cleaned += 1
         return image if out is None else out
+
+
+    def _qp(self, qp: QPMap | None, region: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """(1, 1, h, w) QP / 51 over ``region`` (x0, y0, x1, y1), or None (unknown, or a model
+        that does not read it)."""
+        if qp is None or not self.model.config.qp_input:
+            return None
+        x0, y0, x1, y1 = region
+        return torch.from_numpy(qp.pixels(y0, y1, x0, x1) / MAX_QP)[None, None].to(self.device)
 
 
 def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> Iterator[FramePlan]:
@@ -67,7 +78,7 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> It
         yield from plans
         return
     for p in plans:
-        image = deblocker.clean(p.frame.image, p.faces)
+        image = deblocker.clean(p.frame.image, p.faces, p.frame.qp)
         yield p if image is p.frame.image else replace(p, frame=replace(p.frame, image=image))
 
 

@@ -37,6 +37,7 @@ import av
 import numpy as np
 
 from rmmvideo.errors import UserError
+from rmmvideo.video.quantiser import QPMap, export_qp, qp_map
 from rmmvideo.video.probe import (
     bit_depth_of,
     expected_video_end,
@@ -83,12 +84,26 @@ class DamageReport:
 
 @dataclass(frozen=True, slots=True)
 class DecodedFrame:
-    """One decoded frame. `image`: (H, W, 3) RGB, uint8 (or uint16 rgb48 when asked), upright."""
+    """One decoded frame. `image`: (H, W, 3) RGB, uint8 (or uint16 rgb48 when asked), upright.
+    `qp`: the codec's quantiser of each macroblock, upright like `image` (H.264 only, else None)."""
 
     index: int  # 0-based position in presentation order
     pts: int  # in the stream's time_base
     time: float  # seconds: pts * time_base
     image: np.ndarray
+    qp: QPMap | None = None
+
+
+def decoded_frame(index: int, pts: int, time: float, frame: av.VideoFrame, high_bit_depth: bool,
+                  size: tuple[int, int] | None) -> DecodedFrame:
+    """`frame` as a `DecodedFrame`: its RGB image (`frame_to_rgb`) and its quantisers, resampled
+    and rotated as the image is."""
+    image = frame_to_rgb(frame, high_bit_depth, size)
+    qp = qp_map(frame)
+    if qp is not None:
+        scale = (1.0, 1.0) if size is None else (size[1] / frame.height, size[0] / frame.width)
+        qp = qp.shown(normalise_rotation(frame.rotation) // 90, scale)
+    return DecodedFrame(index, pts, time, image, qp)
 
 
 def frame_to_rgb(frame: av.VideoFrame, high_bit_depth: bool = False,
@@ -191,6 +206,7 @@ def _decode_sequential(
     with open_input(path) as container:
         vs = video_stream_of(container, path)
         vs.thread_type = "AUTO"
+        export_qp(vs.codec_context)
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         stream_tb = tb  # packets' time base (frames may come out of the deinterlacer in another)
         fix = _PtsFixer(_default_step(vs))
@@ -240,7 +256,7 @@ def _decode_sequential(
                 pts = fix(f.pts)
                 if prev is not None and pts > prev and len(gaps) < 256:
                     gaps.append(pts - prev)
-                yield DecodedFrame(index, pts, float(pts * tb), frame_to_rgb(f, high_bit_depth, resample))
+                yield decoded_frame(index, pts, float(pts * tb), f, high_bit_depth, resample)
                 index += 1
 
         try:
@@ -498,6 +514,7 @@ class RandomAccessReader:
         self._container = open_input(self.path)
         self._vs = video_stream_of(self._container, self.path)
         self._vs.thread_type = "AUTO"
+        export_qp(self._vs.codec_context)
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -532,7 +549,7 @@ class RandomAccessReader:
         i = start
         f = first
         while True:
-            yield DecodedFrame(i, int(f.pts), float(f.pts * self.time_base), frame_to_rgb(f, high_bit_depth, size))
+            yield decoded_frame(i, int(f.pts), float(f.pts * self.time_base), f, high_bit_depth, size)
             i += 1
             if i >= start + count or i >= len(self.pts):
                 return
@@ -587,8 +604,8 @@ class RandomAccessReader:
                 return
             if i < start or i >= len(self.pts) or int(self.pts[i]) != out.pts:
                 continue
-            yield DecodedFrame(i, int(out.pts), float(out.pts * self.time_base),
-                               frame_to_rgb(out, high_bit_depth, self.view.decode_size))
+            yield decoded_frame(i, int(out.pts), float(out.pts * self.time_base), out, high_bit_depth,
+                                self.view.decode_size)
 
     def window(self, start_index: int, count: int, *, high_bit_depth: bool = False) -> Iterator[DecodedFrame]:
         """`count` consecutive frames from `start_index` (fewer at the end of the file)."""
