@@ -67,10 +67,11 @@ def add_fuse_option(p: argparse._ActionsContainer) -> None:
 
 
 def add_deblock_option(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--deblock", action="store_true",
+    p.add_argument("--deblock", nargs="?", const="on", default="off", choices=["off", "auto", "on"],
                    help="remove codec artefacts (blocks, ringing) from face regions at the input's resolution "
-                        "with a small learned CNN, before fusion and restoration. For compressed sources "
-                        "(README: gains and where it loses)")
+                        "with a small learned CNN that reads the codec's quantiser, before fusion and restoration: "
+                        "on (the bare flag) = every face, auto = where the decoder gives the quantiser (H.264), "
+                        "off (default). README: gains and where it loses")
 
 
 def add_restore_options(p: argparse._ActionsContainer) -> None:

@@ -35,17 +35,21 @@ class Deblocker:
     Args:
         model: the artefact remover (eval mode), on ``device``.
         device: where the regions are computed.
+        needs_qp: leave frames without the codec's quantiser alone (``--deblock auto``).
     """
 
-    def __init__(self, model: ArtefactCNN, device: torch.device) -> None:
+    def __init__(self, model: ArtefactCNN, device: torch.device, needs_qp: bool = False) -> None:
         self.model = model
         self.device = device
+        self.needs_qp = needs_qp
         self.faces_cleaned = 0
 
     def clean(self, image: np.ndarray, faces: Sequence[FacePlan], qp: QPMap | None = None) -> np.ndarray:
         """``image`` (H, W, 3) uint8 or uint16 with its face regions cleaned: a new array, or
         ``image`` itself when it has no face region. ``qp``: the frame's quantisers, for a model
         that reads them (``ArtefactConfig.qp_input``; None: unknown)."""
+        if self.needs_qp and qp is None:
+            return image
         peak = peak_of(image)
         h, w = image.shape[:2]
         out: np.ndarray | None = None
@@ -83,12 +87,13 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> It
 
 
 def deblocker_for(options: RestoreOptions, components: Components) -> Deblocker | None:
-    """The run's deblocker (None without ``--deblock``): the bundled weights, loaded once per
+    """The run's deblocker (None with ``--deblock off``): the bundled weights, loaded once per
     ``Components`` and kept there for the next file."""
-    if not options.deblock:
+    if options.deblock == "off":
         return None
     if components.deblocker is None:
         from rmmvideo.models.artefact import load_artefact
 
         components.deblocker = Deblocker(load_artefact(None, components.device), components.device)
+    components.deblocker.needs_qp = options.deblock == "auto"
     return components.deblocker

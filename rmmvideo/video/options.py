@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
+DeblockMode = Literal["off", "auto", "on"]  # auto: where the decoder gives the codec's quantiser (H.264)
 # --strength: "auto", one weight in [0, 1], or (luma, chroma) weights (rmmvideo.video.strength)
 StrengthSetting = float | tuple[float, float] | Literal["auto"]
 
@@ -41,7 +42,7 @@ class RestoreOptions:
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
     fuse: int = 0  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
-    deblock: bool = False  # codec-artefact removal in face regions before fusion (rmmvideo.video.deblock)
+    deblock: DeblockMode = "off"  # codec-artefact removal in face regions before fusion (rmmvideo.video.deblock)
     strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2

@@ -118,7 +118,7 @@ def test_preview_matches_run_output(weights: Path, comps, tmp_path: Path) -> Non
     """Frame N of `run` (lossless FFV1 4:4:4, only the RGB <-> YUV rounding) == preview of N,
     multi-frame fusion and codec-artefact removal included (the preview reads the target's
     neighbours too)."""
-    opts = _options(weights, codec="ffv1", fuse=2, deblock=True)
+    opts = _options(weights, codec="ffv1", fuse=2, deblock="on")
     n = 6
     res = render_preview(CLIP, index=n, options=opts, window=24, components=comps, keep_masks=True)
     assert res.info.window_start == 0 and len(res.info.faces) == 1

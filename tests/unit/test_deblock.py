@@ -72,6 +72,36 @@ def test_only_face_regions_change_feathered_at_their_edge(dtype: type) -> None:
     assert np.array_equal(image, np.full_like(image, peak // 4))  # the input is not modified
 
 
+class _RecordQP(torch.nn.Module):
+    config = ArtefactConfig(qp_input=True)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor | None] = []
+
+    def forward(self, x: torch.Tensor, qp: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append(qp)
+        return x
+
+
+def test_the_model_sees_each_regions_quantisers_and_auto_needs_them() -> None:
+    from rmmvideo.video.quantiser import QPMap
+
+    image = np.full((64, 96, 3), 100, np.uint8)
+    qp = QPMap(np.array([[20, 30, 40, 50, 51, 51], [10, 10, 10, 10, 10, 10]], np.float32), (32.0, 16.0))
+    model = _RecordQP()
+    d = Deblocker(model, torch.device("cpu"), needs_qp=True)
+    assert d.clean(image, [_face(40, 20, 20)]) is image and model.seen == []  # auto: no quantiser, no change
+    d.clean(image, [_face(40, 20, 20)], qp)
+    got = model.seen[-1]
+    assert got is not None and got.shape[:2] == (1, 1)
+    # the region is x 24..57, y 4..37: columns of blocks 1..3 (QP 30, 40, 50), rows 0..1
+    assert got[0, 0, 0].mul(51).round().unique().tolist() == [30, 40, 50]
+    assert got[0, 0, :, 0].mul(51).round().unique().tolist() == [10, 30]
+    Deblocker(model, torch.device("cpu")).clean(image, [_face(40, 20, 20)])  # on: unknown quantiser
+    assert model.seen[-1] is None
+
+
 def test_no_deblocker_passes_the_plans_through() -> None:
     plan = FramePlan(DecodedFrame(0, 0, 0.0, np.zeros((8, 8, 3), np.uint8)), [])
     assert next(deblock_plans([plan], None)) is plan
