@@ -32,10 +32,11 @@ from rmmvideo.video.quantiser import MAX_QP, QPMap
 
 
 def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
-    """(clean, H.264-decoded, per-macroblock QP) of training-split faces -> ``work/data.pt``:
-    each face downscaled by U(1, 4), coded at CRF U{12..40}."""
+    """Training data -> ``work/data.pt``: for each training-split face, downscaled by U(1, 4), a
+    3-frame H.264 clip at CRF U{12..40} (two copies shifted by sub-pixel offsets, then the face);
+    its last two frames, clean (2, 3, H, W) uint8 and decoded, and their per-macroblock QP."""
     from rmmvideo.train.data import list_images, load_rgb, split_of, to_tensor
-    from rmmvideo.train.degrade import codec_roundtrip_qp, downsample
+    from rmmvideo.train.degrade import codec_clip, downsample, shift_image
 
     files = [p for p in list_images(faces) if split_of(p.relative_to(faces).as_posix(), 0.05) == "train"]
     rng = np.random.default_rng(seed)
@@ -45,12 +46,12 @@ def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
         c = downsample(to_tensor(load_rgb(files[i])), float(rng.uniform(1.0, 4.0))).clamp(0, 1)
         if min(c.shape[-2:]) < 48:
             continue
-        crf = int(rng.integers(12, 41))
-        d, m = codec_roundtrip_qp(c, "h264", crf, frames=3, seed=int(rng.integers(1 << 30)))
-        assert m is not None and m.block == (16.0, 16.0)
-        clean.append((c * 255).round().byte())
-        lq.append((d.clamp(0, 1) * 255).round().byte())
-        qp.append(torch.from_numpy(m.values.astype(np.uint8)))
+        clip = [shift_image(c, *rng.uniform(-0.75, 0.75, 2)) for _ in range(2)] + [c]
+        coded = codec_clip(clip, "h264", int(rng.integers(12, 41)))[1:]
+        assert all(m is not None and m.block == (16.0, 16.0) for _, m in coded)
+        clean.append((torch.stack(clip[1:]).clamp(0, 1) * 255).round().byte())
+        lq.append((torch.stack([d for d, _ in coded]).clamp(0, 1) * 255).round().byte())
+        qp.append(torch.from_numpy(np.stack([m.values for _, m in coded]).astype(np.uint8)))
         if n % 500 == 0:
             print(f"{n} faces, {time.time() - t0:.0f}s", flush=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -58,10 +59,13 @@ def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
     print(f"{len(clean)} pairs -> {work / 'data.pt'}")
 
 
-def train(work: Path, seconds: float, patch: int = 48, batch: int = 16, unknown: float = 0.15) -> None:
-    """L1 on random patches (horizontal flips), Adam 2e-4, checkpoint every 200 steps. The QP
-    channel is QP / 51 at each pixel, or unknown (-1) on a fraction ``unknown`` of the patches, so
-    the model also works where the decoder gives no quantisers."""
+def train(work: Path, seconds: float, patch: int = 48, batch: int = 8, unknown: float = 0.15,
+          temporal: float = 1.0) -> None:
+    """L1 on random patches of both frames of a pair, plus ``temporal`` x the L1 of the frame
+    difference's error, (f(x_t) - f(x_t-1)) - (y_t - y_t-1), the flicker eval-video measures
+    (horizontal flips; Adam 2e-4; checkpoint every 200 steps). The QP channel is QP / 51 at each
+    pixel, or unknown (-1) on a fraction ``unknown`` of the pairs, so the model also works where
+    the decoder gives no quantisers."""
     d = torch.load(work / "data.pt")
     clean, lq, qps = d["clean"], d["lq"], d["qp"]
     model = ArtefactCNN(ArtefactConfig(qp_input=True))
@@ -80,24 +84,32 @@ def train(work: Path, seconds: float, patch: int = 48, batch: int = 16, unknown:
             i = int(rng.integers(len(clean)))
             h, w = clean[i].shape[-2:]
             y0, x0 = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
-            xs.append(lq[i][:, y0:y0 + patch, x0:x0 + patch])
-            ys.append(clean[i][:, y0:y0 + patch, x0:x0 + patch])
+            xs.append(lq[i][:, :, y0:y0 + patch, x0:x0 + patch])
+            ys.append(clean[i][:, :, y0:y0 + patch, x0:x0 + patch])
             if rng.random() < unknown:
-                qs.append(torch.full((1, patch, patch), UNKNOWN_QP))
+                qs.append(torch.full((2, 1, patch, patch), UNKNOWN_QP))
             else:
-                q = QPMap(qps[i].numpy().astype(np.float32), (16.0, 16.0))
-                qs.append(torch.from_numpy(q.pixels(y0, y0 + patch, x0, x0 + patch))[None] / MAX_QP)
-        x, y, q = torch.stack(xs).float() / 255, torch.stack(ys).float() / 255, torch.stack(qs)
+                qs.append(torch.stack([torch.from_numpy(QPMap(m.astype(np.float32), (16.0, 16.0))
+                                                        .pixels(y0, y0 + patch, x0, x0 + patch))[None] / MAX_QP
+                                       for m in qps[i].numpy()]))
+        # (batch, 2, C, p, p) -> (2 * batch, C, p, p): frame t-1 and t of each pair side by side
+        x, y = torch.stack(xs).flatten(0, 1).float() / 255, torch.stack(ys).flatten(0, 1).float() / 255
+        q = torch.stack(qs).flatten(0, 1)
         if rng.random() < 0.5:
             x, y, q = x.flip(-1), y.flip(-1), q.flip(-1)
-        loss = F.l1_loss(model(x, q), y)
+        out = model(x, q)
+        loss = F.l1_loss(out, y)
+        if temporal > 0:
+            loss = loss + temporal * F.l1_loss(out[1::2] - out[0::2], y[1::2] - y[0::2])
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
-        ratio = 0.98 * ratio + 0.02 * loss.item() / max(F.l1_loss(x, y).item(), 1e-6)
+        with torch.no_grad():
+            base = F.l1_loss(x, y) + temporal * F.l1_loss(x[1::2] - x[0::2], y[1::2] - y[0::2])
+        ratio = 0.98 * ratio + 0.02 * loss.item() / max(base.item(), 1e-6)
         if step % 200 == 0:
-            print(f"{step} {time.time() - t0:.0f}s L1 / input's L1 {ratio:.3f}", flush=True)
+            print(f"{step} {time.time() - t0:.0f}s loss / the input's {ratio:.3f}", flush=True)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
 
@@ -156,6 +168,7 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=30)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--temporal", type=float, default=1.0, help="train: weight of the frame-difference loss")
     ap.add_argument("--blind", action="store_true", help="eval: the QP channel says unknown")
     ap.add_argument("--out", type=Path, default=None, help="export: the weights file to write")
     args = ap.parse_intermixed_args()
@@ -163,7 +176,7 @@ def main() -> None:
     if args.command == "data":
         make_pairs(args.faces, args.work, args.pairs)
     elif args.command == "train":
-        train(args.work, args.seconds)
+        train(args.work, args.seconds, temporal=args.temporal)
     elif args.command == "eval":
         evaluate(args.work, args.scale, args.crf, args.frames, args.clips, args.blind)
     else:

@@ -462,8 +462,25 @@ def codec_roundtrip_qp(
 
     The clip is ``frames - 1`` copies of ``x`` shifted by random sub-pixel offsets (uniform in
     ``[-shift, shift]`` px, from ``seed``) followed by ``x``; returns the last decoded frame
-    ``(3, H, W)`` and its per-macroblock quantisers (H.264; None for the other codecs). ``codec``: "h264" (``quality`` = CRF), "mpeg2" or "mpeg4" (``quality`` =
-    constant quantiser). Odd sides are padded by replication for 4:2:0 and cropped back.
+    ``(3, H, W)`` and its per-macroblock quantisers (H.264; None for the other codecs).
+    """
+    _check_chw(x)
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    h, w = x.shape[-2:]
+    xp = F.pad(x[None].float(), (0, w % 2, 0, h % 2), mode="replicate")[0]
+    g = np.random.default_rng(seed)
+    clip = [shift_image(xp, *g.uniform(-shift, shift, 2)) for _ in range(frames - 1)] + [xp]
+    image, qp = codec_clip(clip, codec, quality)[-1]
+    return image[:, :h, :w].to(device=x.device, dtype=x.dtype), qp
+
+
+def codec_clip(clip: list[torch.Tensor], codec: str, quality: int) -> list[tuple[torch.Tensor, QPMap | None]]:
+    """Encode the frames ``clip`` (each ``(3, H, W)`` in [0, 1], one size) as one video and decode
+    it, in memory (PyAV): each decoded frame ``(3, H, W)`` with its per-macroblock quantisers
+    (H.264; None for the other codecs). ``codec``: "h264" (``quality`` = CRF), "mpeg2" or
+    "mpeg4" (``quality`` = constant quantiser). Odd sides are padded by replication for 4:2:0
+    and cropped back.
 
     Colour conversion is done here, as in ``chroma_subsample_420`` (BT.601 full range, 2x2
     chroma averages in, bilinear chroma out). Codecs run on one thread, and x264's MB-tree is
@@ -472,23 +489,23 @@ def codec_roundtrip_qp(
     """
     import av
 
-    _check_chw(x)
+    if not clip:
+        raise ValueError("codec_clip needs at least one frame")
+    for x in clip:
+        _check_chw(x)
     if codec not in _CODEC_SETUP:
         raise ValueError(f"unknown codec {codec!r}: choose from {', '.join(CODECS)}")
-    if frames < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
     encoder, fmt, options = _CODEC_SETUP[codec]
-    h, w = x.shape[-2:]
-    xp = F.pad(x[None].float(), (0, w % 2, 0, h % 2), mode="replicate")[0]
-    g = np.random.default_rng(seed)
-    clip = [shift_image(xp, *g.uniform(-shift, shift, 2)) for _ in range(frames - 1)] + [xp]
+    h, w = clip[0].shape[-2:]
+    padded = [F.pad(x[None].float().cpu(), (0, w % 2, 0, h % 2), mode="replicate")[0] for x in clip]
+    hp, wp = padded[0].shape[-2:]
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         stream = out.add_stream(encoder, rate=25)
-        stream.width, stream.height, stream.pix_fmt = xp.shape[-1], xp.shape[-2], "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = wp, hp, "yuv420p"
         stream.options = options(int(quality))
         stream.codec_context.thread_count = 1  # one thread: the same bits in every process
-        for f in clip:
+        for f in padded:
             for packet in stream.encode(_yuv_frame(f)):
                 out.mux(packet)
         for packet in stream.encode():
@@ -496,15 +513,15 @@ def codec_roundtrip_qp(
     buf.seek(0)
     with av.open(buf) as inp:
         export_qp(inp.streams.video[0].codec_context)
-        frames_out = list(inp.decode(video=0))
-        decoded = [_planes(f) for f in frames_out]
-    if len(decoded) != frames:
-        raise RuntimeError(f"codec {codec}: decoded {len(decoded)} frames of {frames}")
-    y, cb, cr = (torch.from_numpy(p.astype(np.float32) / 255.0) for p in decoded[-1])
-    hp, wp = xp.shape[-2:]
-    chroma = _chroma_up(torch.stack([cb, cr]) - 128.0 / 255.0, hp, wp)
-    image = _rgb(torch.cat([y[None], chroma]))[:, :h, :w].to(device=x.device, dtype=x.dtype)
-    return image, qp_map(frames_out[-1])
+        decoded = list(inp.decode(video=0))
+    if len(decoded) != len(clip):
+        raise RuntimeError(f"codec {codec}: decoded {len(decoded)} frames of {len(clip)}")
+    result = []
+    for frame in decoded:
+        y, cb, cr = (torch.from_numpy(p.astype(np.float32) / 255.0) for p in _planes(frame))
+        chroma = _chroma_up(torch.stack([cb, cr]) - 128.0 / 255.0, hp, wp)
+        result.append((_rgb(torch.cat([y[None], chroma]))[:, :h, :w], qp_map(frame)))
+    return result
 
 
 def _yuv_frame(x: torch.Tensor) -> "av.VideoFrame":

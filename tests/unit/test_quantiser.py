@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmmvideo.train.degrade import codec_roundtrip_qp
+from rmmvideo.train.degrade import codec_clip, codec_roundtrip_qp
 from rmmvideo.video.archive import plan_view
 from rmmvideo.video.io import decode_frames
 from rmmvideo.video.io_decode import RandomAccessReader
@@ -43,6 +43,17 @@ def test_roundtrip_quantiser_rises_with_crf_and_other_codecs_have_none() -> None
         means.append(float(qp.values.mean()))
     assert means[0] < means[1] < means[2], means
     assert codec_roundtrip_qp(x, "mpeg2", 6, frames=2)[1] is None
+
+
+def test_codec_clip_decodes_every_frame_with_its_quantisers() -> None:
+    torch.manual_seed(0)
+    frames = [torch.rand(3, 33, 47) for _ in range(3)]
+    out = codec_clip(frames, "h264", 24)
+    assert len(out) == 3
+    for (y, qp), x in zip(out, frames):
+        assert y.shape == x.shape and qp is not None and qp.values.shape == (3, 3)
+        assert 0.02 < float((y - x).abs().mean()) < 0.3  # coded, not copied, and still this frame
+    assert float((out[1][0] - out[2][0]).abs().mean()) > 0.05  # frames stay apart
 
 
 def _clip(path: Path, crf: int, sar: Fraction = Fraction(1)) -> Path:
