@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from rmmvideo.models.artefact import UNKNOWN_QP, ArtefactCNN, ArtefactConfig, save_artefact
+from rmmvideo.video.deblock import QP_WINDOW
 from rmmvideo.video.quantiser import MAX_QP, QPMap
 
 
 def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
-    """Training data -> ``work/data.pt``: for each training-split face, downscaled by U(1, 4), a
-    3-frame H.264 clip at CRF U{12..40} (two copies shifted by sub-pixel offsets, then the face);
-    its last two frames, clean (2, 3, H, W) uint8 and decoded, and their per-macroblock QP."""
+    """(clean, H.264-decoded, per-macroblock QP) of training-split faces -> ``work/data.pt``:
+    each face downscaled by U(1, 4), coded at CRF U{12..40}."""
     from rmmvideo.train.data import list_images, load_rgb, split_of, to_tensor
-    from rmmvideo.train.degrade import codec_clip, downsample, shift_image
+    from rmmvideo.train.degrade import codec_roundtrip_qp, downsample
 
     files = [p for p in list_images(faces) if split_of(p.relative_to(faces).as_posix(), 0.05) == "train"]
     rng = np.random.default_rng(seed)
@@ -46,12 +46,12 @@ def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
         c = downsample(to_tensor(load_rgb(files[i])), float(rng.uniform(1.0, 4.0))).clamp(0, 1)
         if min(c.shape[-2:]) < 48:
             continue
-        clip = [shift_image(c, *rng.uniform(-0.75, 0.75, 2)) for _ in range(2)] + [c]
-        coded = codec_clip(clip, "h264", int(rng.integers(12, 41)))[1:]
-        assert all(m is not None and m.block == (16.0, 16.0) for _, m in coded)
-        clean.append((torch.stack(clip[1:]).clamp(0, 1) * 255).round().byte())
-        lq.append((torch.stack([d for d, _ in coded]).clamp(0, 1) * 255).round().byte())
-        qp.append(torch.from_numpy(np.stack([m.values for _, m in coded]).astype(np.uint8)))
+        crf = int(rng.integers(12, 41))
+        d, m = codec_roundtrip_qp(c, "h264", crf, frames=3, seed=int(rng.integers(1 << 30)))
+        assert m is not None and m.block == (16.0, 16.0)
+        clean.append((c * 255).round().byte())
+        lq.append((d.clamp(0, 1) * 255).round().byte())
+        qp.append(torch.from_numpy(m.values.astype(np.uint8)))
         if n % 500 == 0:
             print(f"{n} faces, {time.time() - t0:.0f}s", flush=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -59,13 +59,10 @@ def make_pairs(faces: Path, work: Path, pairs: int, seed: int = 0) -> None:
     print(f"{len(clean)} pairs -> {work / 'data.pt'}")
 
 
-def train(work: Path, seconds: float, patch: int = 48, batch: int = 8, unknown: float = 0.15,
-          temporal: float = 1.0) -> None:
-    """L1 on random patches of both frames of a pair, plus ``temporal`` x the L1 of the frame
-    difference's error, (f(x_t) - f(x_t-1)) - (y_t - y_t-1), the flicker eval-video measures
-    (horizontal flips; Adam 2e-4; checkpoint every 200 steps). The QP channel is QP / 51 at each
-    pixel, or unknown (-1) on a fraction ``unknown`` of the pairs, so the model also works where
-    the decoder gives no quantisers."""
+def train(work: Path, seconds: float, patch: int = 48, batch: int = 16, unknown: float = 0.15) -> None:
+    """L1 on random patches (horizontal flips), Adam 2e-4, checkpoint every 200 steps. The QP
+    channel is QP / 51 at each pixel, or unknown (-1) on a fraction ``unknown`` of the patches, so
+    the model also works where the decoder gives no quantisers."""
     d = torch.load(work / "data.pt")
     clean, lq, qps = d["clean"], d["lq"], d["qp"]
     model = ArtefactCNN(ArtefactConfig(qp_input=True))
@@ -84,37 +81,30 @@ def train(work: Path, seconds: float, patch: int = 48, batch: int = 8, unknown: 
             i = int(rng.integers(len(clean)))
             h, w = clean[i].shape[-2:]
             y0, x0 = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
-            xs.append(lq[i][:, :, y0:y0 + patch, x0:x0 + patch])
-            ys.append(clean[i][:, :, y0:y0 + patch, x0:x0 + patch])
+            xs.append(lq[i][:, y0:y0 + patch, x0:x0 + patch])
+            ys.append(clean[i][:, y0:y0 + patch, x0:x0 + patch])
             if rng.random() < unknown:
-                qs.append(torch.full((2, 1, patch, patch), UNKNOWN_QP))
+                qs.append(torch.full((1, patch, patch), UNKNOWN_QP))
             else:
-                qs.append(torch.stack([torch.from_numpy(QPMap(m.astype(np.float32), (16.0, 16.0))
-                                                        .pixels(y0, y0 + patch, x0, x0 + patch))[None] / MAX_QP
-                                       for m in qps[i].numpy()]))
-        # (batch, 2, C, p, p) -> (2 * batch, C, p, p): frame t-1 and t of each pair side by side
-        x, y = torch.stack(xs).flatten(0, 1).float() / 255, torch.stack(ys).flatten(0, 1).float() / 255
-        q = torch.stack(qs).flatten(0, 1)
+                q = QPMap(qps[i].numpy().astype(np.float32), (16.0, 16.0))
+                qs.append(torch.from_numpy(q.pixels(y0, y0 + patch, x0, x0 + patch))[None] / MAX_QP)
+        x, y, q = torch.stack(xs).float() / 255, torch.stack(ys).float() / 255, torch.stack(qs)
         if rng.random() < 0.5:
             x, y, q = x.flip(-1), y.flip(-1), q.flip(-1)
-        out = model(x, q)
-        loss = F.l1_loss(out, y)
-        if temporal > 0:
-            loss = loss + temporal * F.l1_loss(out[1::2] - out[0::2], y[1::2] - y[0::2])
+        loss = F.l1_loss(model(x, q), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
-        with torch.no_grad():
-            base = F.l1_loss(x, y) + temporal * F.l1_loss(x[1::2] - x[0::2], y[1::2] - y[0::2])
-        ratio = 0.98 * ratio + 0.02 * loss.item() / max(base.item(), 1e-6)
+        ratio = 0.98 * ratio + 0.02 * loss.item() / max(F.l1_loss(x, y).item(), 1e-6)
         if step % 200 == 0:
-            print(f"{step} {time.time() - t0:.0f}s loss / the input's {ratio:.3f}", flush=True)
+            print(f"{step} {time.time() - t0:.0f}s L1 / input's L1 {ratio:.3f}", flush=True)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
 
 
-def evaluate(work: Path, scale: int, crf: int, frames: int, clips: list[str], blind: bool = False) -> None:
+def evaluate(work: Path, scale: int, crf: int, frames: int, clips: list[str], blind: bool = False,
+             window: int = 0) -> None:
     """One line per clip: ΔPSNR, FED x (± SE), temporal x, sharpness x of the CNN + upscale
     against the plain upscale of the same decoded frames (eval-video's degradation and scores).
     ``blind``: the QP channel says unknown."""
@@ -133,10 +123,13 @@ def evaluate(work: Path, scale: int, crf: int, frames: int, clips: list[str], bl
     model.load_state_dict(torch.load(work / "ckpt.pt")["model"])
     model.eval()
 
-    def qp_of(f: DecodedFrame) -> torch.Tensor | None:
-        if blind or f.qp is None:
+    def qp_of(decoded: list[DecodedFrame], t: int) -> torch.Tensor | None:
+        """QP / 51 of frame t, averaged over it and the ``window`` frames before it."""
+        h, w = decoded[t].image.shape[:2]
+        maps = [f.qp.pixels(0, h, 0, w) for f in decoded[max(0, t - window):t + 1] if f.qp is not None]
+        if blind or not maps:
             return None
-        return torch.from_numpy(f.qp.pixels(0, f.image.shape[0], 0, f.image.shape[1]) / MAX_QP)[None, None]
+        return torch.from_numpy(np.mean(maps, 0) / MAX_QP)[None, None]
 
     for clip in map(Path, clips):
         hq_full, pts = _decode(clip, frames)
@@ -146,8 +139,8 @@ def evaluate(work: Path, scale: int, crf: int, frames: int, clips: list[str], bl
         decoded = list(decode_frames(lq_path))
         lq = [f.image for f in decoded]
         with torch.inference_mode():
-            fixed = [(model(torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255, qp_of(f))[0]
-                      .clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy() for f in decoded]
+            fixed = [(model(torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255, qp_of(decoded, t))[0]
+                      .clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy() for t, f in enumerate(decoded)]
         ref = build_reference(hq)
         plain = score_method("bicubic", [upscale_images(f, float(scale)) for f in lq], ref)
         got = score_method("cnn", [upscale_images(np.ascontiguousarray(f), float(scale)) for f in fixed], ref)
@@ -168,7 +161,7 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=30)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--temporal", type=float, default=1.0, help="train: weight of the frame-difference loss")
+    ap.add_argument("--qp-window", type=int, default=QP_WINDOW, help="eval: average each frame's QP with this many before it (as --deblock)")
     ap.add_argument("--blind", action="store_true", help="eval: the QP channel says unknown")
     ap.add_argument("--out", type=Path, default=None, help="export: the weights file to write")
     args = ap.parse_intermixed_args()
@@ -176,9 +169,9 @@ def main() -> None:
     if args.command == "data":
         make_pairs(args.faces, args.work, args.pairs)
     elif args.command == "train":
-        train(args.work, args.seconds, temporal=args.temporal)
+        train(args.work, args.seconds)
     elif args.command == "eval":
-        evaluate(args.work, args.scale, args.crf, args.frames, args.clips, args.blind)
+        evaluate(args.work, args.scale, args.crf, args.frames, args.clips, args.blind, args.qp_window)
     else:
         state = torch.load(args.work / "ckpt.pt")
         model = ArtefactCNN(ArtefactConfig(qp_input=True))

@@ -48,6 +48,7 @@ from rmmvideo.video.io import (
     decode_frames,
     probe,
 )
+from rmmvideo.video import deblock
 from rmmvideo.video.deblock import deblock_plans, deblocker_for
 from rmmvideo.video.fuse import TemporalFusion, fuse_plans
 from rmmvideo.video.options import Components, RestoreOptions, build_components
@@ -367,8 +368,10 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
 
 def context_before(options: RestoreOptions) -> int:
     """Frames before a segment's first that ``render_video`` reads: the stabiliser's window
-    (``--temporal track``) and, before each of those, the fusion's radius."""
-    return (DEFAULT_WINDOW if options.temporal == "track" else 0) + options.fuse
+    (``--temporal track``), before each of those the fusion's radius, and before each of
+    those the frames whose quantisers ``--deblock`` averages."""
+    qp_window = deblock.QP_WINDOW if options.deblock != "off" else 0
+    return (DEFAULT_WINDOW if options.temporal == "track" else 0) + options.fuse + qp_window
 
 
 def render_video(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,

@@ -186,7 +186,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     from rmmvideo.video.options import build_components
     from rmmvideo.video.deblock import deblock_plans, deblocker_for
     from rmmvideo.video.fuse import TemporalFusion, fuse_plans
-    from rmmvideo.video.pipeline import decode_view, make_tracker, plan_frames
+    from rmmvideo.video.pipeline import context_before, decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
     from rmmvideo.video.upscale import upscale_images
 
@@ -209,7 +209,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         k = int(opts.detect_every)
         align = k * opts.batch_size // math.gcd(k, opts.batch_size)
         fusion = TemporalFusion(opts.fuse)
-        start = max(0, target - max(window, fusion.radius))
+        start = max(0, target - max(window, context_before(opts)))
         start -= start % align  # same detection frames and render batches as a full pass
         count = (target - start) + int(tracker.lag) + k + fusion.radius
         decoded = min(count, len(reader) - start)
