@@ -136,7 +136,7 @@ def evaluate(work: Path, scale: int, crf: int, frames: int, clips: list[str], bl
         hq = [np.ascontiguousarray(crop_to_multiple(f, 2 * scale)) for f in hq_full]
         lq_path = work / "lq.mp4"
         degrade_clip(hq, pts, probe(clip), lq_path, scale, crf)
-        decoded = list(decode_frames(lq_path))
+        decoded = list(decode_frames(lq_path, quantisers=True))
         lq = [f.image for f in decoded]
         with torch.inference_mode():
             fixed = [(model(torch.from_numpy(f.image).permute(2, 0, 1)[None].float() / 255, qp_of(decoded, t))[0]

@@ -103,6 +103,11 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> It
         yield p if image is p.frame.image else replace(p, frame=replace(p.frame, image=image))
 
 
+def needs_qp(options: RestoreOptions) -> bool:
+    """Whether the decode must attach the codec's quantisers (``decode_frames(quantisers=)``)."""
+    return options.deblock != "off"
+
+
 def deblocker_for(options: RestoreOptions, components: Components) -> Deblocker | None:
     """The run's deblocker (None with ``--deblock off``): the bundled weights, loaded once per
     ``Components`` and kept there for the next file."""

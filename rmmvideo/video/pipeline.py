@@ -49,7 +49,7 @@ from rmmvideo.video.io import (
     probe,
 )
 from rmmvideo.video import deblock
-from rmmvideo.video.deblock import deblock_plans, deblocker_for
+from rmmvideo.video.deblock import deblock_plans, deblocker_for, needs_qp
 from rmmvideo.video.fuse import TemporalFusion, fuse_plans
 from rmmvideo.video.options import Components, RestoreOptions, build_components
 from rmmvideo.video.render import (
@@ -302,8 +302,8 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     from rmmvideo.video.io_decode import DamageReport
 
     damage = DamageReport()
-    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames,
-                           prefetch_frames=8, on_damage=options.on_damage, damage=damage, view=view)
+    frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8,
+                           on_damage=options.on_damage, damage=damage, view=view, quantisers=needs_qp(options))
     n = 0
     try:
         with VideoWriter.for_input(info, target, options.scale, view=view, codec=options.codec, crf=options.crf,
@@ -345,7 +345,8 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
     table = TrackTable()
-    frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage, view=decode_view(info, options, _log(options)))
+    frames = decode_frames(info.path, prefetch_frames=8, on_damage=options.on_damage,
+                           view=decode_view(info, options, _log(options)), quantisers=needs_qp(options))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
         plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
@@ -395,7 +396,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
 
     damage = DamageReport()
     frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
-                           damage=damage, view=view)
+                           damage=damage, view=view, quantisers=needs_qp(options))
 
     fusion = TemporalFusion(options.fuse)
     warm: deque[FramePlan] = deque(maxlen=renderer.stabiliser.window)

@@ -184,7 +184,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     """
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
-    from rmmvideo.video.deblock import deblock_plans, deblocker_for
+    from rmmvideo.video.deblock import deblock_plans, deblocker_for, needs_qp
     from rmmvideo.video.fuse import TemporalFusion, fuse_plans
     from rmmvideo.video.pipeline import context_before, decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
@@ -202,7 +202,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     view = decode_view(info, opts, None)  # run's deinterlacing and square pixels
     if not view.as_stored:
         log(f"{info.path.name}: {view.reason}")
-    with RandomAccessReader(info.path, view=view) as reader:
+    with RandomAccessReader(info.path, view=view, quantisers=needs_qp(opts)) as reader:
         target = _resolve_index(reader, index, time, info.path)
         comps = components or build_components(opts, log)
         tracker = make_tracker(comps.detector, opts)

@@ -64,15 +64,16 @@ def _clip(path: Path, crf: int, sar: Fraction = Fraction(1)) -> Path:
 
 
 def test_decoded_frames_carry_their_quantisers_in_display_geometry(tmp_path: Path) -> None:
-    lo = [f.qp.values.mean() for f in decode_frames(_clip(tmp_path / "lo.mp4", 16))]
-    hi = [f.qp.values.mean() for f in decode_frames(_clip(tmp_path / "hi.mp4", 40))]
+    lo = [f.qp.values.mean() for f in decode_frames(_clip(tmp_path / "lo.mp4", 16), quantisers=True)]
+    hi = [f.qp.values.mean() for f in decode_frames(_clip(tmp_path / "hi.mp4", 40), quantisers=True)]
     assert len(lo) == len(hi) == 5 and max(lo) + 10 < min(hi), (lo, hi)
     clip = _clip(tmp_path / "sar.mp4", 30, Fraction(8, 9))  # 72x48 stored, 72x54 shown
     info = probe(clip)
     for deinterlace in ("off", "frame", "field"):  # through yadif too
         view = plan_view(info, deinterlace, "square")
-        seq = list(decode_frames(clip, view=view))
-        with RandomAccessReader(clip, view=view) as reader:
+        seq = list(decode_frames(clip, view=view, quantisers=True))
+        assert all(f.qp is None for f in decode_frames(clip, view=view))  # only when asked
+        with RandomAccessReader(clip, view=view, quantisers=True) as reader:
             one = next(reader.window(3, 1))
         for f in (seq[3], one):
             assert f.image.shape == (54, 72, 3) and f.qp is not None
@@ -84,4 +85,4 @@ def test_streams_without_quantisers_give_none(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     frames = [(rng.random((48, 64, 3)) * 255).astype(np.uint8) for _ in range(3)]
     clip = write_video(tmp_path / "m.ts", "mpegts", "mpeg2video", frames, Fraction(25))
-    assert all(f.qp is None for f in decode_frames(clip))
+    assert all(f.qp is None for f in decode_frames(clip, quantisers=True))
