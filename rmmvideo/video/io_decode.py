@@ -442,7 +442,7 @@ def decode_frames(
         view: deinterlacing and square-pixel resampling (`rmmvideo.video.archive.plan_view`);
             frames then have the view's size and pts in `view.time_base`. None: as stored.
         quantisers: attach the codec's per-macroblock quantisers (`DecodedFrame.qp`; H.264
-            only). Off by default: exporting them costs the decoder time (about 15 % for 720p).
+            only). Off by default: exporting them costs the decoder time (15-20 % for 720p).
 
     Yields:
         DecodedFrame(index, pts, time, image (H, W, 3), qp).
