@@ -331,6 +331,9 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                          [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused,
                          deblocked=deblocker.faces_cleaned - cleaned0 if deblocker is not None else 0)
     summary.damage = damage.line()
+    if deblocker is not None and deblocker.needs_qp and summary.tracks and not summary.deblocked:
+        log(f"{info.path.name}: --deblock auto cleaned nothing: {info.codec} gives no codec quantisers "
+            "(H.264 does); --deblock on cleans without them")
     log(summary.line())
     return summary
 
