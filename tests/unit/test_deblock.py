@@ -175,25 +175,19 @@ def test_segments_and_previews_read_the_frames_the_qp_average_needs() -> None:
 @pytest.mark.skipif(not (SHARED / "videos").is_dir(), reason="shared clips not found")
 def test_auto_on_a_stream_without_quantisers_says_so_and_on_cleans_it(tmp_path: Path, capsys) -> None:
     import itertools
-
-    import av
+    import sys
+    from fractions import Fraction
 
     from rmmvideo.video.io import decode_frames
     from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.pipeline import restore_video
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+    from archive_clips import write_video
+
     images = [f.image for f in itertools.islice(decode_frames(SHARED / "videos" / "talking_512sq_30fps_audio.mp4"), 6)]
-    clip = tmp_path / "m2.ts"
-    with av.open(str(clip), "w", format="mpegts") as out:  # MPEG-2: its decoder exports no QP
-        s = out.add_stream("mpeg2video", rate=25)
-        s.width, s.height, s.pix_fmt, s.bit_rate = 512, 512, "yuv420p", 800_000
-        for i, img in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for p in s.encode(frame):
-                out.mux(p)
-        for p in s.encode(None):
-            out.mux(p)
+    # MPEG-2: its decoder exports no QP
+    clip = write_video(tmp_path / "m2.ts", "mpegts", "mpeg2video", images, Fraction(25), bit_rate=800_000)
     auto = restore_video(clip, tmp_path / "a.mp4", RestoreOptions(scale=1.0, deblock="auto", preset="ultrafast"))
     assert auto.tracks == 1 and auto.deblocked == 0
     assert "--deblock auto cleaned nothing: mpeg2video gives no codec quantisers" in capsys.readouterr().err
