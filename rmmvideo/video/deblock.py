@@ -109,13 +109,12 @@ def needs_qp(options: RestoreOptions) -> bool:
 
 
 def deblocker_for(options: RestoreOptions, components: Components) -> Deblocker | None:
-    """The run's deblocker (None with ``--deblock off``): the bundled weights, loaded once per
-    ``Components`` and kept there for the next file."""
-    if options.deblock == "off":
+    """A new deblocker for one pass (None with ``--deblock off``; its count starts at 0) on the
+    bundled weights, loaded once per ``Components`` and kept there for the next file."""
+    if not needs_qp(options):
         return None
-    if components.deblocker is None:
+    if components.artefact_model is None:
         from rmmvideo.models.artefact import load_artefact
 
-        components.deblocker = Deblocker(load_artefact(None, components.device), components.device)
-    components.deblocker.needs_qp = options.deblock == "auto"
-    return components.deblocker
+        components.artefact_model = load_artefact(None, components.device)
+    return Deblocker(components.artefact_model, components.device, needs_qp=options.deblock == "auto")

@@ -20,8 +20,8 @@ from rmmvideo.errors import UserError
 from rmmvideo.video.io_decode import OnDamage
 
 if TYPE_CHECKING:  # heavy modules, imported lazily at run time
+    from rmmvideo.models.artefact import ArtefactCNN
     from rmmvideo.models.rmm import RMM
-    from rmmvideo.video.deblock import Deblocker
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
@@ -94,7 +94,7 @@ class Components:
     detector_reason: str
     parser: torch.nn.Module | None
     device: torch.device
-    deblocker: Deblocker | None = None  # --deblock's, loaded on first use (rmmvideo.video.deblock.deblocker_for)
+    artefact_model: ArtefactCNN | None = None  # --deblock's CNN, loaded on first use (deblock.deblocker_for)
 
     @property
     def detector_name(self) -> str:

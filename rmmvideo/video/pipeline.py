@@ -48,8 +48,7 @@ from rmmvideo.video.io import (
     decode_frames,
     probe,
 )
-from rmmvideo.video import deblock
-from rmmvideo.video.deblock import deblock_plans, deblocker_for, needs_qp
+from rmmvideo.video.deblock import QP_WINDOW, deblock_plans, deblocker_for, needs_qp
 from rmmvideo.video.fuse import TemporalFusion, fuse_plans
 from rmmvideo.video.options import Components, RestoreOptions, build_components
 from rmmvideo.video.render import (
@@ -312,7 +311,6 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                 log(note)
             bar = _Progress(info.frame_count if max_frames is None else max_frames, options.quiet, "restoring")
             deblocker = deblocker_for(options, comps)
-            cleaned0 = deblocker.faces_cleaned if deblocker is not None else 0
             plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size), deblocker), fusion)
             for batch in batched(plans, options.batch_size):
                 out = renderer.render(batch)
@@ -329,7 +327,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     summary = RunSummary(str(info.path), str(writer.path), n, renderer.faces_restored,
                          len(styler.styles), time.perf_counter() - t0, comps.detector_name,
                          [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused,
-                         deblocked=deblocker.faces_cleaned - cleaned0 if deblocker is not None else 0)
+                         deblocked=deblocker.faces_cleaned if deblocker is not None else 0)
     summary.damage = damage.line()
     if deblocker is not None and deblocker.needs_qp and summary.tracks and not summary.deblocked:
         log(f"{info.path.name}: --deblock auto cleaned nothing: {info.codec} gives no codec quantisers "
@@ -374,7 +372,7 @@ def context_before(options: RestoreOptions) -> int:
     """Frames before a segment's first that ``render_video`` reads: the stabiliser's window
     (``--temporal track``), before each of those the fusion's radius, and before each of
     those the frames whose quantisers ``--deblock`` averages."""
-    qp_window = deblock.QP_WINDOW if options.deblock != "off" else 0
+    qp_window = QP_WINDOW if needs_qp(options) else 0
     return (DEFAULT_WINDOW if options.temporal == "track" else 0) + options.fuse + qp_window
 
 
