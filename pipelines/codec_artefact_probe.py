@@ -8,8 +8,10 @@ faces (downscaled by U(1, 4), then ``codec_roundtrip_qp`` at CRF 12-40 on a 3-fr
 sub-pixel motion). Besides RGB it reads the codec's quantiser at each pixel (H.264 QP / 51, from
 the decoder; -1, unknown, on 15 % of the patches), so it can tell a lightly coded face from a
 heavily coded one. It is scored on real clips with ``eval-video``'s protocol: the degraded
-clip's decoded frames go through the CNN (whole frames), then the plain bicubic upscale, against
-the plain upscale of the same frames.
+clip's decoded frames go through the CNN (whole frames, all of its change), then the plain
+bicubic upscale, against the plain upscale of the same frames. The pipeline keeps only the colour
+of the change (``rmmvideo.video.deblock.Deblocker``; README, "Codec-artefact removal"):
+``rmmvideo eval-video --deblock on --fuse 0`` scores that.
 
     python pipelines/codec_artefact_probe.py data --faces ../shared/data/faces/utkface --work W --pairs 4000
     python pipelines/codec_artefact_probe.py train --work W --seconds 2700     # resumes from W/ckpt.pt

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rmmvideo.errors import UserError
 
@@ -43,6 +43,21 @@ def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def auto_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse type: the word ``auto``, or what ``parse`` accepts."""
+
+    def parse_auto(text: str) -> Any:
+        if text == "auto":
+            return "auto"
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (or 'auto')") from None
+
+    parse_auto.__name__ = "'auto' or " + parse.__name__
+    return parse_auto
+
+
 def float_in(lo: float, hi: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
     """argparse type: a finite number in [lo, hi] ((lo, hi] with low_open)."""
     left = "(" if low_open else "["
@@ -68,7 +83,7 @@ THREADS = int_in(0, 1024)
 CRF = int_in(0, 51)
 SEED = int_in(0, 2**63 - 1)
 DETECT_EVERY = int_in(1, 1000)
-FUSE = int_in(0, 8)
+FUSE = auto_or(int_in(0, 8))
 BATCH_SIZE = int_in(1, 1024)
 FRAMES = int_in(1)
 JOBS = int_in(1, 1024)

@@ -59,19 +59,21 @@ def add_strength_option(p: argparse._ActionsContainer, default: str | None = "au
 
 
 def add_fuse_option(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--fuse", type=checks.FUSE, default=0, metavar="N",
-                   help="multi-frame fusion, 0..8 (0 = off): the N frames before and after each frame that show "
-                        "the same face track are motion-compensated and averaged into its face regions where they "
-                        "agree, before restoration. For compressed sources (2: less codec noise and flicker, more "
-                        "PSNR); on nearly clean input it softens faces a little (README)")
+    p.add_argument("--fuse", type=checks.FUSE, default="auto", metavar="auto|N",
+                   help="multi-frame fusion: the N frames before and after each frame that show the same face "
+                        "track are motion-compensated and averaged into its face regions where they agree, before "
+                        "restoration (less codec noise and flicker). auto (default) = 2, weighed by how coarsely the "
+                        "codec coded each face (H.264 QP: nothing at 26 or less, all from 30; nothing without a "
+                        "quantiser); N = 0..8 for every face (0 = off; on nearly clean input it softens faces a "
+                        "little: README)")
 
 
 def add_deblock_option(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--deblock", nargs="?", const="on", default="off", choices=["off", "auto", "on"],
-                   help="remove codec artefacts (blocks, ringing) from face regions at the input's resolution "
-                        "with a small learned CNN that reads the codec's quantiser, before fusion and restoration: "
-                        "on (the bare flag) = every face, auto = where the decoder gives the quantiser (H.264), "
-                        "off (default). README: gains and where it loses")
+    p.add_argument("--deblock", nargs="?", const="on", default="auto", choices=["off", "auto", "on"],
+                   help="remove codec artefacts from face regions at the input's resolution with a small learned "
+                        "CNN that reads the codec's quantiser, before fusion and restoration; only the colour it "
+                        "corrects is kept. auto (default) = by how coarsely the codec coded each face (as --fuse "
+                        "auto), on (the bare flag) = every face fully, off. README: gains and costs")
 
 
 def add_restore_options(p: argparse._ActionsContainer) -> None:

@@ -17,7 +17,11 @@ compressed input, CRF 30, but on nearly clean input, CRF 18, it misaligns fine d
 Gaussian; ``GATE`` 8 levels of 8 bits. A pixel whose compensated neighbour differs by much more
 than codec noise (a mouth opening, a blink, an occlusion, a flow failure) keeps its own value.
 R's fused pixels are blended into the frame with a window that falls to 0 at R's edge
-(raised cosine over ``FEATHER`` of its size), so the rest of the frame is untouched.
+(raised cosine over ``FEATHER`` of its size), so the rest of the frame is untouched. ``--fuse
+auto`` (the default, ``fusion_for``) fuses 2 frames each side with every ``w_d`` multiplied by
+how coarsely the codec coded the face (``quantiser.coarseness`` of ``FacePlan.qp``): faces coded
+finely, or with no quantiser, keep their own pixels, because on nearly clean input fusion
+softens faces a little (README, "Multi-frame fusion").
 
 Everything downstream (the upscale, the crops the model restores, the paste) sees the fused
 frame. Fused at the input's resolution (warps in input pixels) it costs ~s^2 less than fusing
@@ -35,14 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rmmvideo.video.quantiser import coarseness
+
 if TYPE_CHECKING:
+    from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.render import FacePlan, FramePlan
 
-DEFAULT_RADIUS = 2  # what --fuse on means (the command line's default is 0: off)
+DEFAULT_RADIUS = 2  # what --fuse auto fuses, weighed by how coarsely each face was coded
 GATE = 8.0 / 255.0  # in [0, 1] units
 GROW = 0.3  # region: landmark box grown by this share of its size on each side
 FEATHER = 0.15  # share of the region's size over which the blend window falls to 0
 MIN_REGION = 8  # px: smaller faces are not fused
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601 luma of RGB, for the flow and --deblock
 
 
 def face_region(face: FacePlan, height: int, width: int) -> tuple[int, int, int, int] | None:
@@ -96,12 +104,16 @@ class TemporalFusion:
 
     Args:
         radius: frames before and after averaged in (0: off).
+        auto: weigh each face's neighbours by its ``quantiser.coarseness`` (how coarsely the codec
+            coded it, from ``FacePlan.qp``): faces coded finely or with no quantiser keep their
+            own pixels (``--fuse auto``).
     """
 
-    def __init__(self, radius: int = DEFAULT_RADIUS) -> None:
+    def __init__(self, radius: int = DEFAULT_RADIUS, auto: bool = False) -> None:
         if radius < 0:
             raise ValueError(f"fusion radius must be >= 0, got {radius}")
         self.radius = radius
+        self.auto = auto
         self.faces_fused = 0  # faces fused so far (with at least one neighbour)
         self._dis: Any = None
 
@@ -135,7 +147,8 @@ class TemporalFusion:
             region = face_region(face, h, w)
             others = [j for j in range(max(0, centre - self.radius), min(len(images), centre + self.radius + 1))
                       if j != centre and any(f.track_id == face.track_id for f in faces[j])]
-            if region is None or not others:
+            weight = coarseness(face.qp) if self.auto else 1.0
+            if region is None or not others or weight == 0.0:
                 continue
             x0, y0, x1, y1 = region
             cur = image[y0:y1, x0:x1].astype(np.float32) / peak
@@ -153,7 +166,7 @@ class TemporalFusion:
                 other = images[j][by0:by1, bx0:bx1].astype(np.float32) / peak
                 warped = cv2.remap(other, mx - bx0, my - by0, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
                 d = cv2.GaussianBlur(np.abs(warped - cur).mean(-1), (0, 0), 1.0)
-                wt = np.exp(-np.square(d / GATE))[..., None]
+                wt = weight * np.exp(-np.square(d / GATE))[..., None]
                 num += wt * warped
                 den += wt
             self.faces_fused += 1
@@ -161,9 +174,17 @@ class TemporalFusion:
         return image if out is None else out
 
 
+def fusion_for(options: RestoreOptions) -> TemporalFusion:
+    """The fusion of ``--fuse``: ``auto`` = ``DEFAULT_RADIUS`` weighed by how coarsely each face
+    was coded; N = radius N for every face (0: off)."""
+    if options.fuse == "auto":
+        return TemporalFusion(DEFAULT_RADIUS, auto=True)
+    return TemporalFusion(options.fuse)
+
+
 def _luma8(rgb: np.ndarray) -> np.ndarray:
     """(h, w, 3) float in [0, 1] -> (h, w) uint8 BT.601 luma, for the flow."""
-    y = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    y = rgb @ LUMA
     return np.ascontiguousarray(np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8))
 
 

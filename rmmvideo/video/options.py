@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
     from rmmvideo.video.detect import DetectorKind, FaceDetector
 
 Temporal = Literal["track", "frame"]
-DeblockMode = Literal["off", "auto", "on"]  # auto: where the decoder gives the codec's quantiser (H.264)
+DeblockMode = Literal["off", "auto", "on"]  # auto: by how coarsely the codec coded each face (H.264 QP)
+# --fuse: "auto" (2 frames each side, by how coarsely each face was coded) or N frames (0 = off)
+FuseSetting = int | Literal["auto"]
 # --strength: "auto", one weight in [0, 1], or (luma, chroma) weights (rmmvideo.video.strength)
 StrengthSetting = float | tuple[float, float] | Literal["auto"]
 
@@ -41,8 +43,8 @@ class RestoreOptions:
     models_dir: str | None = None  # face-alignment weights folder (offline installs)
     parser: str | None = None  # face-parsing (BiSeNet) checkpoint; None = landmark mask
     temporal: Temporal = "track"
-    fuse: int = 0  # frames before and after fused into each face's input (rmmvideo.video.fuse; 0 = off)
-    deblock: DeblockMode = "off"  # codec-artefact removal in face regions before fusion (rmmvideo.video.deblock)
+    fuse: FuseSetting = "auto"  # frames before and after fused into each face's input (rmmvideo.video.fuse)
+    deblock: DeblockMode = "auto"  # codec-artefact removal in face regions before fusion (rmmvideo.video.deblock)
     strength: StrengthSetting = "auto"  # restoration weight per track: "auto" or 0..1 (0 = plain upscale)
     seed: int = 0
     detect_every: int = 2
@@ -72,8 +74,11 @@ class RestoreOptions:
                             f"got {st!r}")
         if self.temporal not in ("track", "frame"):
             raise UserError(f"--temporal must be 'track' or 'frame', got {self.temporal!r}")
-        if not 0 <= self.fuse <= 8:
-            raise UserError(f"--fuse must be in 0..8, got {self.fuse}")
+        if self.fuse != "auto" and not (isinstance(self.fuse, int) and not isinstance(self.fuse, bool)
+                                        and 0 <= self.fuse <= 8):
+            raise UserError(f"--fuse must be 'auto' or in 0..8, got {self.fuse!r}")
+        if self.deblock not in ("off", "auto", "on"):
+            raise UserError(f"--deblock must be off, auto or on, got {self.deblock!r}")
         if self.detect_every < 1:
             raise UserError(f"--detect-every must be >= 1, got {self.detect_every}")
         if self.batch_size < 1:

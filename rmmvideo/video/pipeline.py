@@ -49,7 +49,7 @@ from rmmvideo.video.io import (
     probe,
 )
 from rmmvideo.video.deblock import QP_WINDOW, deblock_plans, deblocker_for, needs_qp
-from rmmvideo.video.fuse import TemporalFusion, fuse_plans
+from rmmvideo.video.fuse import fuse_plans, fusion_for
 from rmmvideo.video.options import Components, RestoreOptions, build_components
 from rmmvideo.video.render import (
     FacePlan,
@@ -295,7 +295,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     tracker = make_tracker(comps.detector, options)
     styler = TrackStyler(comps.model, options.seed, strength=options.strength, scale=options.scale)
     renderer = FaceRenderer(comps, options, styler, gray=info.is_gray)
-    fusion = TemporalFusion(options.fuse)
+    fusion = fusion_for(options)
     view = decode_view(info, options, log)
     bar: _Progress | None = None  # started once the writer has said what it does with the audio
     from rmmvideo.video.io_decode import DamageReport
@@ -303,7 +303,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
     damage = DamageReport()
     frames = decode_frames(info.path, high_bit_depth=deep, max_frames=max_frames, prefetch_frames=8,
                            on_damage=options.on_damage, damage=damage, view=view, quantisers=needs_qp(options))
-    n = 0
+    n, quantised = 0, 0  # frames written; of them, frames whose decoder gave the codec's quantisers
     try:
         with VideoWriter.for_input(info, target, options.scale, view=view, codec=options.codec, crf=options.crf,
                                    preset=options.preset, bit_depth=bit_depth) as writer:
@@ -316,6 +316,7 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                 out = renderer.render(batch)
                 for plan, image in zip(batch, out):
                     writer.write(image, plan.frame.pts)
+                    quantised += plan.frame.qp is not None
                 n += len(batch)
                 bar.update(len(batch), renderer.faces_restored)
                 if progress is not None:
@@ -329,9 +330,10 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
                          [s.strength for _, s in sorted(styler.styles.items())], fused=fusion.faces_fused,
                          deblocked=deblocker.faces_cleaned if deblocker is not None else 0)
     summary.damage = damage.line()
-    if deblocker is not None and deblocker.needs_qp and summary.tracks and not summary.deblocked:
-        log(f"{info.path.name}: --deblock auto cleaned nothing: {info.codec} gives no codec quantisers "
-            "(H.264 does); --deblock on cleans without them")
+    automatic = [f"--{o} auto" for o, v in (("deblock", options.deblock), ("fuse", options.fuse)) if v == "auto"]
+    if automatic and summary.tracks and not quantised:
+        log(f"{info.path.name}: {info.codec} gives no codec quantisers (H.264 does), so {' and '.join(automatic)} "
+            "left its faces as decoded; --deblock on and --fuse 2 clean them without")
     log(summary.line())
     return summary
 
@@ -351,7 +353,7 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
         plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
-                                         deblocker_for(options, comps)), TemporalFusion(options.fuse))
+                                         deblocker_for(options, comps)), fusion_for(options))
         for batch in batched(plans, options.batch_size):
             with torch.inference_mode():
                 fb = renderer.prepare(batch)
@@ -373,7 +375,7 @@ def context_before(options: RestoreOptions) -> int:
     (``--temporal track``), before each of those the fusion's radius, and before each of
     those the frames whose quantisers ``--deblock`` averages."""
     qp_window = QP_WINDOW if needs_qp(options) else 0
-    return (DEFAULT_WINDOW if options.temporal == "track" else 0) + options.fuse + qp_window
+    return (DEFAULT_WINDOW if options.temporal == "track" else 0) + fusion_for(options).radius + qp_window
 
 
 def render_video(input: str | os.PathLike, output: str | os.PathLike, options: RestoreOptions,
@@ -399,7 +401,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
     frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
                            damage=damage, view=view, quantisers=needs_qp(options))
 
-    fusion = TemporalFusion(options.fuse)
+    fusion = fusion_for(options)
     warm: deque[FramePlan] = deque(maxlen=renderer.stabiliser.window)
 
     def planned() -> Iterator[FramePlan]:

@@ -185,7 +185,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
     from rmmvideo.video.deblock import deblock_plans, deblocker_for, needs_qp
-    from rmmvideo.video.fuse import TemporalFusion, fuse_plans
+    from rmmvideo.video.fuse import fuse_plans, fusion_for
     from rmmvideo.video.pipeline import context_before, decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
     from rmmvideo.video.upscale import upscale_images
@@ -208,7 +208,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
         tracker = make_tracker(comps.detector, opts)
         k = int(opts.detect_every)
         align = k * opts.batch_size // math.gcd(k, opts.batch_size)
-        fusion = TemporalFusion(opts.fuse)
+        fusion = fusion_for(opts)
         start = max(0, target - max(window, context_before(opts)))
         start -= start % align  # same detection frames and render batches as a full pass
         count = (target - start) + int(tracker.lag) + k + fusion.radius

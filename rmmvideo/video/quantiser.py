@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 
 H264 = 1  # AVVideoEncParamsType: AV_VIDEO_ENC_PARAMS_H264
 MAX_QP = 51
+# How coarsely a face was coded decides how much ``--deblock auto`` and ``--fuse auto`` change it
+# (``coarseness``): nothing at a mean QP of FINE_QP or less, all from COARSE_QP. Faces coded at
+# about libx264's default quality (CRF 23) or better are left as decoded: libx264 codes the shared clips,
+# downscaled by 2 or 4, at a mean QP of 18-23 at CRF 18, 23-28 at CRF 23 and 30-35 at CRF 30; the
+# clips as shipped (web H.264) have their face regions at 18-24 on average (25.3 at most over 9
+# frames).
+FINE_QP = 26.0
+COARSE_QP = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,3 +83,11 @@ def qp_map(frame: av.VideoFrame) -> QPMap | None:
     ok = (r >= 0) & (r < values.shape[0]) & (c >= 0) & (c < values.shape[1])
     values[r[ok], c[ok]] = np.clip(base + blocks[ok, 4], 0, MAX_QP)
     return QPMap(values, (float(bh), float(bw)))
+
+
+def coarseness(qp: float | None) -> float:
+    """How much of ``--deblock auto``'s and ``--fuse auto``'s change a face coded at mean quantiser
+    ``qp`` gets: 0 at ``FINE_QP`` or below (or unknown, None), 1 from ``COARSE_QP``, linear between."""
+    if qp is None:
+        return 0.0
+    return float(np.clip((qp - FINE_QP) / (COARSE_QP - FINE_QP), 0.0, 1.0))

@@ -56,6 +56,9 @@ class FacePlan:
     points5: np.ndarray  # (5, 2) float64
     landmarks68: np.ndarray  # (68, 2) float64
     detected: bool  # detected in this frame (vs propagated/interpolated)
+    # the codec's mean quantiser (H.264 QP) over the face's region, in its frame and the
+    # deblock.QP_WINDOW frames before it (deblock.deblock_plans); None where no frame gives one
+    qp: float | None = None
 
 
 @dataclass

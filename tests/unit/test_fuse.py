@@ -106,3 +106,31 @@ def test_fuse_plans_streams_every_plan_in_order_with_its_neighbours() -> None:
         assert p.faces is plans[t].faces and p.frame.index == t
     assert all(p.frame.image is noisy[t] for t, p in enumerate(plans))  # the inputs' plans unchanged
     assert list(fuse_plans(iter(plans), TemporalFusion(0))) == plans
+
+
+def test_auto_fuses_each_face_by_how_coarsely_it_was_coded() -> None:
+    """``--fuse auto``: radius 2, each face's neighbours weighed by ``coarseness(face.qp)``: a face
+    coded finely (or without a quantiser) keeps its pixels, a coarse one is fused as by ``--fuse
+    2``, one between is fused part way."""
+    from dataclasses import replace
+
+    from rmmvideo.video.fuse import fusion_for
+    from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.quantiser import COARSE_QP, FINE_QP
+
+    truth, noisy = _frames(5, noise=0.03, seed=3)
+    region = face_region(_face(), H, W)
+    assert region is not None
+    auto = fusion_for(RestoreOptions())
+    assert auto.radius == 2 and auto.auto
+    assert fusion_for(RestoreOptions(fuse=3)).radius == 3 and not fusion_for(RestoreOptions(fuse=3)).auto
+
+    def fused(qp: float | None) -> np.ndarray:
+        return auto.fuse(noisy, [[replace(_face(), qp=qp)] for _ in noisy], 2)
+
+    assert fused(None) is noisy[2] and fused(FINE_QP) is noisy[2] and auto.faces_fused == 0
+    full = fused(COARSE_QP + 5)
+    assert np.array_equal(full, TemporalFusion(2).fuse(noisy, [[_face()] for _ in noisy], 2))
+    half = fused((FINE_QP + COARSE_QP) / 2)
+    e_full, e_half, e_none = (_err(x, truth[2], region) for x in (full, half, noisy[2]))
+    assert e_full < e_half < e_none
