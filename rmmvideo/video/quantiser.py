@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,3 +92,28 @@ def coarseness(qp: float | None) -> float:
     if qp is None:
         return 0.0
     return float(np.clip((qp - FINE_QP) / (COARSE_QP - FINE_QP), 0.0, 1.0))
+
+
+def describe_coding(path: str | Path, frames: int = 48) -> str:
+    """One line for ``rmmvideo probe``: the H.264 quantiser over the first ``frames`` frames (mean,
+    range of the frames' means) and what ``--deblock auto`` / ``--fuse auto`` do with a face
+    coded like the frame's average (faces may be coded a little finer or coarser)."""
+    from rmmvideo.video.io_decode import decode_frames
+
+    means: list[float] = []
+    stream = decode_frames(path, quantisers=True, max_frames=frames)
+    try:
+        for f in stream:
+            if f.qp is not None:
+                means.append(float(f.qp.values.mean()))
+    finally:
+        stream.close()  # type: ignore[attr-defined]
+    if not means:
+        return "no codec quantisers (H.264 gives them): --deblock auto and --fuse auto leave its faces as decoded"
+    qp = float(np.mean(means))
+    c = coarseness(qp)
+    verdict = ("coded finely: --deblock auto and --fuse auto leave faces coded like this as decoded" if c == 0.0 else
+               "coded coarsely: --deblock auto and --fuse auto clean and fuse faces coded like this" if c == 1.0 else
+               f"coded between: --deblock auto and --fuse auto act on faces coded like this at {c:.0%}")
+    return (f"H.264 QP {qp:.1f} on average over {len(means)} frames ({min(means):.1f}-{max(means):.1f}); "
+            f"{verdict} (they act above QP {FINE_QP:g}, fully from {COARSE_QP:g})")

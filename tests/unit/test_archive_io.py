@@ -287,6 +287,7 @@ def test_probe_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (r,) = json.loads(capsys.readouterr().out)
     assert r["idet"]["verdict"] == "tff" and r["deinterlace_auto"] == "frame" and r["container"] == "mpegts"
     assert r["sar"] == "1" and r["display_aspect"] == "11/9" and r["monochrome"] == "no"
+    assert r["coding"].startswith("no codec quantisers")  # MPEG-2: the auto modes leave its faces alone
     assert main(["probe", str(inter)]) == 0
     assert "deinterlace_auto: frame" in capsys.readouterr().out
     bad = tmp_path / "notes.txt"

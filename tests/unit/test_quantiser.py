@@ -86,3 +86,20 @@ def test_streams_without_quantisers_give_none(tmp_path: Path) -> None:
     frames = [(rng.random((48, 64, 3)) * 255).astype(np.uint8) for _ in range(3)]
     clip = write_video(tmp_path / "m.ts", "mpegts", "mpeg2video", frames, Fraction(25))
     assert all(f.qp is None for f in decode_frames(clip, quantisers=True))
+
+
+def test_probe_says_how_coarsely_a_stream_was_coded(tmp_path: Path) -> None:
+    """``rmmvideo probe``'s coding line: finely and coarsely coded H.264 by its mean quantiser, and
+    a stream without quantisers."""
+    from rmmvideo.video.quantiser import describe_coding
+
+    rng = np.random.default_rng(1)
+    base = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    frames = [np.ascontiguousarray(np.kron(np.roll(base, t, 1), np.ones((16, 16, 1), np.uint8))) for t in range(6)]
+    fine = describe_coding(write_video(tmp_path / "f.mp4", None, "libx264", frames, Fraction(25), crf=5))
+    coarse = describe_coding(write_video(tmp_path / "c.mp4", None, "libx264", frames, Fraction(25), crf=45))
+    none = describe_coding(write_video(tmp_path / "m.ts", "mpegts", "mpeg2video", frames, Fraction(25)))
+    assert fine.startswith("H.264 QP ") and "over 6 frames" in fine and "coded finely" in fine, fine
+    assert "coded coarsely" in coarse and "clean and fuse" in coarse, coarse
+    assert float(fine.split()[2]) < 26 < 30 < float(coarse.split()[2])
+    assert none.startswith("no codec quantisers") and "as decoded" in none
