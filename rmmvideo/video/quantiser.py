@@ -62,7 +62,10 @@ def export_qp(codec_context: av.codec.context.CodecContext) -> None:
 
 
 def qp_map(frame: av.VideoFrame) -> QPMap | None:
-    """The frame's per-macroblock H.264 QP, or None (not H.264, or the decoder gave none)."""
+    """The frame's per-macroblock H.264 QP on the 8-bit scale (0-51), or None (not H.264, or the
+    decoder gave none). FFmpeg reports a high bit depth stream's QP with H.264's bit-depth offset
+    (+6 per bit above 8: a 10-bit stream coded like an 8-bit one at QP 20 reads 32), taken off here
+    so that ``coarseness`` and the artefact model read every stream alike."""
     import av
 
     side = frame.side_data.get(av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS)
@@ -79,7 +82,8 @@ def qp_map(frame: av.VideoFrame) -> QPMap | None:
     bw, bh = int(blocks[0, 2]), int(blocks[0, 3])
     if bw <= 0 or bh <= 0:
         return None
-    values = np.full((-(-frame.height // bh), -(-frame.width // bw)), float(base), np.float32)
+    base -= 6 * (max(8, frame.format.components[0].bits) - 8)
+    values = np.full((-(-frame.height // bh), -(-frame.width // bw)), float(np.clip(base, 0, MAX_QP)), np.float32)
     r, c = blocks[:, 1] // bh, blocks[:, 0] // bw
     ok = (r >= 0) & (r < values.shape[0]) & (c >= 0) & (c < values.shape[1])
     values[r[ok], c[ok]] = np.clip(base + blocks[ok, 4], 0, MAX_QP)

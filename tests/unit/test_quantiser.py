@@ -103,3 +103,18 @@ def test_probe_says_how_coarsely_a_stream_was_coded(tmp_path: Path) -> None:
     assert "coded coarsely" in coarse and "clean and fuse" in coarse, coarse
     assert float(fine.split()[2]) < 26 < 30 < float(coarse.split()[2])
     assert none.startswith("no codec quantisers") and "as decoded" in none
+
+
+def test_a_10_bit_streams_quantisers_are_on_the_8_bit_scale(tmp_path: Path) -> None:
+    """FFmpeg reports a 10-bit H.264 stream's QP 12 higher (H.264's bit-depth offset) than an 8-bit
+    stream's coded the same way; the maps read the same, so coarseness means the same for both."""
+    rng = np.random.default_rng(2)
+    base = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    frames = [np.ascontiguousarray(np.kron(np.roll(base, t, 1), np.ones((16, 16, 1), np.uint8))) for t in range(6)]
+    qp = {}
+    for pix_fmt in ("yuv420p", "yuv420p10le"):
+        clip = write_video(tmp_path / f"{pix_fmt}.mp4", None, "libx264", frames, Fraction(25), pix_fmt=pix_fmt, crf=20)
+        decoded = list(decode_frames(clip, quantisers=True, high_bit_depth=True))
+        assert decoded[0].image.dtype == (np.uint16 if pix_fmt.endswith("10le") else np.uint8)
+        qp[pix_fmt] = [float(f.qp.values.mean()) for f in decoded]
+    assert qp["yuv420p10le"] == qp["yuv420p"] and 10 < np.mean(qp["yuv420p"]) < 30, qp
