@@ -133,6 +133,22 @@ def needs_qp(options: RestoreOptions) -> bool:
     return options.deblock != "off" or options.fuse == "auto"
 
 
+def coding_note(faces: Sequence[FacePlan], options: RestoreOptions) -> str:
+    """What ``--deblock`` and ``--fuse`` did to ``faces`` (one frame's, marked by
+    ``deblock_plans``), for ``preview``: e.g. ``codec QP 32.1: cleaned and fused``; empty when
+    no face carries a quantiser."""
+    known = [f.qp for f in faces if f.qp is not None]
+    if not known:
+        return ""
+    qp = float(np.mean(known))
+    weight = coarseness(qp)
+    done = [word for word, mode in (("cleaned", options.deblock), ("fused", options.fuse))
+            if mode == "on" or (mode == "auto" and weight > 0) or (isinstance(mode, int) and mode > 0)]
+    partly = any(m == "auto" for m in (options.deblock, options.fuse)) and 0 < weight < 1
+    what = " and ".join(done) + (f" ({weight:.0%} of --deblock/--fuse auto)" if partly else "")
+    return f"codec QP {qp:.1f}: {what or 'left as decoded'}"
+
+
 def deblocker_for(options: RestoreOptions, components: Components) -> Deblocker | None:
     """A new deblocker for one pass (None with ``--deblock off``; its count starts at 0) on the
     bundled weights, loaded once per ``Components`` and kept there for the next file."""

@@ -119,11 +119,13 @@ class PreviewInfo:
     faces: list[PreviewFace] = field(default_factory=list)
     detector: str = ""
     seconds: float = 0.0
+    coding: str = ""  # what --deblock and --fuse did to the faces (deblock.coding_note), or ""
 
     def line(self) -> str:
         ids = ", ".join(str(f.track_id) for f in self.faces)
         faces = f"{len(self.faces)} face{'s' if len(self.faces) != 1 else ''}" + (f" (tracks {ids})" if ids else "")
-        return (f"frame {self.index} (t={self.time:.3f} s): {faces}; tracked over frames "
+        coding = f"; {self.coding}" if self.coding else ""
+        return (f"frame {self.index} (t={self.time:.3f} s): {faces}{coding}; tracked over frames "
                 f"{self.window_start}..{self.window_start + self.window_frames - 1}; {self.seconds:.1f} s")
 
 
@@ -184,7 +186,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     """
     from rmmvideo.video.io import probe
     from rmmvideo.video.options import build_components
-    from rmmvideo.video.deblock import deblock_plans, deblocker_for, needs_qp
+    from rmmvideo.video.deblock import coding_note, deblock_plans, deblocker_for, needs_qp
     from rmmvideo.video.fuse import fuse_plans, fusion_for
     from rmmvideo.video.pipeline import context_before, decode_view, make_tracker, plan_frames
     from rmmvideo.video.render import FaceRenderer, TrackStyler
@@ -261,7 +263,7 @@ def render_preview(input: str | os.PathLike, index: int | None = None, time: flo
     upscaled = upscale_images(image, opts.scale, comps.device)
     faces = _faces_of(renderer.last, b, image.shape[:2], restored.shape[:2], keep_masks)
     pinfo = PreviewInfo(target, plan.frame.pts, plan.frame.time, start, decoded, faces,
-                        comps.detector_name, _time.perf_counter() - t0)
+                        comps.detector_name, _time.perf_counter() - t0, coding_note(plan.faces, opts))
     return PreviewResult(upscaled, restored, pinfo)
 
 

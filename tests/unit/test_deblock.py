@@ -277,3 +277,19 @@ def test_auto_on_a_stream_without_quantisers_says_so_and_on_cleans_it(tmp_path: 
             "faces as decoded") in capsys.readouterr().err
     on = restore_video(clip, tmp_path / "o.mp4", RestoreOptions(scale=1.0, deblock="on", fuse=2, preset="ultrafast"))
     assert on.deblocked == 6 and on.fused == 6 and "gives no codec quantisers" not in capsys.readouterr().err
+
+
+def test_the_coding_note_says_what_the_options_did_to_a_frames_faces() -> None:
+    """preview's line: the faces' quantiser and what --deblock / --fuse did with it."""
+    from rmmvideo.video.deblock import coding_note
+    from rmmvideo.video.options import RestoreOptions
+
+    defaults, off = RestoreOptions(), RestoreOptions(deblock="off", fuse=0)
+    assert coding_note([_face(40, 20, 20)], defaults) == ""  # no quantiser
+    assert coding_note([_face(40, 20, 20, 33.0)], defaults) == "codec QP 33.0: cleaned and fused"
+    assert coding_note([_face(40, 20, 20, 20.0)], defaults) == "codec QP 20.0: left as decoded"
+    assert coding_note([_face(40, 20, 20, 27.0), _face(80, 20, 20, 29.0)], defaults) == (
+        "codec QP 28.0: cleaned and fused (50% of --deblock/--fuse auto)")
+    assert coding_note([_face(40, 20, 20, 20.0)], RestoreOptions(deblock="on", fuse=2)) == "codec QP 20.0: cleaned and fused"
+    assert coding_note([_face(40, 20, 20, 33.0)], off) == "codec QP 33.0: left as decoded"
+    assert coding_note([_face(40, 20, 20, 33.0)], RestoreOptions(deblock="off")) == "codec QP 33.0: fused"
