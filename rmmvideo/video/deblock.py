@@ -66,22 +66,22 @@ class Deblocker:
         self.auto = auto
         self.faces_cleaned = 0
 
-    def clean(self, image: np.ndarray, faces: Sequence[FacePlan], qps: Sequence[QPMap | None] = ()) -> np.ndarray:
+    def clean(self, image: np.ndarray, faces: Sequence[FacePlan], qps: Sequence[np.ndarray | None] = ()) -> np.ndarray:
         """``image`` (H, W, 3) uint8 or uint16 with its face regions cleaned: a new array, or
-        ``image`` itself when no face region changed. ``qps``: the quantisers of the frames
-        before it and, last, its own (None where unknown), averaged for a model that reads them
+        ``image`` itself when no face region changed. ``qps``: for each face, the QP at each pixel
+        of its region (``window_qp``; None or missing: unknown), for a model that reads them
         (``ArtefactConfig.qp_input``)."""
         peak = peak_of(image)
         h, w = image.shape[:2]
         out: np.ndarray | None = None
-        for face in faces:
+        for i, face in enumerate(faces):
             weight = coarseness(face.qp) if self.auto else 1.0
             region = face_region(face, h, w)
             if region is None or weight == 0.0:
                 continue
             x0, y0, x1, y1 = region
             cur = (image if out is None else out)[y0:y1, x0:x1].astype(np.float32) / peak
-            qp = window_qp(qps, region) if self.model.config.qp_input else None
+            qp = qps[i] if i < len(qps) and self.model.config.qp_input else None
             with torch.inference_mode():
                 x = torch.from_numpy(cur).permute(2, 0, 1)[None].to(self.device)
                 q = None if qp is None else torch.from_numpy(qp / MAX_QP)[None, None].to(self.device)
@@ -93,11 +93,11 @@ class Deblocker:
         return image if out is None else out
 
 
-def window_qp(qps: Sequence[QPMap | None], region: tuple[int, int, int, int]) -> np.ndarray | None:
+def window_qp(qps: Sequence[QPMap | None], region: tuple[int, int, int, int] | None) -> np.ndarray | None:
     """(h, w) float32 QP over ``region`` (x0, y0, x1, y1): each pixel's mean over the known maps
-    of ``qps``; None when none is known."""
+    of ``qps``; None when none is known or there is no region."""
     known = [q for q in qps if q is not None]
-    if not known:
+    if not known or region is None:
         return None
     x0, y0, x1, y1 = region
     return np.mean([q.pixels(y0, y1, x0, x1) for q in known], 0, dtype=np.float32)
@@ -106,25 +106,23 @@ def window_qp(qps: Sequence[QPMap | None], region: tuple[int, int, int, int]) ->
 def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> Iterator[FramePlan]:
     """The plans in order, each face with the mean quantiser of its region over its frame and the
     ``QP_WINDOW`` frames before it (``FacePlan.qp``; None where no frame gives one), and with a
-    ``deblocker`` each frame's face regions cleaned with those quantisers."""
+    ``deblocker`` each frame's face regions cleaned with those quantisers (``window_qp``, computed
+    once per face for both)."""
     history: deque[QPMap | None] = deque(maxlen=QP_WINDOW + 1)
     for p in plans:
         history.append(p.frame.qp)
-        faces = p.faces
-        if p.frame.qp is not None and faces:
+        faces, maps = p.faces, []
+        # the faces are marked where this frame has quantisers; the model also reads earlier ones
+        if faces and (p.frame.qp is not None or (deblocker is not None and any(q is not None for q in history))):
             h, w = p.frame.image.shape[:2]
-            faces = [replace(f, qp=_mean_qp(history, face_region(f, h, w))) for f in faces]
-        image = p.frame.image if deblocker is None else deblocker.clean(p.frame.image, faces, history)
+            maps = [window_qp(history, face_region(f, h, w)) for f in faces]
+            if p.frame.qp is not None:
+                faces = [replace(f, qp=None if m is None else float(m.mean())) for f, m in zip(faces, maps, strict=True)]
+        image = p.frame.image if deblocker is None else deblocker.clean(p.frame.image, faces, maps)
         if faces is p.faces and image is p.frame.image:
             yield p
         else:
             yield replace(p, faces=faces, frame=p.frame if image is p.frame.image else replace(p.frame, image=image))
-
-
-def _mean_qp(qps: Sequence[QPMap | None], region: tuple[int, int, int, int] | None) -> float | None:
-    """The mean of ``window_qp`` over ``region`` (None for no region or no known map)."""
-    qp = None if region is None else window_qp(qps, region)
-    return None if qp is None else float(qp.mean())
 
 
 def needs_qp(options: RestoreOptions) -> bool:

@@ -118,22 +118,28 @@ class _RecordQP(torch.nn.Module):
 
 
 def test_the_model_sees_each_regions_quantisers_and_auto_needs_them() -> None:
+    from rmmvideo.video.deblock import window_qp
+    from rmmvideo.video.fuse import face_region
     from rmmvideo.video.quantiser import QPMap
 
     image = np.full((64, 96, 3), 100, np.uint8)
     qp = QPMap(np.array([[20, 30, 40, 50, 51, 51], [10, 10, 10, 10, 10, 10]], np.float32), (32.0, 16.0))
+    region = face_region(_face(40, 20, 20), 64, 96)
     model = _RecordQP()
     d = Deblocker(model, torch.device("cpu"), auto=True)
-    assert d.clean(image, [_face(40, 20, 20)], [qp]) is image and model.seen == []  # auto: the face's QP unknown
-    d.clean(image, [_face(40, 20, 20, qp=40)], [qp])
+    # auto: the face's QP unknown
+    assert d.clean(image, [_face(40, 20, 20)], [window_qp([qp], region)]) is image and model.seen == []
+    d.clean(image, [_face(40, 20, 20, qp=40)], [window_qp([qp], region)])
     got = model.seen[-1]
     assert got is not None and got.shape[:2] == (1, 1)
     # the region is x 24..57, y 4..37: columns of blocks 1..3 (QP 30, 40, 50), rows 0..1
     assert got[0, 0, 0].mul(51).round().unique().tolist() == [30, 40, 50]
     assert got[0, 0, :, 0].mul(51).round().unique().tolist() == [10, 30]
     lower = QPMap(qp.values - 6, qp.block)
-    d.clean(image, [_face(40, 20, 20, qp=40)], [None, lower, qp])  # earlier frames' maps are averaged in
+    # earlier frames' maps are averaged in
+    d.clean(image, [_face(40, 20, 20, qp=40)], [window_qp([None, lower, qp], region)])
     assert model.seen[-1][0, 0, 0].mul(51).round().unique().tolist() == [27, 37, 47]
+    assert window_qp([None, None], region) is None and window_qp([qp], None) is None
     Deblocker(model, torch.device("cpu")).clean(image, [_face(40, 20, 20)])  # on: unknown quantiser
     assert model.seen[-1] is None
 
