@@ -99,7 +99,7 @@ class Components:
     detector_reason: str
     parser: torch.nn.Module | None
     device: torch.device
-    artefact_model: ArtefactCNN | None = None  # --deblock's CNN, loaded on first use (deblock.deblocker_for)
+    artefact_model: ArtefactCNN | None = None  # --deblock's CNN (build_components; else loaded by deblock.deblocker_for)
 
     @property
     def detector_name(self) -> str:
@@ -107,7 +107,8 @@ class Components:
 
 
 def build_components(options: RestoreOptions, log: Callable[[str], None] | None = None) -> Components:
-    """Load the weights, the face detector and the optional parser named by ``options``."""
+    """Load the weights, the face detector, the optional parser and (unless ``--deblock off``) the
+    codec-artefact model named by ``options``, before any output is opened."""
     from rmmvideo.models.weights import from_pretrained
     from rmmvideo.video.detect import make_detector
 
@@ -121,4 +122,9 @@ def build_components(options: RestoreOptions, log: Callable[[str], None] | None 
         from rmmvideo.models.face_parser import load_face_parser
 
         parser = load_face_parser(options.parser).to(device).eval()
-    return Components(model, detector, reason, parser, device)
+    artefact_model = None
+    if options.deblock != "off":
+        from rmmvideo.models.artefact import load_artefact
+
+        artefact_model = load_artefact(None, device)
+    return Components(model, detector, reason, parser, device, artefact_model)
