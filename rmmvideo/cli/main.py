@@ -22,7 +22,8 @@ import os
 import sys
 import traceback
 
-from rmmvideo.errors import Terminated, UserError, raise_on_termination
+from rmmvideo.errors import (Terminated, UserError, forget_termination, raise_on_termination,
+                             termination_received)
 from rmmvideo.video.safe_output import discard_pending
 
 # subcommand -> module under rmmvideo.cli
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stopped(e: Terminated) -> int:
+    print(f"rmmvideo: stopped by {e.name}", file=sys.stderr)
+    return 128 + e.signum
+
+
 def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP threads sleep instead of spinning: the pipeline runs decode/encode threads
     # beside torch, and spinning made 2-thread work several times slower under contention.
@@ -110,21 +116,27 @@ def main(argv: list[str] | None = None) -> int:
     _set_torch_threads(getattr(args, "threads", None))
     _log_to_stderr()  # e.g. the damaged spans of an input kept with --on-damage warn
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        if termination_received() is not None:  # its Terminated was swallowed on the way
+            raise Terminated(termination_received())
+        return code
     except UserError as e:
+        if termination_received() is not None:  # e.g. a load interrupted mid-file
+            return _stopped(Terminated(termination_received()))
         if debug:
             traceback.print_exc()
         print(f"rmmvideo: error: {e}", file=sys.stderr)
         return 2
     except Terminated as e:
-        print(f"rmmvideo: stopped by {e.name}", file=sys.stderr)
-        return 128 + e.signum
+        return _stopped(e)
     except KeyboardInterrupt:
         print("rmmvideo: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # not mapped where it happened: still one line, naming the user's file
         from rmmvideo.video.safe_output import target_of_temp
 
+        if termination_received() is not None:
+            return _stopped(Terminated(termination_received()))
         if debug:
             traceback.print_exc()
         name = getattr(e, "filename", None)
@@ -132,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rmmvideo: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback on demand
+        if termination_received() is not None:  # a library turned the signal into its own error
+            return _stopped(Terminated(termination_received()))
         if debug:
             traceback.print_exc()
         else:
@@ -140,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:  # a signal can land where no `with` covers a temporary output yet
         discard_pending()
+        forget_termination()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
-from rmmvideo.errors import UserError
+from rmmvideo.errors import UserError, check_not_terminated
 from rmmvideo.video.safe_output import AtomicOutput, check_output_path, output_error
 
 if TYPE_CHECKING:
@@ -403,7 +403,9 @@ class VideoWriter:
         """Queue one RGB frame `image` (H, W, 3) uint8 or uint16 (rgb48) at `pts` (input time_base).
 
         Converted to YUV by swscale (threaded) in the worker. pts must increase strictly.
-        Raises the worker's error if encoding failed."""
+        Raises the worker's error if encoding failed, and ``Terminated`` if a termination signal
+        came whose first raise was swallowed (``errors.check_not_terminated``)."""
+        check_not_terminated()
         if image.shape != (self.input_height, self.input_width, 3) or image.dtype not in (np.uint8, np.uint16):
             raise ValueError(
                 f"expected image (H, W, 3) = ({self.input_height}, {self.input_width}, 3) uint8/uint16, "

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rmmvideo.errors import UserError
+from rmmvideo.errors import UserError, check_not_terminated
 
 _TEMP_MARK = ".partial-"
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
@@ -221,7 +221,9 @@ class AtomicOutput:
     def commit(self) -> Path:
         """Move the finished temporary file onto the target (atomic on one filesystem).
 
-        Raises UserError naming the target for OS errors (permissions, read-only, ...)."""
+        Raises UserError naming the target for OS errors (permissions, read-only, ...), and
+        ``Terminated`` (nothing committed) when a termination signal came during the work."""
+        check_not_terminated()
         try:
             if not self.directory:
                 os.chmod(self.temp, self.mode if self.mode is not None else _default_mode())

@@ -120,6 +120,51 @@ def test_signal_in_the_writers_first_instants(make_clip, tiny_weights, monkeypat
         assert not [t for t in threading.enumerate() if t.name == "rmmvideo-encode"]
 
 
+@pytest.mark.parametrize("at_frame", [1, 3])
+def test_signal_whose_raise_was_swallowed_still_stops(make_clip, tiny_weights, monkeypatch, capsys, at_frame):
+    """A signal whose Terminated is swallowed where it lands (a destructor or a gc callback:
+    "Exception ignored in ...") still stops the run: at the next frame written (frame 1 of 3)
+    or before the finished output is committed (the last frame). Before, the run finished and
+    exited 0 (seen once in test_signal_stops_cleanly[SIGHUP])."""
+    clip = make_clip("c.mp4", frames=3)
+    real_submit = VideoWriter._submit
+    calls = []
+
+    def submit(self: VideoWriter, image: np.ndarray, pts: int) -> None:
+        real_submit(self, image, pts)
+        calls.append(pts)
+        if len(calls) == at_frame:
+            try:
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(0.5)  # the handler runs here, in the main thread
+            except Terminated:
+                pass  # swallowed, as Python does in a destructor
+    monkeypatch.setattr(VideoWriter, "_submit", submit)
+    assert main(_run_args(clip, clip.parent / "o.mp4", tiny_weights)) == 128 + signal.SIGHUP
+    assert len(calls) == at_frame  # no frame written after the signal
+    assert _leftovers(clip.parent, {"c.mp4"}) == []
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rmmvideo: stopped by SIGHUP"
+
+
+def test_signal_turned_into_another_error_still_stops(make_clip, tiny_weights, monkeypatch, capsys):
+    """A library that turns the signal's exception into its own error (torch's loader gave a
+    ValueError, reported as "not a codec-artefact weights file") exits 128 + the signal."""
+    import rmmvideo.models.weights as weights
+
+    clip = make_clip("c.mp4", frames=3)
+
+    def load(*_a: object, **_k: object) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        except Terminated:
+            raise UserError("not a weights file") from None
+    monkeypatch.setattr(weights, "from_pretrained", load)
+    assert main(_run_args(clip, clip.parent / "o.mp4", tiny_weights)) == 128 + signal.SIGTERM
+    assert _leftovers(clip.parent, {"c.mp4"}) == []
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rmmvideo: stopped by SIGTERM"
+
+
 def test_sigkill_leftover_is_removed_by_the_next_run(long_clip, tiny_weights):
     folder = long_clip.parent
     out = folder / "out.mp4"
