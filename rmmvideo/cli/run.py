@@ -62,7 +62,7 @@ def add_fuse_option(p: argparse._ActionsContainer) -> None:
     p.add_argument("--fuse", type=checks.FUSE, default="auto", metavar="auto|N",
                    help="multi-frame fusion: the N frames before and after each frame that show the same face "
                         "track are motion-compensated and averaged into its face regions where they agree, before "
-                        "restoration (less codec noise and flicker). auto (default) = 2, weighed by how coarsely the "
+                        "restoration (less codec noise and flicker). auto (default) = 3, weighed by how coarsely the "
                         "codec coded each face (H.264 QP: nothing at 26 or less, all from 30; nothing without a "
                         "quantiser); N = 0..8 for every face (0 = off; on nearly clean input it softens faces a "
                         "little: README)")

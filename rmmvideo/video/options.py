@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # heavy modules, imported lazily at run time
 
 Temporal = Literal["track", "frame"]
 DeblockMode = Literal["off", "auto", "on"]  # auto: by how coarsely the codec coded each face (H.264 QP)
-# --fuse: "auto" (2 frames each side, by how coarsely each face was coded) or N frames (0 = off)
+# --fuse: "auto" (3 frames each side, by how coarsely each face was coded) or N frames (0 = off)
 FuseSetting = int | Literal["auto"]
 # --strength: "auto", one weight in [0, 1], or (luma, chroma) weights (rmmvideo.video.strength)
 StrengthSetting = float | tuple[float, float] | Literal["auto"]

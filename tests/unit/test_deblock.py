@@ -214,12 +214,14 @@ def test_segments_and_previews_read_the_frames_the_qp_average_needs() -> None:
     from rmmvideo.video.options import RestoreOptions
     from rmmvideo.video.pipeline import context_before
 
-    base = context_before(RestoreOptions(fuse=2, deblock="off"))
-    assert context_before(RestoreOptions(fuse=2, deblock="auto")) == base + QP_WINDOW
-    assert context_before(RestoreOptions(fuse=2, deblock="on")) == base + QP_WINDOW
-    # --fuse auto (radius 2) weighs faces by their quantisers: the same frames as --fuse 2 and the average's
+    from rmmvideo.video.fuse import DEFAULT_RADIUS
+
+    base = context_before(RestoreOptions(fuse=DEFAULT_RADIUS, deblock="off"))
+    assert context_before(RestoreOptions(fuse=DEFAULT_RADIUS, deblock="auto")) == base + QP_WINDOW
+    assert context_before(RestoreOptions(fuse=DEFAULT_RADIUS, deblock="on")) == base + QP_WINDOW
+    # --fuse auto weighs faces by their quantisers: the frames of --fuse DEFAULT_RADIUS and the average's
     assert context_before(RestoreOptions(deblock="off")) == base + QP_WINDOW
-    assert context_before(RestoreOptions(fuse=0, deblock="off")) == base - 2
+    assert context_before(RestoreOptions(fuse=0, deblock="off")) == base - DEFAULT_RADIUS
 
 
 def _shared_frames(n: int) -> list[np.ndarray]:
