@@ -80,9 +80,9 @@ def test_preview_cli_writes_side_by_side_png(weights: Path, tmp_path: Path) -> N
              "--strength", "1")
     assert r.returncode == 0, r.stderr
     assert "frame 40" in r.stdout and "1 face" in r.stdout and str(out) in r.stdout
-    # start: 40 - the stabiliser's 3 frames, --fuse auto's 2 and the QP average's 8, aligned down to
-    # the run's batches (8) and detection frames (2); end = 40 + lag + 2 + --fuse auto's 2
-    assert "frames 24..54" in r.stdout
+    # start: 40 - the stabiliser's 3 frames, --fuse auto's 3 and the QP average's 8, aligned down to
+    # the run's batches (8) and detection frames (2); end = 40 + lag + 2 + --fuse auto's 3
+    assert "frames 24..55" in r.stdout
     img = np.asarray(Image.open(out).convert("RGB"))
     frame = _frame(CLIP, 40)
     h, w = frame.shape[:2]
