@@ -21,7 +21,7 @@ the crops the model restores and the paste all see the cleaned frame. A segment 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -103,11 +103,13 @@ def window_qp(qps: Sequence[QPMap | None], region: tuple[int, int, int, int] | N
     return np.mean([q.pixels(y0, y1, x0, x1) for q in known], 0, dtype=np.float32)
 
 
-def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> Iterator[FramePlan]:
+def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None,
+                  needed: Callable[[FramePlan], bool] | None = None) -> Iterator[FramePlan]:
     """The plans in order, each face with the mean quantiser of its region over its frame and the
     ``QP_WINDOW`` frames before it (``FacePlan.qp``; None where no frame gives one), and with a
     ``deblocker`` each frame's face regions cleaned with those quantisers (``window_qp``, computed
-    once per face for both)."""
+    once per face for both). ``needed``: asked as each frame arrives; a frame it refuses is
+    marked but not cleaned (the analysis pass cleans only the frames that can pin a track)."""
     history: deque[QPMap | None] = deque(maxlen=QP_WINDOW + 1)
     for p in plans:
         history.append(p.frame.qp)
@@ -118,7 +120,8 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None) -> It
             maps = [window_qp(history, face_region(f, h, w)) for f in faces]
             if p.frame.qp is not None:
                 faces = [replace(f, qp=None if m is None else float(m.mean())) for f, m in zip(faces, maps, strict=True)]
-        image = p.frame.image if deblocker is None else deblocker.clean(p.frame.image, faces, maps)
+        clean = deblocker is not None and (needed is None or needed(p))
+        image = deblocker.clean(p.frame.image, faces, maps) if clean else p.frame.image
         if faces is p.faces and image is p.frame.image:
             yield p
         else:

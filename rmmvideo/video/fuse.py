@@ -39,7 +39,7 @@ with ``radius`` frames of context on each side equals the single pass.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -210,9 +210,12 @@ def _luma8(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8))
 
 
-def fuse_plans(plans: Iterable[FramePlan], fusion: TemporalFusion) -> Iterator[FramePlan]:
+def fuse_plans(plans: Iterable[FramePlan], fusion: TemporalFusion,
+               needed: Callable[[FramePlan], bool] | None = None) -> Iterator[FramePlan]:
     """The plans in order, each frame's image fused with its neighbours' (a delay of
-    ``fusion.radius`` frames; the stream's first and last frames use the neighbours they have)."""
+    ``fusion.radius`` frames; the stream's first and last frames use the neighbours they have).
+    ``needed``: asked as each frame leaves; a frame it refuses leaves unfused (the analysis pass
+    fuses only the frames that can pin a track)."""
     r = fusion.radius
     if r == 0:
         yield from plans
@@ -222,6 +225,8 @@ def fuse_plans(plans: Iterable[FramePlan], fusion: TemporalFusion) -> Iterator[F
 
     def emit() -> FramePlan:
         p = window[centre]
+        if needed is not None and not needed(p):
+            return p
         image = fusion.fuse([q.frame.image for q in window], [q.faces for q in window], centre)
         return p if image is p.frame.image else replace(p, frame=replace(p.frame, image=image))
 

@@ -340,7 +340,11 @@ def restore_video(input: str | os.PathLike, output: str | os.PathLike | None = N
 
 def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = None,
                   components: Components | None = None) -> TrackTable:
-    """Pass 1 of the two-pass mode: track faces over the whole file and pin each track's style."""
+    """Pass 1 of the two-pass mode: track faces over the whole file and pin each track's style.
+
+    A style is pinned from the crops of the batch where its track first appears (and the
+    weights' curve), so only frames showing a track not pinned yet are cleaned, fused and
+    cropped: the others' pixels are never looked at here (pass 2 cleans and fuses every frame)."""
     options = options or RestoreOptions()
     info = probe(input)
     comps = components or build_components(options, _log(options))
@@ -352,13 +356,18 @@ def analyze_video(input: str | os.PathLike, options: RestoreOptions | None = Non
                            view=decode_view(info, options, _log(options)), quantisers=needs_qp(options))
     progress = _Progress(info.frame_count, options.quiet, "analysing")
     try:
+        def unpinned(plan: FramePlan) -> bool:
+            return any(f.track_id not in styler.styles for f in plan.faces)
+
         plans = fuse_plans(deblock_plans(plan_frames(frames, tracker, options.batch_size),
-                                         deblocker_for(options, comps)), fusion_for(options))
+                                         deblocker_for(options, comps), needed=unpinned),
+                           fusion_for(options), needed=unpinned)
         for batch in batched(plans, options.batch_size):
-            with torch.inference_mode():
-                fb = renderer.prepare(batch)
-                if fb is not None:
-                    renderer.pin_styles(fb)
+            if any(unpinned(p) for p in batch):
+                with torch.inference_mode():
+                    fb = renderer.prepare(batch)
+                    if fb is not None:
+                        renderer.pin_styles(fb)
             for plan in batch:
                 table.faces[plan.frame.pts] = plan.faces
             table.frames += len(batch)

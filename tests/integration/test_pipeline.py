@@ -382,3 +382,33 @@ def test_progress_callback_counts_frames(make_clip, tiny_weights, tmp_path):
     restore_video(clip, tmp_path / "p_out.mp4", opts(tiny_weights, codec="libx264", batch_size=4),
                   progress=seen.append)
     assert seen == [4, 8, 11]
+
+
+def test_analysis_cleans_and_fuses_only_the_frames_that_pin_tracks(two_face_clip, tiny_weights, monkeypatch):
+    """Pass 1 pins each track from the batch where it first appears, so it cleans and fuses only
+    the frames showing a track not pinned yet; the styles are those pinned with every frame
+    cleaned and fused."""
+    import rmmvideo.video.deblock as deblock
+    import rmmvideo.video.fuse as fuse
+    import rmmvideo.video.pipeline as pipeline
+
+    clip, _ = two_face_clip
+    o = opts(tiny_weights, fuse=2, deblock="on", batch_size=4)
+    fused: list[int] = []
+    real_fuse = fuse.TemporalFusion.fuse
+
+    def counting(self: fuse.TemporalFusion, images: list, faces: list, centre: int) -> object:
+        fused.append(centre)
+        return real_fuse(self, images, faces, centre)
+
+    monkeypatch.setattr(fuse.TemporalFusion, "fuse", counting)
+    table = analyze_video(clip, o)
+    assert table.frames == 20 and len(table.styles) == 2
+    assert 0 < len(fused) <= 8  # the first batches (both faces enter at once), not all 20 frames
+    lazy = len(fused)
+
+    monkeypatch.setattr(pipeline, "fuse_plans", lambda plans, fusion, needed=None: fuse.fuse_plans(plans, fusion))
+    monkeypatch.setattr(pipeline, "deblock_plans", lambda plans, d, needed=None: deblock.deblock_plans(plans, d))
+    every = analyze_video(clip, o)
+    assert len(fused) - lazy == 20  # every frame fused
+    assert every.styles == table.styles
