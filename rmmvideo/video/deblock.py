@@ -61,7 +61,9 @@ class Deblocker:
     """
 
     def __init__(self, model: ArtefactCNN, device: torch.device, auto: bool = False) -> None:
-        self.model = model
+        # Channels-last weights: a region (an HWC array seen as CHW) is already laid out so, and
+        # oneDNN's convolutions run 1.4-1.9x faster on it with 2 threads (80-250 px regions).
+        self.model = model.to(memory_format=torch.channels_last)
         self.device = device
         self.auto = auto
         self.faces_cleaned = 0
