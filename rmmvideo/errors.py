@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -46,13 +47,19 @@ def raise_on_termination() -> None:
     _received.clear()
 
     def handler(signum: int, _frame: object) -> None:
-        for s in TERMINATION_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        _received.append(signum)
-        raise Terminated(signum)
+        stop_for(signum)
 
     for s in TERMINATION_SIGNALS:
         signal.signal(s, handler)
+
+
+def stop_for(signum: int) -> NoReturn:
+    """What a termination signal's handler does: ignore further ones (so the cleanup can
+    finish), record this one (`termination_received`) and raise `Terminated`."""
+    for s in TERMINATION_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    _received.append(signum)
+    raise Terminated(signum)
 
 
 def termination_received() -> int | None:

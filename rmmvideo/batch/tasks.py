@@ -25,7 +25,7 @@ from rmmvideo.batch.media import (
     verify_output,
 )
 from rmmvideo.batch.segments import Segment, plan_segments
-from rmmvideo.errors import TERMINATION_SIGNALS, Terminated
+from rmmvideo.errors import TERMINATION_SIGNALS, Terminated, forget_termination, stop_for
 from rmmvideo.video.archive import archive_facts
 from rmmvideo.video.safe_output import atomic_output
 
@@ -96,12 +96,11 @@ def _stop_on_termination() -> None:
     removed) and the worker exits with 128 + n (`run_task`); an idle worker exits at once."""
     if threading.current_thread() is not threading.main_thread():
         return
+    forget_termination()
 
     def handler(signum: int, _frame: object) -> None:
         if _BUSY.is_set():
-            for s in TERMINATION_SIGNALS:
-                signal.signal(s, signal.SIG_IGN)
-            raise Terminated(signum)
+            stop_for(signum)  # recorded too: a swallowed raise still stops the task's writes
         os._exit(128 + signum)
 
     for s in TERMINATION_SIGNALS:

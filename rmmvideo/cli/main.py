@@ -19,6 +19,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -96,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stopped(e: Terminated) -> int:
-    print(f"rmmvideo: stopped by {e.name}", file=sys.stderr)
-    return 128 + e.signum
+def _stopped(signum: int) -> int:
+    print(f"rmmvideo: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,26 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_stderr()  # e.g. the damaged spans of an input kept with --on-damage warn
     try:
         code = int(args._run(args) or 0)
-        if termination_received() is not None:  # its Terminated was swallowed on the way
-            raise Terminated(termination_received())
+        if (signum := termination_received()) is not None:  # its Terminated was swallowed on the way
+            return _stopped(signum)
         return code
     except UserError as e:
-        if termination_received() is not None:  # e.g. a load interrupted mid-file
-            return _stopped(Terminated(termination_received()))
+        if (signum := termination_received()) is not None:  # e.g. a load interrupted mid-file
+            return _stopped(signum)
         if debug:
             traceback.print_exc()
         print(f"rmmvideo: error: {e}", file=sys.stderr)
         return 2
     except Terminated as e:
-        return _stopped(e)
+        return _stopped(e.signum)
     except KeyboardInterrupt:
         print("rmmvideo: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # not mapped where it happened: still one line, naming the user's file
         from rmmvideo.video.safe_output import target_of_temp
 
-        if termination_received() is not None:
-            return _stopped(Terminated(termination_received()))
+        if (signum := termination_received()) is not None:
+            return _stopped(signum)
         if debug:
             traceback.print_exc()
         name = getattr(e, "filename", None)
@@ -144,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rmmvideo: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback on demand
-        if termination_received() is not None:  # a library turned the signal into its own error
-            return _stopped(Terminated(termination_received()))
+        if (signum := termination_received()) is not None:  # a library turned the signal into its own error
+            return _stopped(signum)
         if debug:
             traceback.print_exc()
         else:

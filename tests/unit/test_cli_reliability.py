@@ -435,3 +435,27 @@ def test_frame_too_large_for_the_encoder_is_named_as_such(tmp_path):
     msg = str(e.value)
     assert "libx264" in msg and "16400x64" in msg and "audio" not in msg and "\n" not in msg
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_workers_signal_is_recorded_too(monkeypatch):
+    """The pool worker's handler is `errors.stop_for` as the CLI's is: a busy worker's signal is
+    recorded, so a task whose raise was swallowed still stops at its next frame or commit."""
+    import rmmvideo.batch.tasks as tasks
+    from rmmvideo.errors import check_not_terminated, forget_termination, termination_received
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        tasks._stop_on_termination()
+        monkeypatch.setattr(tasks._BUSY, "is_set", lambda: True)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        except Terminated:
+            pass  # swallowed
+        assert termination_received() == signal.SIGTERM
+        with pytest.raises(Terminated):
+            check_not_terminated()
+    finally:
+        forget_termination()
+        for s, h in before.items():
+            signal.signal(s, h)
