@@ -116,13 +116,13 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None,
     for p in plans:
         history.append(p.frame.qp)
         faces, maps = p.faces, []
+        clean = deblocker is not None and (needed is None or needed(p))
         # the faces are marked where this frame has quantisers; the model also reads earlier ones
-        if faces and (p.frame.qp is not None or (deblocker is not None and any(q is not None for q in history))):
+        if faces and (p.frame.qp is not None or (clean and any(q is not None for q in history))):
             h, w = p.frame.image.shape[:2]
             maps = [window_qp(history, face_region(f, h, w)) for f in faces]
             if p.frame.qp is not None:
                 faces = [replace(f, qp=None if m is None else float(m.mean())) for f, m in zip(faces, maps, strict=True)]
-        clean = deblocker is not None and (needed is None or needed(p))
         image = deblocker.clean(p.frame.image, faces, maps) if clean else p.frame.image
         if faces is p.faces and image is p.frame.image:
             yield p
