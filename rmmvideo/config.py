@@ -19,10 +19,11 @@ A config fixes:
   (``rmmvideo.models.refine``); 0 layers (default) = none, the paper's generator.
 - ``template``: 5 facial points (left eye, right eye, nose tip, left and right mouth corner) in
   crop coordinates normalised to [0, 1]; the video pipeline aligns faces to it.
-- ``strength_curve``: (crop scale f, luma weight a_Y, chroma weight a_C) points measured on
-  these weights by ``rmmvideo.video.strength.calibrate_strength``; ``--strength auto`` reads it
-  (files calibrated before 2026-12-07 hold (f, a) points: one weight for both). Empty: not
-  calibrated (auto strength 0). A property of trained weights, not of the architecture; it is
+- ``strength_curve``: (crop scale f, codec quantiser qp, luma weight a_Y, chroma weight a_C)
+  points measured on these weights by ``rmmvideo.video.strength.calibrate_strength`` (qp -1:
+  faces whose quantiser is unknown); ``--strength auto`` reads it (files calibrated before
+  2026-12-08 hold (f, a_Y, a_C) or (f, a) points, without the quantiser and the safety factor
+  applied: ``rmmvideo.video.strength.curve_points``). Empty: not calibrated (auto strength 0). A property of trained weights, not of the architecture; it is
   here so that it travels with them.
 """
 
@@ -109,11 +110,15 @@ class ModelConfig:
             raise ValueError("config: refine_layers must be 0 (no head) or >= 2, with refine_channels >= 1")
         if len(self.template) != 5:
             raise ValueError(f"config: template needs 5 points, got {len(self.template)}")
-        fs = [p[0] for p in self.strength_curve]
-        if any(len(p) not in (2, 3) for p in self.strength_curve) or any(f <= 0 for f in fs) \
-                or fs != sorted(set(fs)) or any(not 0.0 <= a <= 1.0 for p in self.strength_curve for a in p[1:]):
-            raise ValueError("config: strength_curve needs (f > 0, a_Y, a_C) points (weights in [0, 1]; "
-                             "or (f, a) for both) with increasing f")
+        curve = self.strength_curve
+        lengths = {len(p) for p in curve}
+        keys = [tuple(p[:2]) if len(p) == 4 else (p[0],) for p in curve]  # (f, qp) or f
+        if len(lengths) > 1 or lengths - {2, 3, 4} or any(p[0] <= 0 for p in curve) \
+                or keys != sorted(set(keys)) or any(len(p) == 4 and p[1] != -1 and p[1] < 0 for p in curve) \
+                or any(not 0.0 <= a <= 1.0 for p in curve for a in p[-2 if len(p) == 4 else 1:]):
+            raise ValueError("config: strength_curve needs (f > 0, qp, a_Y, a_C) points (qp >= 0, or -1 for "
+                             "unknown; weights in [0, 1]; older files: (f, a_Y, a_C) or (f, a)) with increasing "
+                             "f, then qp")
 
     @property
     def n_rm3(self) -> int:

@@ -477,23 +477,34 @@ def _lost(m: MethodScore) -> tuple[bool, bool, bool]:
     return m.psnr_gain < 0, m.fed_ratio > 1, m.temporal_ratio > 1
 
 
-def worse_than_upscale(results: Sequence[ClipResult], method: str = "rmm auto") -> list[str]:
+def worse_than_upscale(results: Sequence[ClipResult], method: str = "rmm auto",
+                       baseline: str | None = None) -> list[str]:
     """Where ``method`` lost to the plain upscale, one phrase per clip-scale: lower PSNR, higher
     FED or higher temporal error (the never-worse rule). A clip-scale that could not be scored
-    counts as lost; an empty list means never worse."""
+    counts as lost; an empty list means never worse.
+
+    ``baseline``: another method of the same results (e.g. ``"rmm s=0"``, the pipeline without
+    the model's detail); a metric on which it already loses counts against ``method`` only where
+    ``method`` is worse than ``baseline`` too (what ``method`` adds did not cause that loss)."""
     out = []
     for r in results:
         name = f"{Path(r.clip).name} x{r.scale}"
         if r.error:
             out.append(f"{name}: not scored ({r.error})")
             continue
-        for m in r.methods:
-            if m.method != method:
-                continue
-            lost = [what for what, bad in zip((f"ΔPSNR {m.psnr_gain:+.3f} dB", f"FED {m.fed_ratio:.3f}x",
-                                               f"temporal {m.temporal_ratio:.3f}x"), _lost(m)) if bad]
-            if lost:
-                out.append(f"{name}: {', '.join(lost)}")
+        scores = {m.method: m for m in r.methods}
+        m = scores.get(method)
+        if m is None:
+            continue
+        lost = list(_lost(m))
+        base = scores.get(baseline) if baseline else None
+        if base is not None:
+            worse = (m.psnr_gain < base.psnr_gain, m.fed_ratio > base.fed_ratio, m.temporal_ratio > base.temporal_ratio)
+            lost = [x and (w or not b) for x, w, b in zip(lost, worse, _lost(base))]
+        what = [w for w, bad in zip((f"ΔPSNR {m.psnr_gain:+.3f} dB", f"FED {m.fed_ratio:.3f}x",
+                                     f"temporal {m.temporal_ratio:.3f}x"), lost) if bad]
+        if what:
+            out.append(f"{name}: {', '.join(what)}")
     return out
 
 

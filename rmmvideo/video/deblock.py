@@ -130,10 +130,12 @@ def deblock_plans(plans: Iterable[FramePlan], deblocker: Deblocker | None,
             yield replace(p, faces=faces, frame=p.frame if image is p.frame.image else replace(p.frame, image=image))
 
 
-def needs_qp(options: RestoreOptions) -> bool:
+def needs_qp(options: RestoreOptions, pins: bool = True) -> bool:
     """Whether the decode must attach the codec's quantisers (``decode_frames(quantisers=)``):
-    for ``--deblock`` and for ``--fuse auto``, which weighs faces by how coarsely they were coded."""
-    return options.deblock != "off" or options.fuse == "auto"
+    for ``--deblock`` and ``--fuse auto``, which weigh faces by how coarsely they were coded, and
+    for ``--strength auto`` in a pass that ``pins`` tracks' strengths (not batch's second pass,
+    which reads them from the track table)."""
+    return options.deblock != "off" or options.fuse == "auto" or (pins and options.strength == "auto")
 
 
 def coding_note(faces: Sequence[FacePlan], options: RestoreOptions) -> str:

@@ -383,7 +383,7 @@ def context_before(options: RestoreOptions) -> int:
     """Frames before a segment's first that ``render_video`` reads: the stabiliser's window
     (``--temporal track``), before each of those the fusion's radius, and before each of
     those the frames whose quantisers ``--deblock`` averages."""
-    qp_window = QP_WINDOW if needs_qp(options) else 0
+    qp_window = QP_WINDOW if needs_qp(options, pins=False) else 0
     return (DEFAULT_WINDOW if options.temporal == "track" else 0) + fusion_for(options).radius + qp_window
 
 
@@ -408,7 +408,7 @@ def render_video(input: str | os.PathLike, output: str | os.PathLike, options: R
 
     damage = DamageReport()
     frames = decode_frames(info.path, high_bit_depth=deep, prefetch_frames=8, on_damage=options.on_damage,
-                           damage=damage, view=view, quantisers=needs_qp(options))
+                           damage=damage, view=view, quantisers=needs_qp(options, pins=False))
 
     fusion = fusion_for(options)
     warm: deque[FramePlan] = deque(maxlen=renderer.stabiliser.window)

@@ -117,7 +117,7 @@ class TrackStyler:
         self._noise: dict[int, torch.Tensor] = {}
 
     def pin(self, track_ids: Sequence[int], crops: torch.Tensor, detected: Sequence[bool],
-            crop_scale: torch.Tensor | None = None) -> None:
+            crop_scale: torch.Tensor | None = None, qp: Sequence[float | None] = ()) -> None:
         """Give a style to every track in ``track_ids`` that has none yet.
 
         Args:
@@ -125,6 +125,8 @@ class TrackStyler:
             crops: (N, 3, S, S) aligned crops in [0, 1].
             detected: (N,) whether the crop's landmarks come from a detection (confident).
             crop_scale: (N,) crop pixels per frame pixel of each crop (needed for auto strength).
+            qp: (N,) each face's mean codec quantiser (``FacePlan.qp``; None or missing:
+                unknown), for auto strength.
         """
         new: dict[int, list[int]] = {}
         for i, t in enumerate(track_ids):
@@ -145,15 +147,18 @@ class TrackStyler:
                 slot = int(slots[0])
             style = TrackStyle(noise_seed=track_noise_seed(self.seed, t), slot=slot)
             self.styles[t] = style
-            style.strength = self._strength(None if crop_scale is None else crop_scale[conf])
+            known = [q for i in conf if i < len(qp) and (q := qp[i]) is not None]
+            style.strength = self._strength(None if crop_scale is None else crop_scale[conf],
+                                            float(np.median(known)) if known else None)
 
-    def _strength(self, crop_scale: torch.Tensor | None) -> Strength:
-        """The track's strength: the fixed one, or the weights' calibrated one for its crop scale."""
+    def _strength(self, crop_scale: torch.Tensor | None, qp: float | None) -> Strength:
+        """The track's strength: the fixed one, or the weights' calibrated one for its crop scale
+        and codec quantiser."""
         if self.strength != "auto":
             return Strength.of(self.strength)
         if crop_scale is None:
             raise ValueError("auto strength needs the crops' scale (crop pixels per frame pixel)")
-        return auto_strength(self.model.config, effective_scale(crop_scale, self.scale))
+        return auto_strength(self.model.config, effective_scale(crop_scale, self.scale), qp)
 
     def noise(self, track_id: int) -> torch.Tensor:
         """(z_n_dim,) noise of a track (cached)."""
@@ -272,7 +277,7 @@ class FaceRenderer:
         if all(t in self.styler.styles for t in tracks):
             return
         self.styler.pin(tracks, fb.crops, [f.detected for _, f in fb.items],
-                        crop_scale=affine_scale(fb.mats.to(torch.float64)))
+                        crop_scale=affine_scale(fb.mats.to(torch.float64)), qp=[f.qp for _, f in fb.items])
 
     def _conditioning(self, plans: Sequence[FramePlan], items: list[tuple[int, FacePlan]],
                       crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

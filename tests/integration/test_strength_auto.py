@@ -36,18 +36,25 @@ def test_auto_strength_follows_the_bundled_curve_and_its_release_gate() -> None:
     styler = TrackStyler(model, seed=0, strength="auto", scale=4.0)
     styler.pin([0, 0], sharp, [True, True], crop_scale=torch.full((2,), 128 / 200))
     styler.pin([1, 1], degraded, [True, True], crop_scale=torch.full((2,), 128 / 32))
+    styler.pin([2, 2], degraded, [True, True], crop_scale=torch.full((2,), 128 / 32), qp=[24.0, 24.0])
+    styler.pin([3, 3], degraded, [True, True], crop_scale=torch.full((2,), 128 / 32), qp=[36.0, 38.0])
     s_sharp, s_degraded = styler.styles[0].strength, styler.styles[1].strength
     curve = model.config.strength_curve
-    assert curve  # the bundled weights are calibrated
+    assert curve and all(len(p) == 4 for p in curve)  # the bundled weights are calibrated per quantiser
     assert s_sharp == curve_strength(curve, 128 / 200)
     assert s_degraded == curve_strength(curve, 4.0)  # min(f = 4, scale 4)
+    assert styler.styles[2].strength == curve_strength(curve, 4.0, 24.0)
+    assert styler.styles[3].strength == curve_strength(curve, 4.0, 37.0)  # the crops' median quantiser
     record = read_metadata(default_weights_path())["extra"]["strength_calibration"]
     assert record["align"] == "detected" and record["gate"]["scales"] == [2, 4, 6, 8]
     if record["gate"]["lost"]:
-        assert s_sharp.is_zero and s_degraded.is_zero and all(p[1:] == (0.0, 0.0) for p in curve)
+        assert s_sharp.is_zero and s_degraded.is_zero and all(p[2:] == (0.0, 0.0) for p in curve)
         curve = [tuple(p) for p in record["measured_curve"]]
     m_sharp, m_degraded = curve_strength(curve, 128 / 200), curve_strength(curve, 4.0)
     assert m_degraded.chroma > m_sharp.chroma and m_degraded.luma > m_sharp.luma
+    # a coarsely coded face gets more of the model's detail than a finely coded one
+    m_fine, m_coarse = curve_strength(curve, 2.0, 24.0), curve_strength(curve, 2.0, 36.0)
+    assert m_coarse.luma > m_fine.luma and m_coarse.chroma >= m_fine.chroma
     fixed = TrackStyler(model, seed=0, strength=0.4, scale=4.0)
     fixed.pin([3], degraded[:1], [True])
     assert fixed.styles[3].strength == Strength.uniform(0.4)

@@ -224,6 +224,18 @@ def test_segments_and_previews_read_the_frames_the_qp_average_needs() -> None:
     assert context_before(RestoreOptions(fuse=0, deblock="off")) == base - DEFAULT_RADIUS
 
 
+def test_quantisers_are_decoded_where_a_stage_reads_them() -> None:
+    """--strength auto reads each track's quantiser where it pins strengths (run, preview, batch's
+    first pass), not in batch's second pass, whose strengths come from the track table."""
+    from rmmvideo.video.deblock import needs_qp
+    from rmmvideo.video.options import RestoreOptions
+
+    bare = dict(deblock="off", fuse=0)
+    assert needs_qp(RestoreOptions(**bare)) and not needs_qp(RestoreOptions(**bare), pins=False)
+    assert not needs_qp(RestoreOptions(strength=1.0, **bare))
+    assert needs_qp(RestoreOptions(strength=1.0), pins=False)  # --deblock auto, --fuse auto
+
+
 def _shared_frames(n: int) -> list[np.ndarray]:
     import itertools
 

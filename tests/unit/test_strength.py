@@ -96,6 +96,27 @@ def test_curve_strength_reads_luma_and_chroma_weights() -> None:
         Strength(0.5, 1.5)
 
 
+QP_CURVE = ((1.0, -1.0, 0.1, 0.5), (1.0, 24.0, 0.0, 0.2), (1.0, 32.0, 0.4, 0.8),
+            (2.0, -1.0, 0.3, 0.9), (2.0, 24.0, 0.1, 0.4), (2.0, 32.0, 0.8, 1.0))
+
+
+def test_curve_strength_follows_the_faces_codec_quantiser() -> None:
+    """(f, qp, a_Y, a_C) points are applied strengths: interpolated in log f at each quantiser,
+    then linearly in the quantiser (held beyond the calibrated ones); an unknown quantiser reads
+    the qp -1 rows."""
+    assert _pair(curve_strength(QP_CURVE, 1.0, 32.0)) == (pytest.approx(0.4), pytest.approx(0.8))  # no SAFETY
+    assert _pair(curve_strength(QP_CURVE, 1.0, 28.0)) == (pytest.approx(0.2), pytest.approx(0.5))
+    assert _pair(curve_strength(QP_CURVE, math.sqrt(2.0), 32.0)) == (pytest.approx(0.6), pytest.approx(0.9))
+    assert _pair(curve_strength(QP_CURVE, 2.0, 45.0)) == (pytest.approx(0.8), pytest.approx(1.0))  # held
+    assert _pair(curve_strength(QP_CURVE, 2.0, 10.0)) == (pytest.approx(0.1), pytest.approx(0.4))
+    assert _pair(curve_strength(QP_CURVE, 2.0)) == (pytest.approx(0.3), pytest.approx(0.9))  # unknown
+    assert _pair(curve_strength(QP_CURVE, 0.5, 32.0)) == (0.0, 0.0)  # faded below the calibrated f
+    # a curve without quantiser rows serves every face; one with only quantiser rows gives an
+    # unknown quantiser nothing
+    assert curve_strength(CURVE, 2.0, 32.0) == curve_strength(CURVE, 2.0)
+    assert curve_strength([p for p in QP_CURVE if p[1] >= 0], 2.0).is_zero
+
+
 def test_weigh_detail_weighs_luma_and_chroma_apart() -> None:
     g = torch.Generator().manual_seed(3)
     d = torch.randn(3, 3, 8, 8, generator=g)
@@ -126,11 +147,13 @@ def test_auto_strength_reads_the_curve_of_the_weights_and_is_zero_without_one(ca
 
 
 def test_strength_curve_travels_in_the_config_and_is_validated() -> None:
-    for curve in (CURVE, ((1.0, 0.2, 0.6), (2.0, 0.4, 1.0))):
+    for curve in (CURVE, ((1.0, 0.2, 0.6), (2.0, 0.4, 1.0)), QP_CURVE):
         cfg = ModelConfig(strength_curve=curve)
         assert ModelConfig.from_json(cfg.to_json()).strength_curve == curve
     assert "strength_curve" not in ModelConfig().to_dict()  # uncalibrated files stay as they were
-    for bad in (((2.0, 0.5), (1.0, 0.5)), ((1.0, 1.5),), ((0.0, 0.5),), ((1.0, 0.5, 1.2),), ((1.0,),)):
+    for bad in (((2.0, 0.5), (1.0, 0.5)), ((1.0, 1.5),), ((0.0, 0.5),), ((1.0, 0.5, 1.2),), ((1.0,),),
+                ((1.0, 32.0, 0.5, 0.5), (1.0, 24.0, 0.5, 0.5)), ((1.0, -2.0, 0.5, 0.5),), ((1.0, 32.0, 0.5, 1.5),),
+                ((1.0, 0.5), (2.0, 32.0, 0.5, 0.5))):
         with pytest.raises(ValueError, match="strength_curve"):
             ModelConfig(strength_curve=bad)
 
@@ -140,8 +163,9 @@ def test_pipeline_view_makes_crops_as_the_pipeline_sees_them() -> None:
     yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
     src = (src + 0.1 * ((yy // 2 + xx // 2) % 2 * 2 - 1).float()).clamp(0, 1)  # 2-px texture
     assert pipeline_view(src, 0.5, 64, 30, 0) is None  # would need a 128 px source
-    crop, up, truth = pipeline_view(src, 4.0, 64, 23, 0)
+    crop, up, truth, qp = pipeline_view(src, 4.0, 64, 23, 0)
     assert crop.shape == up.shape == truth.shape == (3, 64, 64)
+    assert 20 < qp < pipeline_view(src, 4.0, 64, 35, 0)[3]  # the input's quantiser: coarser at a higher CRF
     assert torch.allclose(truth, src, atol=1e-5)  # the truth is the source at the crop size
     assert (crop - truth).abs().mean() > 0.05  # a 16 px input has lost the texture
     big = pipeline_view(src, 1.0, 64, 23, 0)[0]
@@ -191,7 +215,7 @@ def test_detected_view_crops_where_the_detectors_points_say() -> None:
     template = ModelConfig().template
     exact = pipeline_view(src, 2.0, S, 23, 0)  # a 32 px input, padded by 16 px for the detector
     det = _PointsDetector(n=32, pad=16)
-    crop, up, truth = detected_view(src, 2.0, S, template, 23, 0, det)
+    crop, up, truth, _ = detected_view(src, 2.0, S, template, 23, 0, det)
     assert det.seen == [(64, 64, 3)]  # the input with its padding, as uint8 RGB
     assert torch.allclose(truth, exact[2], atol=1e-4)  # exact points: the same crops
     assert (crop - exact[0]).abs().mean() < 0.01 and (up - exact[1]).abs().mean() < 0.01
@@ -209,7 +233,7 @@ def test_calibration_gives_zero_where_the_pipeline_finds_no_faces(tiny_weights) 
     sources = [_face_like(k)[0] for k in range(8)]
     blind = _PointsDetector(n=32, pad=16, found=False)
     curve = calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0, detector=blind)
-    assert curve == [(1.0, 0.0, 0.0), (2.0, 0.0, 0.0)]  # no evidence: the plain upscale
+    assert curve == [(f, q, 0.0, 0.0) for f in (1.0, 2.0) for q in (-1.0, 24.0, 28.0, 32.0, 36.0, 40.0)]  # no evidence
 
 
 def test_calibrate_strength_gives_sorted_points_in_range(tiny_weights) -> None:
@@ -218,9 +242,12 @@ def test_calibrate_strength_gives_sorted_points_in_range(tiny_weights) -> None:
     model = from_pretrained(tiny_weights)
     sources = [_face_like(k)[0] for k in range(2)]  # 64 px sources, 32 px crops: f >= 0.5 reachable
     curve = calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)
-    assert [p[0] for p in curve] == [1.0, 2.0]  # f 0.25 would need a 128 px source
-    assert all(len(p) == 3 and 0.0 <= p[1] <= 1.0 and 0.0 <= p[2] <= 1.0 for p in curve)
+    assert [p[:2] for p in curve] == [(f, q) for f in (1.0, 2.0) for q in (-1.0, 24.0, 28.0, 32.0, 36.0, 40.0)]
+    assert all(len(p) == 4 and 0.0 <= p[2] <= 1.0 and 0.0 <= p[3] <= 1.0 for p in curve)
+    assert all(p[2:] == (0.0, 0.0) for p in curve if p[1] >= 0)  # two faces: too few at any quantiser
     assert curve == calibrate_strength(model, sources, scales=(0.25, 1.0, 2.0), seed=0)  # seeded
+    # each scale draws its own degradations: measured alone, the same points
+    assert calibrate_strength(model, sources, scales=(2.0,), seed=0) == curve[6:]
 
 
 def test_fit_strength_recovers_the_luma_and_chroma_weights_and_clamps() -> None:
@@ -231,14 +258,13 @@ def test_fit_strength_recovers_the_luma_and_chroma_weights_and_clamps() -> None:
     w = torch.ones(2, 1, S, S)
     y = to_grey(d)
     lost = 0.4 * y + 0.8 * (d - y)  # what the upscale misses: 0.4 of the luma, 0.8 of the chroma
-    st = fit_strength(d, lost, w)
-    assert _pair(st) == (pytest.approx(0.4, rel=1e-6), pytest.approx(0.8, rel=1e-6))
-    assert _pair(fit_strength(d, 0.6 * d, w)) == (pytest.approx(0.6, rel=1e-6), pytest.approx(0.6, rel=1e-6))
-    assert fit_strength(-d, d, w).is_zero  # detail that points away from the truth
-    assert fit_strength(0.5 * d, d, w) == Strength.uniform(1.0)  # clamped
-    st = fit_strength(d, 1.5 * y - 0.5 * (d - y), w)  # luma beyond 1, chroma below 0
-    assert (st.luma, st.chroma) == (1.0, 0.0)
-    assert fit_strength(torch.zeros_like(d), d, w).is_zero
+    assert fit_strength(d, lost, w) == (pytest.approx(0.4, rel=1e-6), pytest.approx(0.8, rel=1e-6))
+    assert fit_strength(d, 0.6 * d, w) == (pytest.approx(0.6, rel=1e-6), pytest.approx(0.6, rel=1e-6))
+    assert fit_strength(-d, d, w) == (0.0, 0.0)  # detail that points away from the truth
+    assert fit_strength(0.5 * d, d, w) == (1.0, 1.0)  # clamped
+    assert fit_strength(0.5 * d, d, w, upper=4.0) == (pytest.approx(2.0, rel=1e-6), pytest.approx(2.0, rel=1e-6))
+    assert fit_strength(d, 1.5 * y - 0.5 * (d - y), w) == (1.0, 0.0)  # luma beyond 1, chroma below 0
+    assert fit_strength(torch.zeros_like(d), d, w) == (0.0, 0.0)
 
 
 def test_stabiliser_averages_static_noise_but_keeps_motion() -> None:
@@ -328,10 +354,14 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     assert w.read_bytes() == before
     assert mod.main(args) == 0
     curve = from_pretrained(w).config.strength_curve
-    assert [p[0] for p in curve] == [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources
-    assert all(p[1:] == (0.0, 0.0) for p in curve)  # noise: the pipeline's detector finds no face
+    fs = [0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0]  # 64 px sources reach them all
+    assert [p[:2] for p in curve] == [(f, q) for f in fs for q in (-1.0, 24.0, 28.0, 32.0, 36.0, 40.0)]
+    assert all(p[2:] == (0.0, 0.0) for p in curve)  # noise: the pipeline's detector finds no face
     assert mod.main(args + ["--align", "exact"]) == 0  # the sources' own alignment: measured anyway
-    assert len(from_pretrained(w).config.strength_curve) == 10
+    measured = from_pretrained(w).config.strength_curve
+    assert len(measured) == 60
+    assert mod.main(args + ["--align", "exact", "--jobs", "2"]) == 0  # scales in two processes: the same curve
+    assert from_pretrained(w).config.strength_curve == measured
     old, new = load_file(str(tiny_weights)), load_file(str(w))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
     assert mod.main([str(tmp_path / "missing.safetensors"), "--data", str(faces)]) == 2
@@ -343,10 +373,17 @@ def test_calibrate_strength_pipeline_writes_the_curve_into_the_weights(tiny_weig
     bad_clip.write_text("not a video")
     assert mod.main(args + ["--align", "exact", "--gate", str(bad_clip), "--gate-scales", "4"]) == 0
     gated = from_pretrained(w).config.strength_curve
-    assert [p[0] for p in gated] == [p[0] for p in curve] and all(p[1:] == (0.0, 0.0) for p in gated)
+    assert [p[:2] for p in gated] == [p[:2] for p in curve] and all(p[2:] == (0.0, 0.0) for p in gated)
     record = read_metadata(w)["extra"]["strength_calibration"]
     assert record["gate"]["lost"][0].startswith("not_a_video.mp4 x4: not scored")
-    assert len(record["measured_curve"]) == 10
+    assert len(record["measured_curve"]) == 60
+    # --regate gates the measured curve again without measuring (no --data needed)
+    assert mod.main([str(w), "--regate"]) == 2  # needs --gate
+    assert mod.main([str(w), "--regate", "--gate", str(bad_clip), "--gate-scales", "2"]) == 0
+    again = read_metadata(w)["extra"]["strength_calibration"]
+    assert again["measured_curve"] == record["measured_curve"] and again["faces"] == record["faces"]
+    assert again["gate"]["scales"] == [2] and again["gate"]["lost"][0].startswith("not_a_video.mp4 x2")
+    assert all(p[2:] == (0.0, 0.0) for p in from_pretrained(w).config.strength_curve)
 
 
 def test_worse_than_upscale_names_every_lost_clip_scale() -> None:
@@ -367,6 +404,13 @@ def test_worse_than_upscale_names_every_lost_clip_scale() -> None:
     assert worse_than_upscale(results[:1]) == []  # gains, and the bicubic row is not judged
     assert worse_than_upscale(results, method="rmm s=1") == [  # no such rows: only the unscored one
         "four.mp4 x4: not scored (no face found in the original frames)"]
+    # against a baseline (strength 0): its own losses count only where the method is worse still
+    s0 = [MethodScore("rmm s=0", 30.0, 0.9, 0.3, 1.0, 1.0, 1.0, 0.1, psnr_gain=0.05, fed_ratio=fed,
+                      temporal_ratio=1.01) for fed in (1.01, 1.002)]
+    pair = [ClipResult("five.mp4", 8, methods=[row(0.1, 1.005, 1.005), s0[0]]),
+            ClipResult("six.mp4", 8, methods=[row(0.1, 1.005, 1.0), s0[1]])]
+    assert worse_than_upscale(pair) == ["five.mp4 x8: FED 1.005x, temporal 1.005x", "six.mp4 x8: FED 1.005x"]
+    assert worse_than_upscale(pair, baseline="rmm s=0") == ["six.mp4 x8: FED 1.005x"]
 
 
 def test_identity_safe_cuts_the_luma_before_the_chroma(monkeypatch) -> None:
@@ -429,6 +473,27 @@ def test_strength_option_takes_luma_and_chroma_weights(tiny_weights, capsys) -> 
     styler = TrackStyler(from_pretrained(tiny_weights), seed=0, strength=(0.5, 1.0))
     styler.pin([4], torch.rand(1, 3, 32, 32), [True])
     assert styler.styles[4].strength == Strength(0.5, 1.0)
+
+
+def test_auto_strength_of_a_track_reads_its_faces_codec_quantiser(tiny_weights) -> None:
+    """A track's auto strength is the curve's at the median quantiser of the crops that pin it
+    (the unknown rows when none has one): a coarsely coded face gets more of the model's detail."""
+    from dataclasses import replace
+
+    from rmmvideo.models.weights import from_pretrained
+    from rmmvideo.video.render import TrackStyler
+
+    model = from_pretrained(tiny_weights)
+    model.config = replace(model.config, strength_curve=QP_CURVE)
+    styler = TrackStyler(model, seed=0, strength="auto", scale=4.0)
+    crops, scale = torch.rand(3, 3, 32, 32), torch.full((3,), 2.0)
+    styler.pin([1, 1, 1], crops, [True] * 3, crop_scale=scale, qp=[30.0, 34.0, 32.0])
+    styler.pin([2, 2, 2], crops, [True] * 3, crop_scale=scale, qp=[24.0, None, 24.0])
+    styler.pin([3, 3, 3], crops, [True] * 3, crop_scale=scale)
+    assert styler.styles[1].strength == curve_strength(QP_CURVE, 2.0, 32.0) == Strength(0.8, 1.0)
+    assert styler.styles[2].strength == curve_strength(QP_CURVE, 2.0, 24.0)
+    assert styler.styles[3].strength == curve_strength(QP_CURVE, 2.0)
+    assert styler.styles[2].strength.luma < styler.styles[3].strength.luma < styler.styles[1].strength.luma
 
 
 def test_run_summary_says_which_tracks_stayed_the_plain_upscale() -> None:
