@@ -55,17 +55,19 @@ def add_strength_option(p: argparse._ActionsContainer, default: str | None = "au
                    help="restoration strength per face track: 0 = the plain upscale (bit for bit), "
                         "1 = all of the model's detail, L/C = separate weights for the detail's luma and chroma "
                         "(e.g. 0.5/1: half the luma detail, which moves identity most, all of the colour detail), "
-                        "auto = per track, from the weights' calibration at the face's size")
+                        "auto = per track, from the weights' calibration at the face's size and codec quantiser")
 
 
 def add_fuse_option(p: argparse._ActionsContainer) -> None:
+    from rmmvideo.video.quantiser import COARSE_QP, FINE_QP
+
     p.add_argument("--fuse", type=checks.FUSE, default="auto", metavar="auto|N",
                    help="multi-frame fusion: the N frames before and after each frame that show the same face "
                         "track are motion-compensated and averaged into its face regions where they agree, before "
                         "restoration (less codec noise and flicker). auto (default) = 3, weighed by how coarsely the "
-                        "codec coded each face (H.264 QP: nothing at 26 or less, all from 30; nothing without a "
-                        "quantiser); N = 0..8 for every face (0 = off; on nearly clean input it softens faces a "
-                        "little: README)")
+                        f"codec coded each face (H.264 QP: nothing at {FINE_QP:g} or less, all from {COARSE_QP:g}; "
+                        "nothing without a quantiser); N = 0..8 for every face (0 = off; on nearly clean input it "
+                        "softens faces a little: README)")
 
 
 def add_deblock_option(p: argparse._ActionsContainer) -> None:
