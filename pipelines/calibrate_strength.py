@@ -131,6 +131,7 @@ def gate(model, curve: list[tuple[float, float, float, float]], clips: list[str]
     from rmmvideo.eval.video import evaluate_videos, to_markdown, worse_than_upscale
     from rmmvideo.models.weights import save_pretrained
     from rmmvideo.video.options import RestoreOptions
+    from rmmvideo.video.strength import split_over_processes
 
     with tempfile.TemporaryDirectory(prefix="rmmvideo-gate-") as tmp:
         w = Path(tmp) / "gate.safetensors"
@@ -140,18 +141,13 @@ def gate(model, curve: list[tuple[float, float, float, float]], clips: list[str]
             save_pretrained(model, w)
         finally:
             model.config = config
-        kw = dict(frames=frames, strengths=["auto", 0.0], options=RestoreOptions(weights=str(w), quiet=True),
-                  noise_check=False)
-        if jobs <= 1:
-            results = evaluate_videos(clips, scales=scales, progress=lambda m: print(f"gate: {m}", file=sys.stderr,
-                                                                                      flush=True), **kw)
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                parts = [pool.submit(evaluate_videos, clips, scales=scales[i::jobs], **kw) for i in range(jobs)]
-                results = sorted((r for part in parts for r in part.result()), key=lambda r: (r.clip, r.scale))
+        # a progress line per clip-scale where the evaluation runs here (a lambda does not pickle)
+        progress = {} if jobs > 1 else {"progress": lambda m: print(f"gate: {m}", file=sys.stderr, flush=True)}
+        results = split_over_processes(evaluate_videos, "scales", scales, jobs, clips, frames=frames,
+                                       strengths=["auto", 0.0], options=RestoreOptions(weights=str(w), quiet=True),
+                                       noise_check=False, **progress)
+        if jobs > 1:
+            results.sort(key=lambda r: (r.clip, r.scale))
     print(to_markdown(results), flush=True)
     return worse_than_upscale(results, baseline="rmm s=0")
 

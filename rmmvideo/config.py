@@ -115,7 +115,7 @@ class ModelConfig:
         keys = [tuple(p[:2]) if len(p) == 4 else (p[0],) for p in curve]  # (f, qp) or f
         if len(lengths) > 1 or lengths - {2, 3, 4} or any(p[0] <= 0 for p in curve) \
                 or keys != sorted(set(keys)) or any(len(p) == 4 and p[1] != -1 and p[1] < 0 for p in curve) \
-                or any(not 0.0 <= a <= 1.0 for p in curve for a in p[-2 if len(p) == 4 else 1:]):
+                or any(not 0.0 <= a <= 1.0 for p in curve for a in (p[2:] if len(p) == 4 else p[1:])):
             raise ValueError("config: strength_curve needs (f > 0, qp, a_Y, a_C) points (qp >= 0, or -1 for "
                              "unknown; weights in [0, 1]; older files: (f, a_Y, a_C) or (f, a)) with increasing "
                              "f, then qp")

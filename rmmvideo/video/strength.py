@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -431,16 +431,25 @@ def calibrate_jobs(model: RMM, sources: Sequence[torch.Tensor], seed: int, detec
     """:func:`calibrate_strength` over :data:`CALIBRATION_SCALES`, the scales split among ``jobs``
     processes (each scale draws its own degradations, so the curve is the same for any number).
     ``detector``: the name of the detector to align with (``make_detector``), None: exact."""
+    curve = split_over_processes(_calibrate_part, "scales", CALIBRATION_SCALES, jobs, model, sources, seed,
+                                 detector, threads=threads)
+    return curve if jobs <= 1 else sorted(curve)
+
+
+def split_over_processes(fn: Callable[..., list], key: str, items: Sequence, jobs: int, *args: object,
+                         **kwargs: object) -> list:
+    """``fn(*args, key=part, **kwargs)`` on ``jobs`` parts of ``items`` (``items[i::jobs]``), each
+    in a spawned process, the results concatenated in part order; with ``jobs`` <= 1 one call
+    here, on all of ``items``. Used by the calibration and by its release gate (one crop scale
+    or upscale factor per item). ``fn`` and its arguments must pickle."""
     if jobs <= 1:
-        return _calibrate_part(model, sources, seed, detector, CALIBRATION_SCALES, threads)
+        return list(fn(*args, **{key: items}, **kwargs))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    parts = [CALIBRATION_SCALES[i::jobs] for i in range(jobs)]
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_calibrate_part, *zip(*[(model, sources, seed, detector, part, threads)
-                                                     for part in parts])))
-    return sorted(p for part in done for p in part)
+        parts = [pool.submit(fn, *args, **{key: items[i::jobs]}, **kwargs) for i in range(jobs)]
+        return [r for part in parts for r in part.result()]
 
 
 def _calibrate_part(model: RMM, sources: Sequence[torch.Tensor], seed: int, detector: str | None,
